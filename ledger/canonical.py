@@ -1,0 +1,102 @@
+"""The one place that turns payloads into the bytes that are signed or hashed.
+
+PROTOCOL.md 1: canonical form is RFC 8785 (JCS); every signature covers
+``TAG + b"\\n" + JCS(payload)``; hashes are SHA-256, shown as lowercase hex.
+
+``jcs`` takes a fast path through ``orjson`` when the value holds only what signed content
+may hold (PROTOCOL.md 1: objects, arrays, strings, integers within +-(2**53-1), booleans,
+null) and every object key sorts the same by code point as by UTF-16 code unit (RFC 8785
+3.2.3). On that domain orjson's compact output with sorted keys is byte-identical to
+RFC 8785: strings are escaped as ECMAScript ``JSON.stringify`` does (RFC 8785 3.2.2.2) and
+integers print as in 3.2.2.3. Everything else (floats, exotic keys) goes to the reference
+encoder ``rfc8785``. ``tests/test_canonical.py`` holds both paths to the published vectors
+and to each other with hypothesis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import rfc8785
+
+from .errors import InputError
+
+__all__ = [
+    "BLOCK_TAG",
+    "GENESIS_TAG",
+    "MAX_SAFE_INTEGER",
+    "RECORD_TAG",
+    "VOTE_TAG",
+    "jcs",
+    "sha256_hex",
+    "signing_bytes",
+    "tagged_hash",
+]
+
+# PROTOCOL.md domain tags: a signature or hash made for one purpose never serves another.
+RECORD_TAG = b"provledger/record/v1"  # PROTOCOL.md 3
+BLOCK_TAG = b"provledger/block/v1"  # PROTOCOL.md 5
+VOTE_TAG = b"provledger/vote/v1"  # PROTOCOL.md 6
+GENESIS_TAG = b"provledger/genesis/v1"  # PROTOCOL.md 2
+# Tags this implementation adds (docs/protocol.md): consensus proposals and peer messages.
+PROPOSAL_TAG = b"provledger/proposal/v1"
+
+MAX_SAFE_INTEGER = 2**53 - 1  # PROTOCOL.md 1: integers within +-(2^53 - 1)
+_SORT = orjson.OPT_SORT_KEYS
+
+
+def _fast_ok(value: Any) -> bool:
+    """True when ``value`` lies in the domain where orjson's output equals RFC 8785's."""
+    stack = [value]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or v is None or t is bool:
+            continue
+        if t is dict:
+            for k, item in v.items():
+                # UTF-16 order (RFC 8785 3.2.3) equals code point order unless a key mixes
+                # characters above U+FFFF with ones in U+E000..U+FFFF; send any key at or
+                # above U+E000 to the reference encoder.
+                if type(k) is not str or (k and max(k) >= "\ue000"):
+                    return False
+                push(item)
+        elif t is list:
+            stack.extend(v)
+        elif t is int:
+            if not -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER:
+                return False
+        else:
+            return False
+    return True
+
+
+def jcs(value: Any) -> bytes:
+    """RFC 8785 canonical JSON bytes of ``value``."""
+    if _fast_ok(value):
+        try:
+            return orjson.dumps(value, option=_SORT)
+        except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates in a string
+            pass
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
+        raise InputError(f"value cannot be canonicalized (RFC 8785): {e}", code="not_canonicalizable") from e
+
+
+def signing_bytes(tag: bytes, payload: Any) -> bytes:
+    """The exact bytes a signature covers: ``TAG + b"\\n" + JCS(payload)`` (PROTOCOL.md 1)."""
+    return tag + b"\n" + jcs(payload)
+
+
+def tagged_hash(tag: bytes, payload: Any) -> str:
+    """``hex(SHA-256(TAG + b"\\n" + JCS(payload)))``: chain id (PROTOCOL.md 2), block hash (5)."""
+    return hashlib.sha256(signing_bytes(tag, payload)).hexdigest()
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

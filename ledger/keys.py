@@ -1,0 +1,113 @@
+"""Ed25519 keys (RFC 8032) with ``cryptography``: generate, save, load, sign, verify.
+
+A key file holds the 32-byte private seed as 64 lowercase hex characters and a newline,
+written with mode 0600; saving refuses to overwrite. Public keys travel as hex
+(PROTOCOL.md 1). Every signature is over ``canonical.signing_bytes(tag, payload)``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .canonical import signing_bytes
+from .errors import InputError, SignatureError
+
+__all__ = ["SigningKey", "is_hex", "public_key", "verify", "verify_bytes"]
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hex(value: object, nbytes: int) -> bool:
+    """True if ``value`` is a lowercase hex string of exactly ``nbytes`` bytes."""
+    return type(value) is str and len(value) == 2 * nbytes and _HEX.issuperset(value)
+
+
+@lru_cache(maxsize=4096)
+def public_key(hex_key: str) -> Ed25519PublicKey:
+    """Parse a public key from hex; raises InputError (code ``bad_key``)."""
+    if not is_hex(hex_key, 32):
+        raise InputError(f"public key must be 64 lowercase hex characters, got {hex_key!r:.80}", code="bad_key")
+    try:
+        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+    except ValueError as e:
+        raise InputError(f"not an Ed25519 public key: {hex_key}", code="bad_key") from e
+
+
+def verify_bytes(hex_key: str, message: bytes, sig_hex: str) -> None:
+    """Verify a signature over raw ``message``; raises SignatureError."""
+    if not is_hex(sig_hex, 64):
+        raise SignatureError("signature must be 128 lowercase hex characters", code="bad_signature")
+    try:
+        public_key(hex_key).verify(bytes.fromhex(sig_hex), message)
+    except InvalidSignature as e:
+        raise SignatureError("signature does not verify", code="bad_signature") from e
+
+
+def verify(hex_key: str, tag: bytes, payload: Any, sig_hex: str) -> None:
+    """Verify ``sig_hex`` by ``hex_key`` over ``signing_bytes(tag, payload)``."""
+    verify_bytes(hex_key, signing_bytes(tag, payload), sig_hex)
+
+
+@dataclass(frozen=True, eq=False)
+class SigningKey:
+    """An Ed25519 private key and its public key hex."""
+
+    _key: Ed25519PrivateKey
+    public: str
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls._from_private(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        """Deterministic key from a 32-byte seed (test vectors, fixtures)."""
+        return cls._from_private(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def _from_private(cls, key: Ed25519PrivateKey) -> SigningKey:
+        return cls(key, key.public_key().public_bytes_raw().hex())
+
+    def seed(self) -> bytes:
+        return self._key.private_bytes_raw()
+
+    def sign_bytes(self, message: bytes) -> str:
+        return self._key.sign(message).hex()
+
+    def sign(self, tag: bytes, payload: Any) -> str:
+        """Hex signature over ``signing_bytes(tag, payload)``."""
+        return self.sign_bytes(signing_bytes(tag, payload))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the seed to ``path`` with mode 0600; refuses to overwrite an existing file."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as e:
+            raise InputError(f"{p} already exists; refusing to overwrite a key", code="key_exists") from e
+        with os.fdopen(fd, "w") as f:
+            f.write(self.seed().hex() + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SigningKey:
+        p = Path(path)
+        try:
+            text = p.read_text().strip()
+        except OSError as e:
+            raise InputError(f"cannot read key file {p}: {e.strerror}", code="bad_key_file") from e
+        try:
+            if not is_hex(text, 32):
+                raise ValueError("not 64 hex characters")
+            return cls.from_seed(binascii.unhexlify(text))
+        except ValueError as e:
+            raise InputError(f"{p} is not a provledger key file (64 hex characters of Ed25519 seed)", code="bad_key_file") from e

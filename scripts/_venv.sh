@@ -1,0 +1,27 @@
+# Sourced by the scripts: create .venv if missing and (re)install the project when
+# pyproject.toml changed since the last install. Usage: . scripts/_venv.sh [EXTRAS]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+EXTRAS="${1:-}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for c in python3.11 python3 python; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then PY="$c"; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "provledger needs Python >= 3.11 on PATH" >&2; exit 2; }
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+STAMP="$VENV/.install-stamp"
+WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$EXTRAS"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "installing provledger into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  if [ -n "$EXTRAS" ]; then SPEC="$ROOT[$EXTRAS]"; else SPEC="$ROOT"; fi
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$SPEC" >&2
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
