@@ -57,7 +57,7 @@ HASH_SIZE = 32
 NodeKey: TypeAlias = tuple[int, int]
 """``(level, index)`` of a perfect aligned subtree."""
 GetNodes: TypeAlias = Callable[[list[NodeKey]], Mapping[NodeKey, bytes]]
-"""A store's batched node read: one call, every key answered (missing keys are absent)."""
+"""A store's batched node read: one call for all keys; a key it lacks is left out."""
 
 _sha256 = hashlib.sha256
 
