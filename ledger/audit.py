@@ -1,0 +1,422 @@
+"""The offline auditor: every check of PROTOCOL.md 7, with findings located.
+
+``audit(source)`` returns an ``AuditReport`` (what passed, what failed, where);
+``verify_chain(source)`` raises ``VerificationError`` on the first report that is not clean.
+A source is a database file, a node URL or an exported bundle (see ``ChainSource``).
+
+Checks, numbered as PROTOCOL.md 7:
+  1. ``chain_id`` recomputes from the genesis (and matches what the source claims).
+  2. Per height: ``height`` increments, ``prev`` links, the certificate is valid for the
+     block hash, ``count`` and ``log_size`` add up, records sit at consecutive log indexes.
+  3. Per record: form, id recomputes, signature verifies, the signer's identity and role
+     and the type's rules hold at that point in the log (``ledger.state``).
+  4. ``log_root`` of every block equals the RFC 9162 root recomputed over the record ids.
+  5. The chain is consistent with a checkpoint audited before (``--state FILE``): no
+     rollback, no fork (root at the old size recomputed, and an RFC 9162 consistency proof
+     where the source can give one).
+Findings after the first may be consequences of it; each says which check failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from . import merkle
+from .blocks import Certificate, Header, verify_certificate
+from .errors import InputError, LedgerError, ProofError, VerificationError
+from .genesis import parse_genesis
+from .keys import verify_bytes
+from .records import Record, parse_record, record_signing_bytes
+from .state import ChainState
+
+__all__ = [
+    "AuditReport",
+    "ChainSource",
+    "Checkpoint",
+    "DbSource",
+    "Finding",
+    "SourceBlock",
+    "audit",
+    "verify_chain",
+]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # e.g. "signature", "certificate", "prev", "log_root", "rule:replayed_nonce"
+    message: str
+    height: int | None = None
+    record: str | None = None  # record id (as stored, else recomputed)
+    index: int | None = None  # log index
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def __str__(self) -> str:
+        where = []
+        if self.height is not None:
+            where.append(f"height {self.height}")
+        if self.index is not None:
+            where.append(f"index {self.index}")
+        if self.record:
+            where.append(f"record {self.record[:16]}…")
+        return f"[{self.check}] {', '.join(where) + ': ' if where else ''}{self.message}"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What an audit verified: kept in ``--state FILE`` to catch rollbacks and forks."""
+
+    chain_id: str
+    height: int
+    hash: str
+    log_size: int
+    log_root: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> Checkpoint | None:
+        p = Path(path)
+        if not p.exists():
+            return None
+        try:
+            d = json.loads(p.read_text())
+            return cls(**{k: d[k] for k in ("chain_id", "height", "hash", "log_size", "log_root")})
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{p} is not an audit state file: {e}", code="bad_state_file") from e
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, p)
+
+
+@dataclass
+class AuditReport:
+    chain_id: str | None = None
+    blocks: int = 0
+    records: int = 0
+    head: Checkpoint | None = None
+    findings: list[Finding] = field(default_factory=list)
+    checkpoint: str | None = None  # what the --state comparison concluded
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "chain_id": self.chain_id,
+            "blocks": self.blocks,
+            "records": self.records,
+            "head": asdict(self.head) if self.head else None,
+            "checkpoint": self.checkpoint,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class SourceBlock:
+    """One block as a source holds it. ``records`` are (log index or None, stored id or
+    None, envelope as JSON text or dict)."""
+
+    height: int
+    header: Any
+    certificate: Any
+    records: list[tuple[int | None, str | None, Any]]
+
+
+class ChainSource(Protocol):
+    def genesis_doc(self) -> Any: ...
+
+    def claimed_chain_id(self) -> str | None:
+        """The chain id the source says it holds (None if it says nothing)."""
+        ...
+
+    def totals(self) -> tuple[int, int]:
+        """(blocks, records) expected, for progress."""
+        ...
+
+    def blocks(self) -> Iterator[SourceBlock]: ...
+
+    def structure(self) -> Iterator[Finding]:
+        """Findings about the source's own layout (e.g. records that belong to no block)."""
+        ...
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes] | None: ...
+
+
+class DbSource:
+    """A provledger SQLite file, read as raw rows: nothing the store caches is trusted."""
+
+    def __init__(self, path: str | Path) -> None:
+        import sqlite3
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"no such database file: {p}", code="no_database")
+        self.path = p
+        self.conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            self.conn.execute("SELECT 1 FROM meta LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise InputError(f"{p} is not a provledger database: {e}", code="bad_database") from e
+
+    def _meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def genesis_doc(self) -> Any:
+        text = self._meta("genesis")
+        if text is None:
+            raise InputError(f"{self.path} holds no genesis", code="bad_database")
+        return orjson.loads(text)
+
+    def claimed_chain_id(self) -> str | None:
+        return self._meta("chain_id")
+
+    def totals(self) -> tuple[int, int]:
+        b = self.conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
+        r = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+        return b, r
+
+    def blocks(self) -> Iterator[SourceBlock]:
+        rows = self.conn.execute("SELECT height, header, certificate FROM blocks ORDER BY height")
+        cur = self.conn.cursor()
+        for height, header, cert in rows:
+            recs = cur.execute(
+                "SELECT idx, id, envelope FROM records WHERE height = ? ORDER BY idx", (height,)
+            ).fetchall()
+            yield SourceBlock(height, _loads(header), _loads(cert), recs)
+
+    def structure(self) -> Iterator[Finding]:
+        for idx, rid, height in self.conn.execute(
+            "SELECT idx, id, height FROM records WHERE height NOT IN (SELECT height FROM blocks) ORDER BY idx"
+        ):
+            yield Finding("orphan_record", f"record belongs to height {height}, which has no block", height, rid, idx)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
+        from .store import node_key
+
+        def get(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            out = {}
+            for lv, i in keys:
+                row = self.conn.execute("SELECT h FROM merkle WHERE k = ?", (node_key(lv, i),)).fetchone()
+                if row:
+                    out[(lv, i)] = row[0]
+            return out
+
+        try:
+            return merkle.consistency_proof(first, second, get)
+        except LedgerError:
+            return None
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return orjson.loads(text) if isinstance(text, (str, bytes)) else text
+    except orjson.JSONDecodeError:
+        return None
+
+
+# --- signature checks, possibly in worker processes ------------------------------------
+def _verify_batch(batch: Sequence[tuple[int, str, bytes, str]]) -> list[int]:
+    """Positions in ``batch`` whose record signature does not verify."""
+    bad = []
+    for pos, key, msg, sig in batch:
+        try:
+            verify_bytes(key, msg, sig)
+        except LedgerError:
+            bad.append(pos)
+    return bad
+
+
+class _Window:
+    """Records of a few blocks, parsed, waiting for their signature results."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str, bytes, str]] = []  # (pos, signer, signing bytes, sig)
+        self.where: list[tuple[int | None, int, str]] = []  # (height, index, id) per pos
+
+    def add(self, height: int | None, index: int, rec: Record) -> None:
+        env = rec.envelope
+        self.items.append((len(self.where), env["signer"], record_signing_bytes(env), env["sig"]))
+        self.where.append((height, index, rec.id))
+
+
+def audit(
+    source: ChainSource,
+    *,
+    jobs: int = 1,
+    checkpoint: Checkpoint | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Audit a chain end to end. ``progress(n)`` is told of every n records checked."""
+    report = AuditReport()
+    add = report.findings.append
+    # 1. The genesis and the chain id.
+    try:
+        genesis = parse_genesis(source.genesis_doc())
+    except LedgerError as e:
+        add(Finding("genesis", f"genesis document is invalid: {e.message}"))
+        return report
+    chain_id = report.chain_id = genesis.chain_id
+    claimed = source.claimed_chain_id()
+    if claimed is not None and claimed != chain_id:
+        add(Finding("chain_id", f"chain id recomputed from the genesis is {chain_id[:16]}…, the source says {claimed[:16]}… (genesis edited?)"))
+
+    state = ChainState(genesis)
+    acc = merkle.Accumulator()
+    prev_hash, expected_height, log_size = chain_id, 1, 0
+    last: Checkpoint | None = None
+    root_at_checkpoint: bytes | None = None
+    if checkpoint is not None and checkpoint.log_size == 0:
+        root_at_checkpoint = merkle.EMPTY_ROOT
+
+    pool: Executor | None = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    pending: list[tuple[_Window, list[Future[list[int]]]]] = []
+    window = _Window()
+
+    def flush(force: bool) -> None:
+        nonlocal window
+        if window.items:
+            if pool is None:
+                _report_sigs(window, [_verify_batch(window.items)], add)
+            else:
+                step = max(1, -(-len(window.items) // jobs))
+                futs = [pool.submit(_verify_batch, window.items[i : i + step]) for i in range(0, len(window.items), step)]
+                pending.append((window, futs))
+            window = _Window()
+        # Keep at most one window in flight while the next one is parsed.
+        while pending and (force or len(pending) > 1):
+            w, fs = pending.pop(0)
+            _report_sigs(w, [f.result() for f in fs], add)
+
+    try:
+        for blk in source.blocks():
+            # 2. The block: height, links, certificate, counts.
+            try:
+                header = Header.from_dict(blk.header)
+            except LedgerError as e:
+                add(Finding("header", f"block header is malformed: {e.message}", blk.height))
+                continue
+            h = header.height
+            if h != expected_height:
+                add(Finding("height", f"expected height {expected_height}, found {h} (a block is missing or repeated)", h))
+            if header.chain != chain_id:
+                add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
+            if header.prev != prev_hash:
+                add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
+            block_hash = header.hash
+            try:
+                verify_certificate(
+                    Certificate.from_dict(blk.certificate),
+                    chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
+                )
+            except LedgerError as e:
+                add(Finding("certificate", e.message, h))
+            if len(blk.records) != header.count:
+                add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
+            # 3. The records.
+            for idx, stored_id, env in blk.records:
+                if idx is not None and idx != log_size:
+                    what = "missing" if idx > log_size else "out of order"
+                    add(Finding("log_index", f"expected log index {log_size}, found {idx} (record {what})", h, stored_id, idx))
+                try:
+                    rec = parse_record(_loads(env))
+                except LedgerError as e:
+                    add(Finding("record_form", e.message, h, stored_id, log_size))
+                    leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else b"\0" * 32
+                else:
+                    if stored_id is not None and stored_id != rec.id:
+                        add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rec.id[:16]}…", h, rec.id, log_size))
+                    window.add(h, log_size, rec)
+                    try:
+                        state.check_apply(rec)
+                    except LedgerError as e:
+                        add(Finding("rule:" + e.code, e.message, h, rec.id, log_size))
+                        state.size += 1
+                    leaf = bytes.fromhex(rec.id)
+                acc.append(leaf)
+                log_size += 1
+                report.records += 1
+                if checkpoint is not None and log_size == checkpoint.log_size:
+                    root_at_checkpoint = acc.root()
+            # 4. The log root and size.
+            if header.log_size != log_size:
+                add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
+            root = acc.root()
+            if header.log_root != root.hex():
+                add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
+            report.blocks += 1
+            prev_hash, expected_height = block_hash, h + 1
+            last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
+            if len(window.items) >= 2048:
+                flush(False)
+            if progress:
+                progress(len(blk.records))
+        flush(True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    for f in source.structure():
+        add(f)
+    report.findings.sort(key=lambda f: (f.height if f.height is not None else -1, f.index if f.index is not None else -1))
+    report.head = last
+    # 5. Consistency with the checkpoint audited before.
+    if checkpoint is not None:
+        report.checkpoint = _compare(checkpoint, last, root_at_checkpoint, source, add)
+    return report
+
+
+def _report_sigs(w: _Window, results: list[list[int]], add: Callable[[Finding], None]) -> None:
+    for bad in results:
+        for pos in bad:  # positions within the window (the first item of each batch entry)
+            height, index, rid = w.where[pos]
+            add(Finding("signature", "record signature does not verify", height, rid, index))
+
+
+def _compare(
+    old: Checkpoint,
+    new: Checkpoint | None,
+    root_at_old: bytes | None,
+    source: ChainSource,
+    add: Callable[[Finding], None],
+) -> str:
+    if new is None:
+        add(Finding("rollback", f"the chain is empty; the last audit saw {old.log_size} records at height {old.height}"))
+        return "rollback"
+    if old.chain_id != new.chain_id:
+        add(Finding("fork", f"the last audit was of chain {old.chain_id[:16]}…, this is {new.chain_id[:16]}…"))
+        return "fork"
+    if new.log_size < old.log_size or new.height < old.height:
+        add(Finding("rollback", f"the chain has {new.log_size} records at height {new.height}; the last audit saw {old.log_size} at height {old.height} (truncated?)", new.height))
+        return "rollback"
+    if root_at_old is None or root_at_old.hex() != old.log_root:
+        add(Finding("fork", f"the first {old.log_size} records no longer give the root audited before", old.height))
+        return "fork"
+    path = source.consistency_proof(old.log_size, new.log_size)
+    if path is not None:
+        try:
+            merkle.verify_consistency(old.log_size, new.log_size, bytes.fromhex(old.log_root), bytes.fromhex(new.log_root), path)
+        except ProofError as e:
+            add(Finding("consistency", f"the source's RFC 9162 consistency proof fails: {e}", new.height))
+            return "fork"
+    return f"consistent with the checkpoint at height {old.height} ({old.log_size} records)"
+
+
+def verify_chain(source: ChainSource, **kw: Any) -> AuditReport:
+    """``audit`` that raises VerificationError (code ``audit_failed``) unless clean."""
+    report = audit(source, **kw)
+    if not report.ok:
+        raise VerificationError(f"audit failed: {report.findings[0]}", code="audit_failed", findings=len(report.findings))
+    return report

@@ -1,0 +1,125 @@
+"""The genesis document and the chain id (PROTOCOL.md 2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from .canonical import GENESIS_TAG, tagged_hash
+from .errors import InputError
+from .keys import is_hex
+from .records import ROLES, parse_decimal
+
+__all__ = ["Genesis", "parse_genesis"]
+
+_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+
+
+def _bad(path: str, rule: str) -> InputError:
+    return InputError(f"genesis {path}: {rule}", code="bad_genesis", field=path)
+
+
+def _fields(obj: Any, path: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise _bad(path, "must be an object")
+    for k in obj:
+        if k not in required and k not in optional:
+            raise _bad(f"{path}.{k}", "unknown field")
+    for k in required:
+        if k not in obj:
+            raise _bad(f"{path}.{k}", "missing required field")
+    return obj
+
+
+def _name(v: Any, path: str) -> str:
+    if type(v) is not str or not v:
+        raise _bad(path, "must be a non-empty string")
+    return v
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """A checked genesis document; ``doc`` is exactly the JSON that the chain id hashes."""
+
+    doc: dict[str, Any]
+    chain_id: str
+    validators: tuple[str, ...]  # validator public keys, in genesis order
+    validator_names: dict[str, str]
+    validator_urls: dict[str, str]
+    policy: dict[str, Decimal]
+
+    @property
+    def quorum(self) -> int:
+        """PROTOCOL.md 6: more than two thirds of the validators, by distinct key."""
+        return 2 * len(self.validators) // 3 + 1
+
+
+def parse_genesis(doc: Any) -> Genesis:
+    """Check a genesis document's form and compute its chain id (PROTOCOL.md 2)."""
+    _fields(doc, "", {"v", "name", "created", "validators", "organisations", "participants", "policy"})
+    if doc["v"] != 1 or type(doc["v"]) is not int:
+        raise _bad("v", "must be 1")
+    _name(doc["name"], "name")
+    if type(doc["created"]) is not str or not _TS.match(doc["created"]):
+        raise _bad("created", "must be an RFC 3339 UTC time with a Z suffix")
+    vals = doc["validators"]
+    if type(vals) is not list or not vals:
+        raise _bad("validators", "must be a non-empty array")
+    keys: list[str] = []
+    names: dict[str, str] = {}
+    urls: dict[str, str] = {}
+    for i, v in enumerate(vals):
+        _fields(v, f"validators[{i}]", {"name", "key", "url"})
+        if not is_hex(v["key"], 32):
+            raise _bad(f"validators[{i}].key", "must be a public key (64 lowercase hex characters)")
+        if v["key"] in names:
+            raise _bad(f"validators[{i}].key", "repeats another validator's key")
+        keys.append(v["key"])
+        names[v["key"]] = _name(v["name"], f"validators[{i}].name")
+        urls[v["key"]] = _name(v["url"], f"validators[{i}].url")
+    orgs = doc["organisations"]
+    if type(orgs) is not list:
+        raise _bad("organisations", "must be an array")
+    org_names: set[str] = set()
+    for i, o in enumerate(orgs):
+        _fields(o, f"organisations[{i}]", {"name", "admins"})
+        n = _name(o["name"], f"organisations[{i}].name")
+        if n in org_names:
+            raise _bad(f"organisations[{i}].name", "repeats another organisation")
+        org_names.add(n)
+        if type(o["admins"]) is not list or not all(is_hex(a, 32) for a in o["admins"]):
+            raise _bad(f"organisations[{i}].admins", "must be an array of public keys")
+    parts = doc["participants"]
+    if type(parts) is not list:
+        raise _bad("participants", "must be an array")
+    seen: set[str] = set()
+    for i, p in enumerate(parts):
+        _fields(p, f"participants[{i}]", {"key", "name", "org", "roles"})
+        if not is_hex(p["key"], 32):
+            raise _bad(f"participants[{i}].key", "must be a public key")
+        if p["key"] in seen:
+            raise _bad(f"participants[{i}].key", "repeats another participant")
+        seen.add(p["key"])
+        _name(p["name"], f"participants[{i}].name")
+        if p["org"] not in org_names:
+            raise _bad(f"participants[{i}].org", f"names no organisation of the genesis: {p['org']!r}")
+        if type(p["roles"]) is not list or not all(r in ROLES for r in p["roles"]):
+            raise _bad(f"participants[{i}].roles", f"must be an array of roles from {', '.join(ROLES)}")
+    pol = _fields(doc["policy"], "policy", {"attribution"})
+    pools = _fields(pol["attribution"], "policy.attribution", {"data", "annotation", "training"})
+    try:
+        policy = {k: parse_decimal(pools[k], f"policy.attribution.{k}") for k in ("data", "annotation", "training")}
+    except InputError as e:
+        raise _bad("policy.attribution", e.message) from e
+    if any(not 0 <= v <= 1 for v in policy.values()) or sum(policy.values()) != 1:
+        raise _bad("policy.attribution", "the three pools must lie in [0, 1] and sum to 1")
+    return Genesis(
+        doc=doc,
+        chain_id=tagged_hash(GENESIS_TAG, doc),  # PROTOCOL.md 2
+        validators=tuple(keys),
+        validator_names=names,
+        validator_urls=urls,
+        policy=policy,
+    )

@@ -1,0 +1,292 @@
+"""Chain state derived from the log: identities, roles, datasets, budgets, policy.
+
+PROTOCOL.md 3.1 rules that depend on what came before a record in the log live here. The
+state is a pure function of (genesis, records in log order): ``ChainState.check`` decides
+whether a record may come next, ``apply`` moves the state past it.
+
+Small state (identities, datasets, budgets, policies) is held in memory; lookups that grow
+with the log (nonces, model updates) go to a ``LogIndex`` — a dict for the auditor, the
+SQLite store for a node — plus an overlay for records applied since the index last caught up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from .errors import RuleError
+from .genesis import Genesis
+from .records import ROLE_FOR_TYPE, Record, parse_decimal
+
+__all__ = ["ChainState", "DatasetState", "Identity", "LogIndex", "MemoryIndex"]
+
+
+class LogIndex(Protocol):
+    """Lookups into records already in the log."""
+
+    def nonce_used(self, signer: str, nonce: str) -> bool: ...
+
+    def model_of(self, record_id: str) -> str | None:
+        """The ``model`` of a ``model.update`` record in the log, else None."""
+        ...
+
+
+class MemoryIndex:
+    """A LogIndex that knows nothing: every lookup is answered by the state's overlay."""
+
+    def nonce_used(self, signer: str, nonce: str) -> bool:
+        return False
+
+    def model_of(self, record_id: str) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    key: str
+    name: str
+    org: str
+    roles: frozenset[str]
+    revoked: bool = False
+    registered_by: str | None = None  # record id, None for the genesis
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "name": self.name,
+            "org": self.org,
+            "roles": sorted(self.roles),
+            "revoked": self.revoked,
+            "registered_by": self.registered_by,
+        }
+
+
+@dataclass
+class DatasetState:
+    name: str
+    versions: dict[str, str] = field(default_factory=dict)  # version -> record id
+    budget: tuple[Decimal, Decimal] | None = None  # (epsilon, delta); None = no DP accounting
+    spent: tuple[Decimal, Decimal] = (Decimal(0), Decimal(0))
+
+    @property
+    def remaining(self) -> tuple[Decimal, Decimal] | None:
+        if self.budget is None:
+            return None
+        return (self.budget[0] - self.spent[0], self.budget[1] - self.spent[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        rem = self.remaining
+        return {
+            "name": self.name,
+            "versions": dict(self.versions),
+            "budget": None if self.budget is None else {"epsilon": str(self.budget[0]), "delta": str(self.budget[1])},
+            "spent": {"epsilon": str(self.spent[0]), "delta": str(self.spent[1])},
+            "remaining": None if rem is None else {"epsilon": str(rem[0]), "delta": str(rem[1])},
+        }
+
+
+def _rule(code: str, message: str, **details: Any) -> RuleError:
+    return RuleError(message, code=code, **details)
+
+
+class ChainState:
+    """What the log so far allows. ``fork`` gives an independent copy for speculation."""
+
+    def __init__(self, genesis: Genesis, index: LogIndex | None = None) -> None:
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.index: LogIndex = index or MemoryIndex()
+        self.size = 0  # records applied
+        self.orgs: set[str] = {o["name"] for o in genesis.doc["organisations"]}
+        self.identities: dict[str, Identity] = {}
+        self.datasets: dict[str, DatasetState] = {}
+        self.policies: list[tuple[int, dict[str, Decimal]]] = [(0, dict(genesis.policy))]
+        # Overlay: what was applied since the index last caught up (see settle()).
+        self._nonces: set[tuple[str, str]] = set()
+        self._models: dict[str, str] = {}
+        # PROTOCOL.md 2: admins hold the admin role of their organisation.
+        for org in genesis.doc["organisations"]:
+            for key in org["admins"]:
+                self.identities[key] = Identity(key, f"{org['name']}-admin", org["name"], frozenset({"admin"}))
+        for p in genesis.doc["participants"]:
+            prev = self.identities.get(p["key"])
+            roles = frozenset(p["roles"]) | (prev.roles if prev and prev.org == p["org"] else frozenset())
+            self.identities[p["key"]] = Identity(p["key"], p["name"], p["org"], roles)
+
+    # -- copies -----------------------------------------------------------------------
+    def fork(self) -> ChainState:
+        """An independent copy sharing the (read-only) index."""
+        c = object.__new__(ChainState)
+        c.genesis, c.chain_id, c.index, c.size = self.genesis, self.chain_id, self.index, self.size
+        c.orgs = set(self.orgs)
+        c.identities = dict(self.identities)
+        c.datasets = {k: replace(v, versions=dict(v.versions)) for k, v in self.datasets.items()}
+        c.policies = list(self.policies)
+        c._nonces = set(self._nonces)
+        c._models = dict(self._models)
+        return c
+
+    def settle(self) -> None:
+        """Forget the overlay: the index now answers for every record applied so far."""
+        self._nonces.clear()
+        self._models.clear()
+
+    # -- lookups ----------------------------------------------------------------------
+    def nonce_used(self, signer: str, nonce: str) -> bool:
+        return (signer, nonce) in self._nonces or self.index.nonce_used(signer, nonce)
+
+    def model_of(self, record_id: str) -> str | None:
+        return self._models.get(record_id) or self.index.model_of(record_id)
+
+    def policy_at(self, size: int) -> dict[str, Decimal]:
+        """The attribution policy in force for a record at log index ``size``."""
+        current = self.policies[0][1]
+        for at, pools in self.policies:
+            if at <= size:
+                current = pools
+        return current
+
+    def is_admin_of(self, key: str, org: str) -> bool:
+        ident = self.identities.get(key)
+        return ident is not None and not ident.revoked and ident.org == org and "admin" in ident.roles
+
+    # -- the rules --------------------------------------------------------------------
+    def check(self, rec: Record) -> None:
+        """Raise RuleError if ``rec`` may not come next in the log (PROTOCOL.md 3, 3.1)."""
+        env = rec.envelope
+        if env["chain"] != self.chain_id:
+            raise _rule("wrong_chain", f"record is for chain {env['chain'][:16]}…, this is {self.chain_id[:16]}…")
+        signer = env["signer"]
+        ident = self.identities.get(signer)
+        if ident is None:
+            raise _rule("unknown_signer", f"signer {signer[:16]}… is not a registered participant", signer=signer)
+        if ident.revoked:
+            raise _rule("revoked_signer", f"signer {signer[:16]}… ({ident.name}) was revoked", signer=signer)
+        if self.nonce_used(signer, env["nonce"]):
+            raise _rule("replayed_nonce", f"nonce {env['nonce']!r} was already used by this signer", signer=signer)
+        rtype = env["type"]
+        body = env["body"]
+        need = ROLE_FOR_TYPE[rtype]
+        if rtype not in ("identity.register", "identity.revoke", "policy.set") and need not in ident.roles:
+            raise _rule(
+                "forbidden_role",
+                f"{rtype} needs role {need}; signer {ident.name} has {', '.join(sorted(ident.roles)) or 'none'}",
+                signer=signer,
+            )
+        getattr(self, "_check_" + rtype.replace(".", "_"))(rec, ident, body)
+
+    def _check_identity_register(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        if body["org"] not in self.orgs:
+            raise _rule("unknown_org", f"body.org: no organisation {body['org']!r} in the genesis", field="body.org")
+        if not self.is_admin_of(ident.key, body["org"]):
+            raise _rule("forbidden_role", f"identity.register for {body['org']} must be signed by an admin of {body['org']}")
+        if body["key"] in self.identities:
+            raise _rule("identity_exists", f"body.key: {body['key'][:16]}… is already registered", field="body.key")
+
+    def _check_identity_revoke(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        target = self.identities.get(body["key"])
+        if target is None:
+            raise _rule("unknown_identity", f"body.key: {body['key'][:16]}… is not registered", field="body.key")
+        if target.revoked:
+            raise _rule("already_revoked", f"body.key: {target.name} is already revoked", field="body.key")
+        if not self.is_admin_of(ident.key, target.org):
+            raise _rule("forbidden_role", f"identity.revoke of a member of {target.org} must be signed by an admin of {target.org}")
+
+    def _check_policy_set(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        if "admin" not in ident.roles or ident.org not in self.orgs:
+            raise _rule("forbidden_role", "policy.set must be signed by an admin of an organisation of the genesis")
+
+    def _check_dataset_contribute(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        ds = self.datasets.get(body["dataset"])
+        if ds is not None and body["version"] in ds.versions:
+            raise _rule(
+                "duplicate_dataset",
+                f"dataset {body['dataset']!r} version {body['version']!r} is already on the chain",
+                field="body.version",
+            )
+        for i, parent in enumerate(body["derived_from"]):
+            if parent not in self.datasets:
+                raise _rule("missing_reference", f"body.derived_from[{i}]: no dataset {parent!r} on the chain", field=f"body.derived_from[{i}]")
+        pb = body["privacy_budget"]
+        if ds is not None and pb is not None:
+            # docs/protocol.md: the first version fixes a dataset's budget; later versions
+            # may repeat it or give null, never change it.
+            declared = (parse_decimal(pb["epsilon"]), parse_decimal(pb["delta"]))
+            if ds.budget != declared:
+                raise _rule("budget_mismatch", f"body.privacy_budget: dataset {body['dataset']!r} already has budget {ds.to_dict()['budget']}", field="body.privacy_budget")
+
+    def _check_annotation_event(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        if body["dataset"] not in self.datasets:
+            raise _rule("missing_reference", f"body.dataset: no dataset {body['dataset']!r} on the chain", field="body.dataset")
+
+    def _check_model_update(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        model = body["model"]
+        if body["parent"] is not None and self.model_of(body["parent"]) != model:
+            raise _rule("missing_reference", f"body.parent: {body['parent'][:16]}… is not an update of model {model!r} on the chain", field="body.parent")
+        for i, ref in enumerate(body["aggregates"]):
+            if self.model_of(ref) != model:
+                raise _rule("missing_reference", f"body.aggregates[{i}]: {ref[:16]}… is not an update of model {model!r} on the chain", field=f"body.aggregates[{i}]")
+        cost: dict[str, tuple[Decimal, Decimal]] = {}
+        for i, inp in enumerate(body["inputs"]):
+            name = inp["dataset"]
+            if name not in self.datasets:
+                raise _rule("missing_reference", f"body.inputs[{i}].dataset: no dataset {name!r} on the chain", field=f"body.inputs[{i}].dataset")
+            e0, d0 = cost.get(name, (Decimal(0), Decimal(0)))
+            cost[name] = (e0 + parse_decimal(inp["epsilon"]), d0 + parse_decimal(inp["delta"]))
+        for name, (eps, delta) in cost.items():
+            # PROTOCOL.md 3.1: basic composition — costs add up and may not exceed the budget.
+            rem = self.datasets[name].remaining
+            if rem is not None and (eps > rem[0] or delta > rem[1]):
+                raise _rule(
+                    "budget_exceeded",
+                    f"dataset {name!r}: update costs epsilon {eps}, delta {delta}; remaining budget is epsilon {rem[0]}, delta {rem[1]}",
+                    dataset=name,
+                    field="body.inputs",
+                )
+
+    def _check_model_evaluation(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        if self.model_of(body["target"]) is None:
+            raise _rule("missing_reference", f"body.target: {body['target'][:16]}… is not a model.update on the chain", field="body.target")
+        for i, name in enumerate(body["coalition"] or ()):
+            if name not in self.datasets:
+                raise _rule("missing_reference", f"body.coalition[{i}]: no dataset {name!r} on the chain", field=f"body.coalition[{i}]")
+
+    # -- moving on --------------------------------------------------------------------
+    def apply(self, rec: Record) -> None:
+        """Move the state past ``rec``; the caller has run ``check``."""
+        env = rec.envelope
+        body = env["body"]
+        rtype = env["type"]
+        self._nonces.add((env["signer"], env["nonce"]))
+        if rtype == "model.update":
+            self._models[rec.id] = body["model"]
+            for inp in body["inputs"]:
+                ds = self.datasets[inp["dataset"]]
+                if ds.budget is not None:
+                    ds.spent = (ds.spent[0] + parse_decimal(inp["epsilon"]), ds.spent[1] + parse_decimal(inp["delta"]))
+        elif rtype == "dataset.contribute":
+            ds = self.datasets.get(body["dataset"])
+            if ds is None:
+                ds = self.datasets[body["dataset"]] = DatasetState(body["dataset"])
+                pb = body["privacy_budget"]
+                if pb is not None:
+                    ds.budget = (parse_decimal(pb["epsilon"]), parse_decimal(pb["delta"]))
+            ds.versions[body["version"]] = rec.id
+        elif rtype == "identity.register":
+            self.identities[body["key"]] = Identity(body["key"], body["name"], body["org"], frozenset(body["roles"]), registered_by=rec.id)
+        elif rtype == "identity.revoke":
+            self.identities[body["key"]] = replace(self.identities[body["key"]], revoked=True)
+        elif rtype == "policy.set":
+            pools = body["attribution"]
+            self.policies.append((self.size, {k: parse_decimal(pools[k]) for k in ("data", "annotation", "training")}))
+        self.size += 1
+
+    def check_apply(self, rec: Record) -> None:
+        self.check(rec)
+        self.apply(rec)
+
+    def replay(self, records: Iterable[Record]) -> None:
+        for rec in records:
+            self.check_apply(rec)

@@ -1,0 +1,441 @@
+"""The SQLite store: one file per node (DESIGN.md, Storage).
+
+Ledger tables (append-only, enforced by triggers that refuse UPDATE and DELETE):
+  ``meta``     genesis document and chain id
+  ``blocks``   height, hash, header JSON, certificate JSON, first log index
+  ``records``  log index, id, height, canonical envelope, and columns indexed by
+               type, signer (+ nonce, unique), dataset and model
+  ``merkle``   RFC 9162 perfect-subtree hashes, key ``level << 40 | index`` (level 0 = ids)
+Derived tables (rewritten as blocks commit, rebuildable by replaying the log):
+  ``identities``, ``datasets``, ``budgets``, ``policies``
+Node tables: ``evidence`` (equivocation), ``signed`` (the consensus guard: what this
+validator last signed).
+
+A block, its records, its Merkle nodes and the derived state commit in one transaction
+with ``synchronous=FULL``: after a crash either the whole block is there or none of it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlite_utils
+
+from . import merkle
+from .blocks import Certificate, Header
+from .canonical import jcs
+from .errors import StorageError
+from .genesis import Genesis, parse_genesis
+from .records import Record
+from .state import ChainState, DatasetState, Identity
+
+__all__ = ["BlockRow", "Store", "node_key"]
+
+SCHEMA_VERSION = "1"
+LEDGER_TABLES = ("meta", "blocks", "records", "merkle")
+
+
+def node_key(level: int, index: int) -> int:
+    """The ``merkle`` table key of perfect subtree (level, index)."""
+    return (level << 40) | index
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    header: Header
+    hash: str
+    certificate: Certificate
+    first: int  # log index of the block's first record
+
+
+class Store:
+    """A provledger SQLite database. Writes go through one connection (under a lock);
+    each reading thread gets its own connection (WAL lets reads run beside the writer)."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StorageError(f"no provledger database at {self.path}", code="no_database")
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        try:
+            self.conn = self._connect()
+            if create:
+                self._create_schema()
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"{self.path} is not a usable provledger database: {e}", code="bad_database") from e
+        self._genesis: Genesis | None = parse_genesis(orjson.loads(row[0])) if row else None
+        self._head: BlockRow | None = None
+
+    # -- connections ------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed block survives power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -----------------------------------------------------------------------
+    def _create_schema(self) -> None:
+        db = sqlite_utils.Database(self.conn)
+        if "meta" in db.table_names():
+            return
+        with self._lock:
+            self.conn.execute("BEGIN")
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["blocks"].create(
+                {"height": int, "hash": str, "header": str, "certificate": str, "first": int, "count": int},
+                pk="height",
+            )
+            db["blocks"].create_index(["hash"], unique=True)
+            db["records"].create(
+                {"idx": int, "id": str, "height": int, "type": str, "signer": str, "nonce": str,
+                 "dataset": str, "model": str, "envelope": str},
+                pk="idx",
+                not_null={"id", "height", "type", "signer", "nonce", "envelope"},
+            )
+            db["records"].create_index(["id"], unique=True)
+            db["records"].create_index(["signer", "nonce"], unique=True)
+            db["records"].create_index(["height"])
+            db["records"].create_index(["type"])
+            db["records"].create_index(["dataset"])
+            db["records"].create_index(["model"])
+            db["merkle"].create({"k": int, "h": bytes}, pk="k")
+            db["identities"].create(
+                {"key": str, "name": str, "org": str, "roles": str, "revoked": int, "registered_by": str}, pk="key"
+            )
+            db["datasets"].create({"name": str, "version": str, "record": str}, pk=("name", "version"))
+            db["budgets"].create(
+                {"dataset": str, "epsilon": str, "delta": str, "spent_epsilon": str, "spent_delta": str}, pk="dataset"
+            )
+            db["policies"].create({"idx": int, "data": str, "annotation": str, "training": str}, pk="idx")
+            db["evidence"].create({"id": str, "height": int, "validator": str, "evidence": str}, pk="id")
+            db["signed"].create({"k": int, "height": int, "round": int, "step": str, "block": str}, pk="k")
+            for table in LEDGER_TABLES:
+                for op in ("UPDATE", "DELETE"):
+                    self.conn.execute(
+                        f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} "
+                        f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
+                    )
+            self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            self.conn.execute("COMMIT")
+
+    @classmethod
+    def create(cls, path: str | Path, genesis_doc: dict[str, Any]) -> Store:
+        """A new database for ``genesis_doc``; refuses to touch an existing file."""
+        p = Path(path)
+        if p.exists():
+            raise StorageError(f"{p} already exists; refusing to overwrite a ledger", code="database_exists")
+        genesis = parse_genesis(genesis_doc)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(p, create=True)
+        with store._lock:
+            store.conn.execute("BEGIN")
+            store.conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (jcs(genesis_doc).decode(),))
+            store.conn.execute("INSERT INTO meta VALUES ('chain_id', ?)", (genesis.chain_id,))
+            store._write_state(ChainState(genesis))
+            store.conn.execute("COMMIT")
+        store._genesis = genesis
+        return store
+
+    @property
+    def genesis(self) -> Genesis:
+        if self._genesis is None:
+            raise StorageError(f"{self.path} has no genesis", code="no_genesis")
+        return self._genesis
+
+    # -- reads ------------------------------------------------------------------------
+    def height(self) -> int:
+        head = self.head()
+        return head.header.height if head else 0
+
+    def log_size(self) -> int:
+        head = self.head()
+        return head.header.log_size if head else 0
+
+    def head(self) -> BlockRow | None:
+        """The latest final block (cached; the writer updates it)."""
+        if self._head is None:
+            row = self.reader.execute(
+                "SELECT header, hash, certificate, first FROM blocks ORDER BY height DESC LIMIT 1"
+            ).fetchone()
+            if row is not None:
+                self._head = _block_row(row)
+        return self._head
+
+    def block(self, height: int) -> BlockRow | None:
+        row = self.reader.execute(
+            "SELECT header, hash, certificate, first FROM blocks WHERE height = ?", (height,)
+        ).fetchone()
+        return _block_row(row) if row else None
+
+    def block_records(self, height: int) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(r[0])
+            for r in self.reader.execute("SELECT envelope FROM records WHERE height = ? ORDER BY idx", (height,))
+        ]
+
+    def record(self, record_id: str) -> tuple[dict[str, Any], int, int] | None:
+        """(envelope, log index, height) of a committed record."""
+        row = self.reader.execute("SELECT envelope, idx, height FROM records WHERE id = ?", (record_id,)).fetchone()
+        return (orjson.loads(row[0]), row[1], row[2]) if row else None
+
+    def record_index(self, record_id: str) -> int | None:
+        row = self.reader.execute("SELECT idx FROM records WHERE id = ?", (record_id,)).fetchone()
+        return row[0] if row else None
+
+    def records(self, start: int = 0, end: int | None = None, batch: int = 5000) -> Iterator[tuple[int, int, str, str]]:
+        """(log index, height, id, canonical envelope) in log order from ``start``."""
+        conn = self.reader
+        stop = end if end is not None else self.log_size()
+        at = start
+        while at < stop:
+            rows = conn.execute(
+                "SELECT idx, height, id, envelope FROM records WHERE idx >= ? AND idx < ? ORDER BY idx",
+                (at, min(stop, at + batch)),
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            at = rows[-1][0] + 1
+
+    def blocks(self, start: int = 1) -> Iterator[BlockRow]:
+        conn = self.reader
+        for row in conn.execute(
+            "SELECT header, hash, certificate, first FROM blocks WHERE height >= ? ORDER BY height", (start,)
+        ):
+            yield _block_row(row)
+
+    def records_where(self, column: str, value: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """(log index, id, envelope) of committed records by an indexed column."""
+        if column not in ("type", "signer", "dataset", "model"):
+            raise StorageError(f"no index on records.{column}")
+        return [
+            (r[0], r[1], orjson.loads(r[2]))
+            for r in self.reader.execute(f"SELECT idx, id, envelope FROM records WHERE {column} = ? ORDER BY idx", (value,))
+        ]
+
+    # LogIndex (ledger.state): lookups for the state rules.
+    def nonce_used(self, signer: str, nonce: str) -> bool:
+        return self.reader.execute(
+            "SELECT 1 FROM records WHERE signer = ? AND nonce = ?", (signer, nonce)
+        ).fetchone() is not None
+
+    def model_of(self, record_id: str) -> str | None:
+        row = self.reader.execute(
+            "SELECT model FROM records WHERE id = ? AND type = 'model.update'", (record_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- Merkle -----------------------------------------------------------------------
+    def get_nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """merkle.GetNodes over the ``merkle`` table: one query for the whole set."""
+        if not keys:
+            return {}
+        wanted = {node_key(lv, i): (lv, i) for lv, i in keys}
+        out: dict[tuple[int, int], bytes] = {}
+        ks = list(wanted)
+        for s in range(0, len(ks), 500):
+            chunk = ks[s : s + 500]
+            q = "SELECT k, h FROM merkle WHERE k IN (%s)" % ",".join("?" * len(chunk))
+            for k, h in self.reader.execute(q, chunk):
+                out[wanted[k]] = h
+        return out
+
+    def root_at(self, size: int) -> bytes:
+        return merkle.root_at(size, self.get_nodes)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_proof(index, size, self.get_nodes)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return merkle.consistency_proof(first, second, self.get_nodes)
+
+    def prepare_log(self, size: int, leaves: Sequence[bytes]) -> tuple[list[tuple[int, int, bytes]], bytes]:
+        """The Merkle nodes that appending ``leaves`` at ``size`` adds, and the new root."""
+        added = [(0, size + i, leaf) for i, leaf in enumerate(leaves)]
+        added += merkle.new_nodes(size, leaves, self.get_nodes)
+        overlay = {(lv, i): h for lv, i, h in added}
+
+        def get(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+            found = {k: overlay[k] for k in keys if k in overlay}
+            found.update(self.get_nodes([k for k in keys if k not in overlay]))
+            return found
+
+        return added, merkle.root_at(size + len(leaves), get)
+
+    # -- the one write path -------------------------------------------------------------
+    def append_block(
+        self,
+        header: Header,
+        certificate: Certificate,
+        records: Sequence[Record],
+        nodes: Sequence[tuple[int, int, bytes]],
+        state: ChainState,
+    ) -> None:
+        """Commit a block, its certificate, records, Merkle nodes and the state after it —
+        all in one transaction (DESIGN.md: a crash leaves the whole block or none of it)."""
+        block_hash = header.hash
+        first = header.log_size - header.count
+        rows = []
+        for i, rec in enumerate(records):
+            body = rec.envelope["body"]
+            rows.append(
+                (first + i, rec.id, header.height, rec.type, rec.signer, rec.nonce,
+                 body.get("dataset") if isinstance(body.get("dataset"), str) else None,
+                 body.get("model") if rec.type == "model.update" else None,
+                 rec.canonical.decode())
+            )
+        with self._lock:
+            try:
+                c = self.conn
+                c.execute("BEGIN IMMEDIATE")
+                c.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                c.executemany("INSERT INTO merkle VALUES (?, ?)", [(node_key(lv, i), h) for lv, i, h in nodes])
+                c.execute(
+                    "INSERT INTO blocks VALUES (?,?,?,?,?,?)",
+                    (header.height, block_hash, jcs(header.to_dict()).decode(),
+                     jcs(certificate.to_dict()).decode(), first, header.count),
+                )
+                self._write_state(state, records)
+                c.execute("COMMIT")
+            except BaseException as e:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise StorageError(f"could not commit block {header.height}: {e}", code="commit_failed") from e
+                raise
+            self._head = BlockRow(header, block_hash, certificate, first)
+
+    # -- derived state ----------------------------------------------------------------
+    def _write_state(self, state: ChainState, records: Sequence[Record] | None = None) -> None:
+        """Rewrite the derived tables. With ``records``, only what those records touched."""
+        c = self.conn
+        if records is None:
+            touched_ids = set(state.identities)
+            touched_ds = set(state.datasets)
+            for t in ("identities", "datasets", "budgets", "policies"):
+                c.execute(f"DELETE FROM {t}")
+        else:
+            touched_ids, touched_ds = set(), set()
+            for rec in records:
+                b = rec.envelope["body"]
+                if rec.type in ("identity.register", "identity.revoke"):
+                    touched_ids.add(b["key"])
+                elif rec.type == "dataset.contribute":
+                    touched_ds.add(b["dataset"])
+                elif rec.type == "model.update":
+                    touched_ds.update(i["dataset"] for i in b["inputs"])
+        c.executemany(
+            "INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
+            [(i.key, i.name, i.org, ",".join(sorted(i.roles)), int(i.revoked), i.registered_by)
+             for k in touched_ids if (i := state.identities[k])],
+        )
+        for name in touched_ds:
+            ds = state.datasets[name]
+            c.executemany("INSERT OR REPLACE INTO datasets VALUES (?,?,?)", [(name, v, r) for v, r in ds.versions.items()])
+            if ds.budget is not None:
+                c.execute(
+                    "INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)",
+                    (name, str(ds.budget[0]), str(ds.budget[1]), str(ds.spent[0]), str(ds.spent[1])),
+                )
+        c.executemany(
+            "INSERT OR REPLACE INTO policies VALUES (?,?,?,?)",
+            [(at, str(p["data"]), str(p["annotation"]), str(p["training"])) for at, p in state.policies[1:]],
+        )
+
+    def load_state(self) -> ChainState:
+        """The state after the last block, from the derived tables (fast start)."""
+        from decimal import Decimal
+
+        state = ChainState(self.genesis, index=self)
+        conn = self.reader
+        state.identities = {
+            k: Identity(k, n, o, frozenset(r.split(",")) if r else frozenset(), bool(rv), rb)
+            for k, n, o, r, rv, rb in conn.execute("SELECT * FROM identities")
+        }
+        state.datasets = {}
+        for name, version, rec in conn.execute("SELECT name, version, record FROM datasets ORDER BY rowid"):
+            state.datasets.setdefault(name, DatasetState(name)).versions[version] = rec
+        for name, e, d, se, sd in conn.execute("SELECT * FROM budgets"):
+            ds = state.datasets.setdefault(name, DatasetState(name))
+            ds.budget = (Decimal(e), Decimal(d))
+            ds.spent = (Decimal(se), Decimal(sd))
+        state.policies = [(0, dict(self.genesis.policy))] + [
+            (at, {"data": Decimal(a), "annotation": Decimal(b), "training": Decimal(t)})
+            for at, a, b, t in conn.execute("SELECT * FROM policies ORDER BY idx")
+        ]
+        state.size = self.log_size()
+        return state
+
+    def rebuild_state(self) -> ChainState:
+        """Replay the whole log to recompute the derived tables (DESIGN.md: state is
+        derivable from the log); returns the state and rewrites the tables."""
+        from .records import parse_record
+
+        state = ChainState(self.genesis)
+        for _idx, _h, _id, env in self.records():
+            state.check_apply(parse_record(orjson.loads(env)))
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._write_state(state)
+            self.conn.execute("COMMIT")
+        state.index = self
+        state.settle()
+        return state
+
+    # -- consensus guard and evidence (used by the node) --------------------------------
+    def save_signed(self, height: int, round: int, step: str, block: str) -> None:
+        """Persist what this validator is about to sign, before it is sent (issue: the
+        restart rule); durable before the caller broadcasts."""
+        with self._lock:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO signed VALUES (0, ?, ?, ?, ?)", (height, round, step, block)
+            )
+
+    def last_signed(self) -> tuple[int, int, str, str] | None:
+        row = self.reader.execute("SELECT height, round, step, block FROM signed WHERE k = 0").fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def add_evidence(self, evidence_id: str, height: int, validator: str, evidence: dict[str, Any]) -> None:
+        with self._lock:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?)",
+                (evidence_id, height, validator, jcs(evidence).decode()),
+            )
+
+    def evidence(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r[0]) for r in self.reader.execute("SELECT evidence FROM evidence ORDER BY height")]
+
+
+def _block_row(row: Sequence[Any]) -> BlockRow:
+    return BlockRow(Header.from_dict(orjson.loads(row[0])), row[1], Certificate.from_dict(orjson.loads(row[2])), row[3])

@@ -1,0 +1,742 @@
+"""Tendermint consensus (Buchman, Kwon, Milosevic 2018, Algorithm 1) as a sans-I/O core.
+
+The core is a pure, deterministic state machine: no sockets, no clock, no randomness, no
+threads. The driver (the HTTP daemon, or ``node.sim``) feeds it *events* and carries out
+the *actions* each event returns, in order::
+
+    events                                   actions (returned lists, carried out in order)
+    ------                                   -------
+    Consensus.start()                        PersistSigned  persist BEFORE the Broadcast after it
+    Consensus.on_proposal(Proposal)          Broadcast      send a Proposal / Vote to every peer
+    Consensus.on_vote(Vote)                  ScheduleTimeout call on_timeout(h, r, step) later
+    Consensus.on_timeout(height, round, step) Commit        block is final; store it with its certificate
+    Consensus.advance(height)                ReportEvidence a validator signed two conflicting messages
+
+Line numbers in comments are those of Algorithm 1 in the paper (arXiv 1807.04938).
+
+Deviations and additions, all documented where they happen:
+
+- Values are identified by their hash (``id(v)`` is the block hash); the core never looks
+  inside a block, it asks ``app.valid(block, block_hash, height)``, which must also check
+  that ``block_hash`` is the hash of ``block``.
+- Lines 36 and 49 accept the value ``v`` from any correctly signed proposal of the height
+  carrying ``id(v)``: the proposal is only the vehicle by which ``v`` is learnt.
+- After a decision the core enters a ``new_height`` wait and asks for a ``commit`` timeout
+  (``Timeouts.commit``, Tendermint's ``timeout_commit``) before StartRound(0) of the next
+  height. This bounds the work done by one event (with n = 1 every height would otherwise
+  be decided inside the same call) and lets late precommits arrive.
+- Persist-before-send: every signature the core makes is preceded by a ``PersistSigned``
+  action holding (height, round, step, block_hash) and the lock (locked_round,
+  locked_hash). A core constructed with ``last_signed`` never signs below that point nor a
+  different block at that very point, restores its lock, and starts at that round.
+- Signatures of incoming messages are verified *inside* ``on_proposal`` / ``on_vote``
+  (successful checks are memoised per process). Messages with a bad signature, from a key
+  outside the validator set, for another chain, or from the wrong proposer raise a
+  ``ledger.errors.LedgerError``; stale messages (lower height, or beyond height + 1) are
+  ignored and return ``[]``. Messages for height + 1 are verified and buffered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Protocol
+
+from ledger.blocks import Certificate, vote_payload
+from ledger.blocks import verify_certificate as _ledger_verify_certificate
+from ledger.canonical import PROPOSAL_TAG, VOTE_TAG, signing_bytes
+from ledger.errors import InputError, SignatureError
+from ledger.keys import SigningKey, is_hex, verify_bytes
+
+__all__ = [
+    "NIL",
+    "PRECOMMIT",
+    "PREVOTE",
+    "PROPOSE",
+    "App",
+    "Broadcast",
+    "Commit",
+    "Consensus",
+    "Evidence",
+    "PersistSigned",
+    "Proposal",
+    "ReportEvidence",
+    "ScheduleTimeout",
+    "Timeouts",
+    "Vote",
+    "message_from_dict",
+    "proposal_payload",
+    "sign_proposal",
+    "sign_vote",
+    "verify_certificate",
+    "verify_proposal",
+    "verify_vote",
+]
+
+PROPOSE = "propose"
+PREVOTE = "prevote"
+PRECOMMIT = "precommit"
+COMMIT = "commit"  # the timeout that ends the wait between two heights
+NEW_HEIGHT = "new_height"
+NIL = ""  # PROTOCOL.md 6: a nil vote signs the empty string as its block
+
+_SIGN_ORDER = {PROPOSE: 0, PREVOTE: 1, PRECOMMIT: 2}
+# Internal step numbers, so that "step_p >= prevote" (line 36) is a comparison.
+_NEW, _PROPOSE, _PREVOTE, _PRECOMMIT = -1, 0, 1, 2
+_STEP_NAMES = {_NEW: NEW_HEIGHT, _PROPOSE: PROPOSE, _PREVOTE: PREVOTE, _PRECOMMIT: PRECOMMIT}
+_FUTURE_LIMIT = 4096  # messages buffered for height + 1
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def proposal_payload(chain: str, height: int, round: int, block_hash: str, valid_round: int) -> dict[str, Any]:
+    """What a proposal signs, with ``PROPOSAL_TAG`` (docs/protocol.md)."""
+    return {"chain": chain, "height": height, "round": round, "block": block_hash, "valid_round": valid_round}
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise InputError(f"malformed consensus message: {what}", code="bad_message")
+
+
+def _is_int(v: object, low: int) -> bool:
+    return type(v) is int and v >= low
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """``<PROPOSAL, h, r, v, vr>`` signed by the proposer; ``block`` is the driver's opaque value."""
+
+    chain: str
+    height: int
+    round: int
+    block_hash: str
+    valid_round: int
+    proposer: str
+    sig: str
+    block: Any = field(default=None, hash=False)
+
+    def payload(self) -> dict[str, Any]:
+        return proposal_payload(self.chain, self.height, self.round, self.block_hash, self.valid_round)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "proposal",
+            "chain": self.chain,
+            "height": self.height,
+            "round": self.round,
+            "block_hash": self.block_hash,
+            "valid_round": self.valid_round,
+            "proposer": self.proposer,
+            "sig": self.sig,
+            "block": self.block,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Proposal:
+        """Parse the wire form; raises InputError. The signature is checked by the core."""
+        keys = {"type", "chain", "height", "round", "block_hash", "valid_round", "proposer", "sig", "block"}
+        _need(type(d) is dict and set(d) == keys and d["type"] == "proposal", f"a proposal has exactly {sorted(keys)}")
+        _need(is_hex(d["chain"], 32), "chain must be a chain id")
+        _need(_is_int(d["height"], 1) and _is_int(d["round"], 0), "height >= 1 and round >= 0 integers")
+        _need(type(d["valid_round"]) is int and -1 <= d["valid_round"] < d["round"], "-1 <= valid_round < round")
+        _need(is_hex(d["block_hash"], 32), "block_hash must be a block hash")
+        _need(is_hex(d["proposer"], 32), "proposer must be a public key")
+        _need(is_hex(d["sig"], 64), "sig must be a signature")
+        return cls(d["chain"], d["height"], d["round"], d["block_hash"], d["valid_round"], d["proposer"], d["sig"], d["block"])
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """``<PREVOTE|PRECOMMIT, h, r, id(v)|nil>`` signed as PROTOCOL.md 6 says."""
+
+    chain: str
+    height: int
+    round: int
+    step: str  # "prevote" | "precommit"
+    block_hash: str  # "" is nil
+    validator: str
+    sig: str
+
+    def payload(self) -> dict[str, Any]:
+        return vote_payload(self.chain, self.height, self.round, self.step, self.block_hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "vote",
+            "chain": self.chain,
+            "height": self.height,
+            "round": self.round,
+            "step": self.step,
+            "block": self.block_hash,
+            "validator": self.validator,
+            "sig": self.sig,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Vote:
+        """Parse the wire form; raises InputError. The signature is checked by the core."""
+        keys = {"type", "chain", "height", "round", "step", "block", "validator", "sig"}
+        _need(type(d) is dict and set(d) == keys and d["type"] == "vote", f"a vote has exactly {sorted(keys)}")
+        _need(is_hex(d["chain"], 32), "chain must be a chain id")
+        _need(_is_int(d["height"], 1) and _is_int(d["round"], 0), "height >= 1 and round >= 0 integers")
+        _need(d["step"] in (PREVOTE, PRECOMMIT), "step must be prevote or precommit")
+        _need(d["block"] == NIL or is_hex(d["block"], 32), "block must be a block hash or '' (nil)")
+        _need(is_hex(d["validator"], 32), "validator must be a public key")
+        _need(is_hex(d["sig"], 64), "sig must be a signature")
+        return cls(d["chain"], d["height"], d["round"], d["step"], d["block"], d["validator"], d["sig"])
+
+
+Message = Proposal | Vote
+
+
+def message_from_dict(d: Any) -> Message:
+    """Parse a wire message by its ``type`` (``proposal`` or ``vote``); raises InputError."""
+    kind = d.get("type") if type(d) is dict else None
+    if kind == "proposal":
+        return Proposal.from_dict(d)
+    if kind == "vote":
+        return Vote.from_dict(d)
+    raise InputError("consensus message must have type 'proposal' or 'vote'", code="bad_message")
+
+
+def sign_vote(key: SigningKey, chain: str, height: int, round: int, step: str, block_hash: str) -> Vote:
+    sig = key.sign(VOTE_TAG, vote_payload(chain, height, round, step, block_hash))
+    return Vote(chain, height, round, step, block_hash, key.public, sig)
+
+
+def sign_proposal(
+    key: SigningKey, chain: str, height: int, round: int, block: Any, block_hash: str, valid_round: int = -1
+) -> Proposal:
+    sig = key.sign(PROPOSAL_TAG, proposal_payload(chain, height, round, block_hash, valid_round))
+    return Proposal(chain, height, round, block_hash, valid_round, key.public, sig, block)
+
+
+@lru_cache(maxsize=1 << 16)
+def _verified(key: str, message: bytes, sig: str) -> bool:
+    """Ed25519 check, memoised on success only (a failure raises and is not cached)."""
+    verify_bytes(key, message, sig)
+    return True
+
+
+def verify_vote(v: Vote) -> None:
+    """Raise SignatureError unless ``v.sig`` is ``v.validator``'s PROTOCOL.md 6 vote signature."""
+    _verified(v.validator, signing_bytes(VOTE_TAG, v.payload()), v.sig)
+
+
+def verify_proposal(p: Proposal) -> None:
+    """Raise SignatureError unless ``p.sig`` is ``p.proposer``'s signature over the proposal."""
+    _verified(p.proposer, signing_bytes(PROPOSAL_TAG, p.payload()), p.sig)
+
+
+def verify_certificate(
+    chain: str, validators: Sequence[str], height: int, block_hash: str, certificate: Any
+) -> None:
+    """Raise CertificateError unless ``certificate`` (PROTOCOL.md 6 dict) finalizes ``block_hash``.
+
+    The check itself is the core library's (``ledger.blocks.verify_certificate``); this is
+    the argument order the consensus driver uses.
+    """
+    cert = Certificate.from_dict(certificate)
+    _ledger_verify_certificate(cert, chain=chain, height=height, block_hash=block_hash, validators=validators)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSigned:
+    """Persist this (durably) before carrying out the Broadcast that follows it.
+
+    Hand the last one persisted back as ``Consensus(last_signed=...)`` after a restart.
+    """
+
+    height: int
+    round: int
+    step: str  # "propose" | "prevote" | "precommit"
+    block_hash: str
+    locked_round: int = -1
+    locked_hash: str = NIL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "round": self.round,
+            "step": self.step,
+            "block_hash": self.block_hash,
+            "locked_round": self.locked_round,
+            "locked_hash": self.locked_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> PersistSigned:
+        try:
+            out = cls(
+                int(d["height"]), int(d["round"]), str(d["step"]), str(d["block_hash"]),
+                int(d.get("locked_round", -1)), str(d.get("locked_hash", NIL)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"malformed last_signed record: {e}", code="bad_last_signed") from e
+        if out.step not in _SIGN_ORDER:
+            raise InputError(f"last_signed.step must be one of {sorted(_SIGN_ORDER)}", code="bad_last_signed")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send ``message`` to every other validator (the core has already processed it itself)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Call ``on_timeout(height, round, step)`` after ``duration_ms``; step may be "commit"."""
+
+    height: int
+    round: int
+    step: str
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``block`` is decided at ``height`` (line 51); ``certificate`` is the PROTOCOL.md 6 dict."""
+
+    height: int
+    block: Any = field(hash=False)
+    block_hash: str
+    certificate: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Two conflicting messages signed by one validator for one (height, round, step)."""
+
+    vote_a: Message
+    vote_b: Message
+
+    @property
+    def validator(self) -> str:
+        a = self.vote_a
+        return a.validator if isinstance(a, Vote) else a.proposer
+
+    def to_dict(self) -> dict[str, Any]:
+        a, b = self.vote_a.to_dict(), self.vote_b.to_dict()
+        for d in (a, b):
+            if d["type"] == "proposal":
+                del d["block"]  # the signatures cover the hash only
+        return {"validator": self.validator, "a": a, "b": b}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEvidence:
+    evidence: Evidence
+
+
+Action = PersistSigned | Broadcast | ScheduleTimeout | Commit | ReportEvidence
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Durations in ms; round r waits ``base + delta * r`` (grows linearly, Algorithm 1's
+    timeoutPropose/Prevote/Precommit(round)); ``commit`` is the wait between heights."""
+
+    propose: int = 3000
+    prevote: int = 1000
+    precommit: int = 1000
+    delta: int = 500
+    commit: int = 1000
+
+    def duration(self, step: str, round: int) -> int:
+        if step == COMMIT:
+            return self.commit
+        base = {PROPOSE: self.propose, PREVOTE: self.prevote, PRECOMMIT: self.precommit}[step]
+        return base + self.delta * round
+
+
+class App(Protocol):
+    """Deterministic callbacks the core asks about values (blocks)."""
+
+    def propose(self, height: int, round: int) -> tuple[Any, str]:
+        """getValue() (line 18): a new block and its hash, when we are the proposer."""
+        ...
+
+    def valid(self, block: Any, block_hash: str, height: int) -> bool:
+        """valid(v): ``block`` hashes to ``block_hash`` and may extend our chain at ``height``."""
+        ...
+
+
+# --------------------------------------------------------------------------- the core
+
+
+class Consensus:
+    """One validator's (or observer's, ``key=None``) Tendermint state machine for a chain."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        validators: Sequence[str],
+        key: SigningKey | None,
+        app: App,
+        height: int,
+        last_signed: PersistSigned | dict[str, Any] | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        if not validators or len(set(validators)) != len(validators):
+            raise InputError("the validator set must be non-empty and without duplicates", code="bad_validators")
+        if type(height) is not int or height < 1:
+            raise InputError("height must be an integer >= 1", code="bad_height")
+        self.chain = chain_id
+        self.validators = tuple(validators)
+        self.n = len(self.validators)
+        self.quorum = 2 * self.n // 3 + 1  # 2f + 1 for n = 3f + 1; PROTOCOL.md 6 "more than 2/3"
+        self.f = self.n - self.quorum  # faults tolerated: any two quorums share an honest node
+        self._members = frozenset(self.validators)
+        self._key = key
+        self.me: str | None = key.public if key is not None and key.public in self._members else None
+        self.app = app
+        self.timeouts = timeouts or Timeouts()
+        if isinstance(last_signed, dict):
+            last_signed = PersistSigned.from_dict(last_signed)
+        self.last_signed: PersistSigned | None = last_signed
+        self.evidence: list[Evidence] = []
+        self._evidence_seen: set[tuple[str, int, int, str]] = set()
+        self._started = False
+        self.height = height
+        self._reset_height()
+        # Restart: restore the lock recorded with the last signature of this height.
+        ls = self.last_signed
+        if ls is not None and ls.height == height and ls.locked_round >= 0:
+            self.locked_round, self.locked_hash = ls.locked_round, ls.locked_hash
+
+    # ---------------------------------------------------------------- public queries
+
+    @property
+    def step(self) -> str:
+        return _STEP_NAMES[self._step]
+
+    def proposer(self, height: int, round: int) -> str:
+        """proposer(h, r): validators[(h + r) % n], in genesis order."""
+        return self.validators[(height + round) % self.n]
+
+    def gossip_messages(self) -> list[Message]:
+        """Every proposal and vote held for the current height, for the driver to re-send.
+
+        Tendermint's liveness assumes messages of correct processes are eventually
+        delivered; drivers that may lose messages re-broadcast these periodically.
+        """
+        out: list[Message] = []
+        for r in sorted(self._proposals):
+            out.extend(self._proposals[r].values())
+        for k in sorted(self._votes, key=lambda k: (k[0], _SIGN_ORDER[k[1]])):
+            out.extend(self._votes[k].values())
+        return out
+
+    # ---------------------------------------------------------------- events
+
+    def start(self) -> list[Action]:
+        """``upon start do StartRound(0)`` (line 10); after a restart, the last signed round."""
+        out: list[Action] = []
+        if self._started:
+            return out
+        self._started = True
+        ls = self.last_signed
+        self._start_round(ls.round if ls is not None and ls.height == self.height else 0, out)
+        self._run(out)
+        return out
+
+    def on_proposal(self, p: Proposal) -> list[Action]:
+        """A proposal from a peer. Raises LedgerError if it is not acceptable at all."""
+        out: list[Action] = []
+        if p.chain != self.chain:
+            raise InputError("proposal is for another chain", code="wrong_chain")
+        if p.proposer not in self._members:
+            raise InputError(f"proposal signed by {p.proposer[:16]}…, not a validator", code="not_validator")
+        if p.height < self.height or p.height > self.height + 1:
+            return out
+        if p.proposer != self.proposer(p.height, p.round):
+            raise InputError(f"{p.proposer[:16]}… is not the proposer of height {p.height} round {p.round}", code="wrong_proposer")
+        if not -1 <= p.valid_round < p.round:
+            raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
+        if p.height == self.height and p.block_hash in self._proposals.get(p.round, {}):
+            return out  # duplicate
+        verify_proposal(p)
+        if p.height > self.height:
+            self._buffer(p)
+            return out
+        self._accept_proposal(p, out)
+        self._run(out)
+        return out
+
+    def on_vote(self, v: Vote) -> list[Action]:
+        """A prevote or precommit from a peer. Raises LedgerError if it is not acceptable."""
+        out: list[Action] = []
+        if v.chain != self.chain:
+            raise InputError("vote is for another chain", code="wrong_chain")
+        if v.validator not in self._members:
+            raise InputError(f"vote signed by {v.validator[:16]}…, not a validator", code="not_validator")
+        if v.step not in (PREVOTE, PRECOMMIT):
+            raise InputError("vote step must be prevote or precommit", code="bad_message")
+        if v.height < self.height or v.height > self.height + 1:
+            return out
+        if v.height == self.height:
+            seen = self._votes.get((v.round, v.step), {}).get(v.validator)
+            if seen is not None and seen.block_hash == v.block_hash:
+                return out  # duplicate
+        verify_vote(v)
+        if v.height > self.height:
+            self._buffer(v)
+            return out
+        self._accept_vote(v, out)
+        self._run(out)
+        return out
+
+    def on_timeout(self, height: int, round: int, step: str) -> list[Action]:
+        """A timeout the core scheduled has expired (lines 57-67; "commit": start the next height)."""
+        out: list[Action] = []
+        if height != self.height or not self._started:
+            return out
+        if step == COMMIT:
+            if self._step == _NEW:
+                self._start_round(0, out)  # line 54, after the timeout_commit wait
+        elif round != self.round:
+            return out
+        elif step == PROPOSE and self._step == _PROPOSE:
+            # lines 57-60: OnTimeoutPropose
+            self._sign_vote(PREVOTE, NIL, out)
+            self._step = _PREVOTE
+        elif step == PREVOTE and self._step == _PREVOTE:
+            # lines 61-64: OnTimeoutPrevote
+            self._sign_vote(PRECOMMIT, NIL, out)
+            self._step = _PRECOMMIT
+        elif step == PRECOMMIT and self._step != _NEW:
+            # lines 65-67: OnTimeoutPrecommit
+            self._start_round(round + 1, out)
+        self._run(out)
+        return out
+
+    def advance(self, height: int) -> list[Action]:
+        """The driver stored block ``height`` (with a verified certificate) by catch-up: move on."""
+        out: list[Action] = []
+        if height >= self.height:
+            self._new_height(height + 1, out)
+            self._run(out)
+        return out
+
+    # ---------------------------------------------------------------- internals
+
+    def _reset_height(self) -> None:
+        self.round = 0
+        self._step = _NEW
+        # lines 6-9
+        self.locked_round, self.locked_hash = -1, NIL
+        self.valid_round, self.valid_hash, self.valid_block = -1, NIL, None
+        self._proposals: dict[int, dict[str, Proposal]] = {}
+        self._blocks: dict[str, Any] = {}
+        self._valid_cache: dict[str, bool] = {}
+        self._votes: dict[tuple[int, str], dict[str, Vote]] = {}
+        self._tally: dict[tuple[int, str], dict[str, int]] = {}
+        self._totals: dict[tuple[int, str], int] = {}
+        self._senders: dict[int, set[str]] = {}
+        self._pc_quorums: list[tuple[int, str]] = []
+        self._prevote_timeout_rounds: set[int] = set()
+        self._precommit_timeout_rounds: set[int] = set()
+        self._line36_rounds: set[int] = set()
+        self._future: list[Message] = []
+
+    def _new_height(self, height: int, out: list[Action]) -> None:
+        """Lines 52-54: next height, locks reset, then (after timeout_commit) StartRound(0)."""
+        future = [m for m in self._future if m.height == height]
+        self.height = height
+        self._reset_height()
+        for m in future:
+            if isinstance(m, Vote):
+                self._accept_vote(m, out)
+            else:
+                self._accept_proposal(m, out)
+        if self._started:
+            out.append(ScheduleTimeout(height, 0, COMMIT, self.timeouts.duration(COMMIT, 0)))
+
+    def _buffer(self, m: Message) -> None:
+        if len(self._future) < _FUTURE_LIMIT and m not in self._future:
+            self._future.append(m)
+
+    def _evidence(self, a: Message, b: Message, key: tuple[str, int, int, str], out: list[Action]) -> None:
+        if key in self._evidence_seen:
+            return
+        self._evidence_seen.add(key)
+        ev = Evidence(a, b)
+        self.evidence.append(ev)
+        out.append(ReportEvidence(ev))
+
+    def _accept_proposal(self, p: Proposal, out: list[Action]) -> None:
+        """Record a verified proposal of the current height."""
+        props = self._proposals.setdefault(p.round, {})
+        if p.block_hash in props:
+            return
+        if props:  # a second, different value from one proposer in one round
+            first = next(iter(props.values()))
+            self._evidence(first, p, (p.proposer, p.height, p.round, PROPOSE), out)
+        props[p.block_hash] = p
+        self._blocks.setdefault(p.block_hash, p.block)
+        self._senders.setdefault(p.round, set()).add(p.proposer)
+
+    def _accept_vote(self, v: Vote, out: list[Action]) -> None:
+        """Record a verified vote of the current height; the first vote per validator counts."""
+        k = (v.round, v.step)
+        votes = self._votes.setdefault(k, {})
+        seen = votes.get(v.validator)
+        if seen is not None:
+            if seen.block_hash != v.block_hash:
+                self._evidence(seen, v, (v.validator, v.height, v.round, v.step), out)
+            return
+        votes[v.validator] = v
+        tally = self._tally.setdefault(k, {})
+        c = tally.get(v.block_hash, 0) + 1
+        tally[v.block_hash] = c
+        self._totals[k] = self._totals.get(k, 0) + 1
+        self._senders.setdefault(v.round, set()).add(v.validator)
+        if v.step == PRECOMMIT and v.block_hash != NIL and c == self.quorum:
+            self._pc_quorums.append((v.round, v.block_hash))
+
+    def _count(self, round: int, step: str, block_hash: str) -> int:
+        return self._tally.get((round, step), {}).get(block_hash, 0)
+
+    def _valid(self, block_hash: str) -> bool:
+        """valid(v), asked once per value and height."""
+        ok = self._valid_cache.get(block_hash)
+        if ok is None:
+            block = self._blocks.get(block_hash)
+            ok = block is not None and bool(self.app.valid(block, block_hash, self.height))
+            self._valid_cache[block_hash] = ok
+        return ok
+
+    def _may_sign(self, round: int, step: str, block_hash: str) -> bool:
+        """Never sign below the last signature, nor something else at the same point."""
+        ls = self.last_signed
+        if ls is None:
+            return True
+        here = (self.height, round, _SIGN_ORDER[step])
+        last = (ls.height, ls.round, _SIGN_ORDER[ls.step])
+        if here != last:
+            return here > last
+        return block_hash == ls.block_hash
+
+    def _persist(self, round: int, step: str, block_hash: str, out: list[Action]) -> None:
+        rec = PersistSigned(self.height, round, step, block_hash, self.locked_round, self.locked_hash)
+        self.last_signed = rec
+        out.append(rec)
+
+    def _sign_vote(self, step: str, block_hash: str, out: list[Action]) -> None:
+        """broadcast <step, h_p, round_p, block_hash>, persisting it first; we count it too."""
+        if self._key is None or self.me is None or not self._may_sign(self.round, step, block_hash):
+            return
+        v = sign_vote(self._key, self.chain, self.height, self.round, step, block_hash)
+        self._persist(self.round, step, block_hash, out)
+        out.append(Broadcast(v))
+        self._accept_vote(v, out)
+
+    def _start_round(self, round: int, out: list[Action]) -> None:
+        """Lines 11-21: StartRound(round)."""
+        self.round = round  # line 12
+        self._step = _PROPOSE  # line 13
+        if self.me is not None and self.proposer(self.height, round) == self.me:  # line 14
+            if self.valid_block is not None:  # lines 15-16
+                block, block_hash = self.valid_block, self.valid_hash
+            else:  # lines 17-18
+                block, block_hash = self.app.propose(self.height, round)
+            if self._key is not None and self._may_sign(round, PROPOSE, block_hash):
+                # line 19: broadcast <PROPOSAL, h_p, round_p, proposal, validRound_p>
+                p = sign_proposal(self._key, self.chain, self.height, round, block, block_hash, self.valid_round)
+                self._persist(round, PROPOSE, block_hash, out)
+                out.append(Broadcast(p))
+                self._accept_proposal(p, out)
+                return
+            # Restarted and may not sign a (different) proposal here: behave as a
+            # non-proposer so that the round still ends (addition to line 21).
+        # line 21: schedule OnTimeoutPropose(h_p, round_p)
+        out.append(ScheduleTimeout(self.height, round, PROPOSE, self.timeouts.duration(PROPOSE, round)))
+
+    def _decide(self, round: int, block_hash: str, out: list[Action]) -> None:
+        """Lines 49-54: decision_p[h_p] = v, with the precommits as certificate."""
+        votes = self._votes[(round, PRECOMMIT)]
+        index = {v: i for i, v in enumerate(self.validators)}
+        signed = sorted((v for v in votes.values() if v.block_hash == block_hash), key=lambda v: index[v.validator])
+        cert = {
+            "height": self.height,
+            "round": round,
+            "block": block_hash,
+            "votes": [{"validator": v.validator, "sig": v.sig} for v in signed],
+        }
+        out.append(Commit(self.height, self._blocks[block_hash], block_hash, cert))  # line 51
+        self._new_height(self.height + 1, out)  # lines 52-54
+
+    def _run(self, out: list[Action]) -> None:
+        """Apply the upon-rules until none fires (the rules of Algorithm 1 are atomic)."""
+        if self._started:
+            while self._rules(out):
+                pass
+
+    def _rules(self, out: list[Action]) -> bool:
+        """Fire at most one upon-rule; True if one fired."""
+        q = self.quorum
+        # lines 49-54: PROPOSAL(h, r, v, *) AND 2f+1 PRECOMMIT(h, r, id(v)), any round r
+        for r, x in self._pc_quorums:
+            if x in self._blocks and self._valid(x):
+                self._decide(r, x, out)
+                return True
+        # lines 55-56: f+1 messages of a round above ours -> StartRound(round)
+        higher = [r for r, s in self._senders.items() if r > self.round and len(s) >= self.f + 1]
+        if higher:
+            self._start_round(max(higher), out)
+            return True
+        if self._step == _NEW:
+            return False  # waiting for the commit timeout
+        r = self.round
+        if self._step == _PROPOSE:
+            for p in self._proposals.get(r, {}).values():  # first received first
+                vr = p.valid_round
+                if vr == -1:
+                    # lines 22-27
+                    ok = self._valid(p.block_hash) and (self.locked_round == -1 or self.locked_hash == p.block_hash)
+                elif self._count(vr, PREVOTE, p.block_hash) >= q:
+                    # lines 28-33 (vr < round_p is checked on receipt)
+                    ok = self._valid(p.block_hash) and (self.locked_round <= vr or self.locked_hash == p.block_hash)
+                else:
+                    continue
+                self._sign_vote(PREVOTE, p.block_hash if ok else NIL, out)
+                self._step = _PREVOTE
+                return True
+        # lines 36-43: PROPOSAL(h, round_p, v, *) AND 2f+1 PREVOTE(h, round_p, id(v)),
+        # valid(v), step >= prevote, for the first time
+        if self._step >= _PREVOTE and r not in self._line36_rounds:
+            tally = self._tally.get((r, PREVOTE), {})
+            for x, c in tally.items():
+                if c >= q and x != NIL and x in self._blocks and self._valid(x):
+                    self._line36_rounds.add(r)
+                    if self._step == _PREVOTE:  # lines 37-41
+                        self.locked_round, self.locked_hash = r, x
+                        self._sign_vote(PRECOMMIT, x, out)
+                        self._step = _PRECOMMIT
+                    self.valid_round, self.valid_hash, self.valid_block = r, x, self._blocks[x]  # lines 42-43
+                    return True
+        if self._step == _PREVOTE:
+            # lines 44-46: 2f+1 PREVOTE(h, round_p, nil)
+            if self._count(r, PREVOTE, NIL) >= q:
+                self._sign_vote(PRECOMMIT, NIL, out)
+                self._step = _PRECOMMIT
+                return True
+            # lines 34-35: 2f+1 PREVOTE(h, round_p, *) for the first time
+            if r not in self._prevote_timeout_rounds and self._totals.get((r, PREVOTE), 0) >= q:
+                self._prevote_timeout_rounds.add(r)
+                out.append(ScheduleTimeout(self.height, r, PREVOTE, self.timeouts.duration(PREVOTE, r)))
+                return True
+        # lines 47-48: 2f+1 PRECOMMIT(h, round_p, *) for the first time
+        if r not in self._precommit_timeout_rounds and self._totals.get((r, PRECOMMIT), 0) >= q:
+            self._precommit_timeout_rounds.add(r)
+            out.append(ScheduleTimeout(self.height, r, PRECOMMIT, self.timeouts.duration(PRECOMMIT, r)))
+            return True
+        return False
