@@ -307,12 +307,14 @@ def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_j
          as_json, f"OK: record {record_id or doc.get('record')} is in the log certified at height {header.height}")
 
 
+import importlib as _il
 import importlib.util as _ilu
 
-if _ilu.find_spec("ledger.cli_node") is not None:  # commands that run or talk to a node
-    from . import cli_node as _cli_node
-
-    _cli_node.register(cli)
+# Command families in their own modules, each with ``register(cli)``: running a node
+# (cli_node), talking to one (cli_client), lineage / attribution / exports (cli_lineage).
+for _name in ("cli_node", "cli_client", "cli_lineage"):
+    if _ilu.find_spec(f"ledger.{_name}") is not None:
+        _il.import_module(f"ledger.{_name}").register(cli)
 
 
 def main() -> None:
