@@ -257,8 +257,14 @@ class PersistSigned:
     round: int
     step: str  # "propose" | "prevote" | "precommit"
     block_hash: str
+    # The lock at this point (lines 38-39), the locked block and the 2f+1 prevotes that
+    # justified it: a restarted node keeps its lock *and* can still prove it to the others
+    # and re-propose the value (lines 15-16), else a lock whose polka only it had seen could
+    # stall the chain forever.
     locked_round: int = -1
     locked_hash: str = NIL
+    locked_block: Any = field(default=None, hash=False, compare=False)
+    lock_proof: tuple[Vote, ...] = field(default=(), hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +274,8 @@ class PersistSigned:
             "block_hash": self.block_hash,
             "locked_round": self.locked_round,
             "locked_hash": self.locked_hash,
+            "locked_block": self.locked_block,
+            "lock_proof": [v.to_dict() for v in self.lock_proof],
         }
 
     @classmethod
@@ -276,6 +284,7 @@ class PersistSigned:
             out = cls(
                 int(d["height"]), int(d["round"]), str(d["step"]), str(d["block_hash"]),
                 int(d.get("locked_round", -1)), str(d.get("locked_hash", NIL)),
+                d.get("locked_block"), tuple(Vote.from_dict(v) for v in d.get("lock_proof", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(f"malformed last_signed record: {e}", code="bad_last_signed") from e
@@ -407,10 +416,18 @@ class Consensus:
         self._started = False
         self.height = height
         self._reset_height()
-        # Restart: restore the lock recorded with the last signature of this height.
+        # Restart: restore the lock recorded with the last signature of this height, the
+        # locked value as valid value (validRound >= lockedRound always holds) and its polka.
         ls = self.last_signed
-        if ls is not None and ls.height == height and ls.locked_round >= 0:
+        if ls is not None and ls.height == height and ls.locked_round >= 0 and ls.locked_block is not None:
             self.locked_round, self.locked_hash = ls.locked_round, ls.locked_hash
+            self._lock_proof = ls.lock_proof
+            self.valid_round, self.valid_hash, self.valid_block = ls.locked_round, ls.locked_hash, ls.locked_block
+            self._blocks[ls.locked_hash] = ls.locked_block
+            for v in ls.lock_proof:
+                if v.height == height and v.validator in self._members:
+                    verify_vote(v)
+                    self._accept_vote(v, [])
 
     # ---------------------------------------------------------------- public queries
 
@@ -432,7 +449,8 @@ class Consensus:
         for r in sorted(self._proposals):
             out.extend(self._proposals[r].values())
         for k in sorted(self._votes, key=lambda k: (k[0], _SIGN_ORDER[k[1]])):
-            out.extend(self._votes[k].values())
+            for by_validator in self._votes[k].values():
+                out.extend(by_validator.values())
         return out
 
     # ---------------------------------------------------------------- events
@@ -482,10 +500,8 @@ class Consensus:
             raise InputError("vote step must be prevote or precommit", code="bad_message")
         if v.height < self.height or v.height > self.height + 1:
             return out
-        if v.height == self.height:
-            seen = self._votes.get((v.round, v.step), {}).get(v.validator)
-            if seen is not None and seen.block_hash == v.block_hash:
-                return out  # duplicate
+        if v.height == self.height and v.validator in self._votes.get((v.round, v.step), {}).get(v.block_hash, ()):
+            return out  # duplicate
         verify_vote(v)
         if v.height > self.height:
             self._buffer(v)
@@ -533,13 +549,16 @@ class Consensus:
         self._step = _NEW
         # lines 6-9
         self.locked_round, self.locked_hash = -1, NIL
+        self._lock_proof: tuple[Vote, ...] = ()
         self.valid_round, self.valid_hash, self.valid_block = -1, NIL, None
         self._proposals: dict[int, dict[str, Proposal]] = {}
         self._blocks: dict[str, Any] = {}
         self._valid_cache: dict[str, bool] = {}
-        self._votes: dict[tuple[int, str], dict[str, Vote]] = {}
-        self._tally: dict[tuple[int, str], dict[str, int]] = {}
-        self._totals: dict[tuple[int, str], int] = {}
+        # (round, step) -> block hash -> validator -> vote: every signed vote counts for its
+        # value, an equivocator's for both (Algorithm 1 counts messages from distinct
+        # processes); (round, step) -> validator -> first vote, for "2f+1 <*>" and evidence.
+        self._votes: dict[tuple[int, str], dict[str, dict[str, Vote]]] = {}
+        self._voters: dict[tuple[int, str], dict[str, Vote]] = {}
         self._senders: dict[int, set[str]] = {}
         self._pc_quorums: list[tuple[int, str]] = []
         self._prevote_timeout_rounds: set[int] = set()
@@ -585,25 +604,36 @@ class Consensus:
         self._senders.setdefault(p.round, set()).add(p.proposer)
 
     def _accept_vote(self, v: Vote, out: list[Action]) -> None:
-        """Record a verified vote of the current height; the first vote per validator counts."""
+        """Record a verified vote of the current height.
+
+        A second vote of one validator for another value in the same (round, step) is
+        equivocation: it is recorded as evidence and, like in Algorithm 1, where "2f+1
+        <PREVOTE, h, r, id(v)>" counts messages of distinct senders, it counts for its value
+        too. Otherwise an honest node could never see a polka that another honest node saw
+        and locked on, which stalls the chain. Quorum intersection still holds: each honest
+        validator signs one value per step.
+        """
         k = (v.round, v.step)
-        votes = self._votes.setdefault(k, {})
-        seen = votes.get(v.validator)
-        if seen is not None:
-            if seen.block_hash != v.block_hash:
-                self._evidence(seen, v, (v.validator, v.height, v.round, v.step), out)
+        by_hash = self._votes.setdefault(k, {})
+        signers = by_hash.setdefault(v.block_hash, {})
+        if v.validator in signers:
             return
-        votes[v.validator] = v
-        tally = self._tally.setdefault(k, {})
-        c = tally.get(v.block_hash, 0) + 1
-        tally[v.block_hash] = c
-        self._totals[k] = self._totals.get(k, 0) + 1
-        self._senders.setdefault(v.round, set()).add(v.validator)
-        if v.step == PRECOMMIT and v.block_hash != NIL and c == self.quorum:
+        voters = self._voters.setdefault(k, {})
+        first = voters.get(v.validator)
+        if first is None:
+            voters[v.validator] = v
+            self._senders.setdefault(v.round, set()).add(v.validator)
+        else:
+            self._evidence(first, v, (v.validator, v.height, v.round, v.step), out)
+        signers[v.validator] = v
+        if v.step == PRECOMMIT and v.block_hash != NIL and len(signers) == self.quorum:
             self._pc_quorums.append((v.round, v.block_hash))
 
     def _count(self, round: int, step: str, block_hash: str) -> int:
-        return self._tally.get((round, step), {}).get(block_hash, 0)
+        return len(self._votes.get((round, step), {}).get(block_hash, ()))
+
+    def _total(self, round: int, step: str) -> int:
+        return len(self._voters.get((round, step), ()))
 
     def _valid(self, block_hash: str) -> bool:
         """valid(v), asked once per value and height."""
@@ -626,7 +656,8 @@ class Consensus:
         return block_hash == ls.block_hash
 
     def _persist(self, round: int, step: str, block_hash: str, out: list[Action]) -> None:
-        rec = PersistSigned(self.height, round, step, block_hash, self.locked_round, self.locked_hash)
+        lr, lh = self.locked_round, self.locked_hash
+        rec = PersistSigned(self.height, round, step, block_hash, lr, lh, self._blocks.get(lh) if lr >= 0 else None, self._lock_proof)
         self.last_signed = rec
         out.append(rec)
 
@@ -662,9 +693,9 @@ class Consensus:
 
     def _decide(self, round: int, block_hash: str, out: list[Action]) -> None:
         """Lines 49-54: decision_p[h_p] = v, with the precommits as certificate."""
-        votes = self._votes[(round, PRECOMMIT)]
+        votes = self._votes[(round, PRECOMMIT)][block_hash]
         index = {v: i for i, v in enumerate(self.validators)}
-        signed = sorted((v for v in votes.values() if v.block_hash == block_hash), key=lambda v: index[v.validator])
+        signed = sorted(votes.values(), key=lambda v: index[v.validator])
         cert = {
             "height": self.height,
             "round": round,
@@ -713,12 +744,12 @@ class Consensus:
         # lines 36-43: PROPOSAL(h, round_p, v, *) AND 2f+1 PREVOTE(h, round_p, id(v)),
         # valid(v), step >= prevote, for the first time
         if self._step >= _PREVOTE and r not in self._line36_rounds:
-            tally = self._tally.get((r, PREVOTE), {})
-            for x, c in tally.items():
-                if c >= q and x != NIL and x in self._blocks and self._valid(x):
+            for x, signers in self._votes.get((r, PREVOTE), {}).items():
+                if len(signers) >= q and x != NIL and x in self._blocks and self._valid(x):
                     self._line36_rounds.add(r)
                     if self._step == _PREVOTE:  # lines 37-41
                         self.locked_round, self.locked_hash = r, x
+                        self._lock_proof = tuple(signers.values())
                         self._sign_vote(PRECOMMIT, x, out)
                         self._step = _PRECOMMIT
                     self.valid_round, self.valid_hash, self.valid_block = r, x, self._blocks[x]  # lines 42-43
@@ -730,12 +761,12 @@ class Consensus:
                 self._step = _PRECOMMIT
                 return True
             # lines 34-35: 2f+1 PREVOTE(h, round_p, *) for the first time
-            if r not in self._prevote_timeout_rounds and self._totals.get((r, PREVOTE), 0) >= q:
+            if r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q:
                 self._prevote_timeout_rounds.add(r)
                 out.append(ScheduleTimeout(self.height, r, PREVOTE, self.timeouts.duration(PREVOTE, r)))
                 return True
         # lines 47-48: 2f+1 PRECOMMIT(h, round_p, *) for the first time
-        if r not in self._precommit_timeout_rounds and self._totals.get((r, PRECOMMIT), 0) >= q:
+        if r not in self._precommit_timeout_rounds and self._total(r, PRECOMMIT) >= q:
             self._precommit_timeout_rounds.add(r)
             out.append(ScheduleTimeout(self.height, r, PRECOMMIT, self.timeouts.duration(PRECOMMIT, r)))
             return True

@@ -1,0 +1,617 @@
+"""Deterministic simulation of n validators running the real consensus core.
+
+One seed drives everything (``random.Random(seed)``): the scenario, the network (delays,
+drops, duplicates, reordering, partitions), crashes and restarts, pauses and Byzantine
+validators. Time is virtual (milliseconds) and advances through one event queue, so a run
+is exactly reproducible::
+
+    python -m node.sim --seed 1234                 # replay one seed, print what happened
+    python -m node.sim --seeds 20000 --jobs 2      # a campaign (scripts/simulate wraps it)
+
+Invariants checked on every run (a breach raises ``SimViolation`` naming seed and scenario):
+
+1. agreement: no two honest nodes finalize different blocks at one height;
+2. certificates: every finalized block carries a PROTOCOL.md 6 certificate that verifies;
+3. durability: an honest node's finalized chain only ever grows by the next height, across
+   crashes and restarts (what it persisted is what it has);
+4. liveness: with at most f faulty validators and the network healed, every honest node
+   finalizes new heights within a bounded virtual time (``STALL_MS``).
+
+The driver here is the model for the daemon's: it persists ``PersistSigned`` before
+sending, stores ``Commit`` blocks, re-creates the core from what it persisted on restart,
+re-broadcasts ``gossip_messages()`` when a height makes no progress, and catches up by
+fetching blocks with certificates that it verifies before ``advance``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
+from ledger.errors import LedgerError
+from ledger.keys import SigningKey
+
+from .consensus import (
+    NIL,
+    Broadcast,
+    Commit,
+    Consensus,
+    PersistSigned,
+    Proposal,
+    ReportEvidence,
+    ScheduleTimeout,
+    Timeouts,
+    Vote,
+    sign_proposal,
+    sign_vote,
+    verify_certificate,
+)
+
+__all__ = ["SCENARIOS", "Result", "SimViolation", "Simulation", "main", "run", "run_seed"]
+
+SCENARIOS = (
+    "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
+    "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "mixed",
+)
+BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror")
+TIMEOUTS = Timeouts(propose=150, prevote=60, precommit=60, delta=40, commit=40)
+GOSSIP_MS = 300  # a node re-sends its height's messages if it made no progress for this long
+SYNC_EVERY_MS = 150  # at most one catch-up request per node per this long
+SYNC_BATCH = 32  # blocks per catch-up answer
+STALL_MS = 30_000  # liveness bound after the network heals
+_MAX_EVENTS = 2_000_000
+
+# Event kinds in the queue.
+_DELIVER, _TIMER, _GOSSIP, _CONTROL = 0, 1, 2, 3
+
+
+class SimViolation(AssertionError):
+    """An invariant failed. ``kind`` is agreement | certificate | durability | liveness."""
+
+    def __init__(self, kind: str, seed: int, scenario: str, detail: str) -> None:
+        self.kind, self.seed, self.scenario, self.detail = kind, seed, scenario, detail
+        super().__init__(
+            f"{kind} violation, seed={seed} scenario={scenario}: {detail}\n"
+            f"  replay: python -m node.sim --seed {seed} --scenario {scenario}"
+        )
+
+
+@dataclass
+class Result:
+    seed: int
+    scenario: str
+    n: int
+    byzantine: dict[int, str]
+    height: int  # lowest finalized height among honest nodes at the end
+    virtual_ms: float
+    events: int
+    evidence: int
+    rejected: int
+    violation: str | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    from_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncAnswer:
+    blocks: tuple[tuple[Any, str, dict[str, Any]], ...]  # (block, hash, certificate)
+
+
+_KEYS: list[SigningKey] = []
+
+
+def keys(n: int) -> list[SigningKey]:
+    """Fixed validator keys (the same in every run, so signatures repeat across seeds)."""
+    while len(_KEYS) < n:
+        _KEYS.append(SigningKey.from_seed(hashlib.sha256(b"provledger-sim-%d" % len(_KEYS)).digest()))
+    return _KEYS[:n]
+
+
+def chain_id(n: int) -> str:
+    return tagged_hash(GENESIS_TAG, {"v": 1, "name": f"sim-{n}"})
+
+
+def block_hash(block: dict[str, Any]) -> str:
+    return tagged_hash(BLOCK_TAG, block)
+
+
+class Node:
+    """One validator: its persisted state ("disk") and, while up, its consensus core."""
+
+    def __init__(self, sim: Simulation, idx: int, key: SigningKey, byz: str | None) -> None:
+        self.sim, self.idx, self.key, self.byz = sim, idx, key, byz
+        self.chain: list[tuple[Any, str, dict[str, Any]]] = []  # persisted finalized blocks
+        self.last_signed: PersistSigned | None = None  # persisted before every send
+        self.core: Consensus | None = None
+        self.up = False
+        self.paused = False
+        self.held: list[tuple[int, Any, Any, Any]] = []
+        self.incarnation = 0
+        self.last_sync = -1e18
+        self.gossip_mark = (-1, -1)
+
+    # App callbacks (deterministic).
+    def prev(self, height: int) -> str:
+        return self.sim.chain if height == 1 else self.chain[height - 2][1]
+
+    def propose(self, height: int, round: int) -> tuple[Any, str]:
+        b = {"height": height, "prev": self.prev(height), "proposer": self.key.public, "payload": f"tx-{height}-{round}"}
+        return b, block_hash(b)
+
+    def valid(self, block: Any, bhash: str, height: int) -> bool:
+        return (
+            type(block) is dict
+            and block.get("height") == height
+            and len(self.chain) == height - 1
+            and block.get("prev") == self.prev(height)
+            and block_hash(block) == bhash
+        )
+
+    def boot(self) -> None:
+        """(Re)create the core from what was persisted: committed height and last_signed."""
+        self.up, self.paused, self.held = True, False, []
+        self.incarnation += 1
+        self.core = Consensus(
+            self.sim.chain, self.sim.validators, self.key, self, len(self.chain) + 1,
+            last_signed=self.last_signed, timeouts=TIMEOUTS,
+        )
+        self.sim.apply(self, self.core.start())
+
+
+class Simulation:
+    def __init__(self, seed: int, scenario: str | None = None, *, byzantine: dict[int, str] | None = None,
+                 n: int | None = None, check_liveness: bool = True) -> None:
+        self.seed = seed
+        self.rng = rng = random.Random(seed)
+        self.scenario = scenario or rng.choice(SCENARIOS)
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; one of {', '.join(SCENARIOS)}")
+        self.check_liveness = check_liveness
+        if n is None:
+            n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause") else (4, 4, 7))
+        self.n = n
+        self.f = n - (2 * n // 3 + 1)
+        self.chain = chain_id(n)
+        ks = keys(n)
+        self.validators = [k.public for k in ks]
+        if byzantine is None:
+            byzantine = self._pick_byzantine()
+        self.byzantine = byzantine
+        self.nodes = [Node(self, i, ks[i], byzantine.get(i)) for i in range(n)]
+        self.honest = [nd for nd in self.nodes if nd.byz is None]
+        self.now = 0.0
+        self.queue: list[tuple[float, int, int, Any, Any, Any]] = []
+        self.seq = 0
+        self.events = 0
+        # network model
+        self.min_delay = 1.0
+        self.max_delay = float(rng.choice((5, 20, 50)))
+        self.drop = 0.0
+        self.dup = 0.0
+        self.blocked: set[tuple[int, int]] = set()
+        # bookkeeping for the invariants
+        self.decided: dict[int, str] = {}
+        self.cert_ok: set[tuple[Any, ...]] = set()
+        self.evidence = 0
+        self.rejected = 0
+        self.heal_at = 0.0
+        self.log: list[str] = []
+        self.verbose = False
+
+    # ------------------------------------------------------------------ scenario
+
+    def _pick_byzantine(self) -> dict[int, str]:
+        s, rng = self.scenario, self.rng
+        if not s.startswith("byz_") and s != "mixed":
+            return {}
+        count = self.f if s != "mixed" else rng.randint(0, self.f)
+        who = rng.sample(range(self.n), count)
+        mode = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote",
+                "byz_silent": "silent", "byz_mirror": "mirror"}.get(s)
+        return {i: mode or rng.choice(BYZ_MODES) for i in who}
+
+    def _setup(self) -> None:
+        s, rng, n = self.scenario, self.rng, self.n
+        t0 = rng.uniform(100, 800)  # when the trouble starts
+        t1 = t0 + rng.uniform(500, 3000)  # when it ends
+        heal = t1
+        if s in ("lossy", "mixed", "byz_proposer", "byz_voter", "byz_silent", "byz_mirror"):
+            self.drop = rng.choice((0.0, 0.05, 0.1, 0.3)) if s != "lossy" else rng.uniform(0.05, 0.35)
+            self.dup = rng.choice((0.0, 0.1, 0.3))
+            self.max_delay = float(rng.choice((20, 50, 120)))
+            self.at(t1, self._set_drop, 0.0)
+        if s in ("halves", "mixed") and n > 1:
+            side = set(rng.sample(range(n), n // 2))
+            links = {(a, b) for a in range(n) for b in range(n) if (a in side) != (b in side)}
+            self.at(t0, self._block, links)
+            self.at(t1, self._block, set())
+        if s == "isolated" and n > 1:
+            x = rng.randrange(n)
+            self.at(t0, self._block, {(a, b) for a in range(n) for b in range(n) if a != b and x in (a, b)})
+            self.at(t1, self._block, set())
+        if s == "asymmetric" and n > 1:
+            if rng.random() < 0.5:  # one node hears nobody (or nobody hears it)
+                x = rng.randrange(n)
+                deaf = rng.random() < 0.5
+                links = {(a, x) if deaf else (x, a) for a in range(n) if a != x}
+            else:
+                links = {(a, b) for a in range(n) for b in range(n) if a != b and rng.random() < 0.3}
+            self.at(t0, self._block, links)
+            self.at(t1, self._block, set())
+        if s == "ring" and n > 1:
+            k = n // 2  # i reaches i+1..i+k: with itself, a majority
+            reach = {(a, (a + d) % n) for a in range(n) for d in range(1, k + 1)}
+            self.at(t0, self._block, {(a, b) for a in range(n) for b in range(n) if a != b} - reach)
+            self.at(t1, self._block, set())
+        if s in ("crash", "mixed"):
+            pool = [nd.idx for nd in self.honest]
+            for i in rng.sample(pool, rng.randint(1, len(pool)) if s == "crash" else min(1, len(pool))):
+                down = rng.uniform(t0, t1)
+                up = rng.uniform(down, t1)
+                self.at(down, self._crash, i)
+                self.at(up, self._restart, i)
+        if s == "pause":
+            pool = [nd.idx for nd in self.honest]
+            later = t0 + rng.uniform(3000, 6000)  # "much later"
+            for i in rng.sample(pool, max(1, self.f) if n > 1 else 1):
+                self.at(t0, self._pause, i)
+                self.at(later, self._resume, i)
+            heal = later
+        self.heal_at = heal
+
+    def _set_drop(self, p: float) -> None:
+        self.drop = p
+
+    def _block(self, links: set[tuple[int, int]]) -> None:
+        self.blocked = links
+        self.note(f"links blocked: {sorted(links)}")
+
+    def _crash(self, i: int) -> None:
+        nd = self.nodes[i]
+        if nd.up:
+            nd.up, nd.core, nd.held = False, None, []
+            nd.incarnation += 1
+            self.note(f"node {i} crashes at height {len(nd.chain) + 1}")
+
+    def _restart(self, i: int) -> None:
+        nd = self.nodes[i]
+        if not nd.up:
+            self.note(f"node {i} restarts with {len(nd.chain)} blocks, last_signed={nd.last_signed}")
+            nd.boot()
+            self.request_sync(nd, None)
+
+    def _pause(self, i: int) -> None:
+        nd = self.nodes[i]
+        if nd.up:
+            nd.paused = True
+            self.note(f"node {i} paused")
+
+    def _resume(self, i: int) -> None:
+        nd = self.nodes[i]
+        if nd.up and nd.paused:
+            nd.paused = False
+            held, nd.held = nd.held, []
+            self.note(f"node {i} resumes with {len(held)} held events")
+            for kind, a, b, c in held:
+                self.push(self.now, kind, a, b, c)
+
+    # ------------------------------------------------------------------ event queue
+
+    def push(self, t: float, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (t, self.seq, kind, a, b, c))
+
+    def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
+        self.push(t, _CONTROL, fn, args)
+
+    def note(self, text: str) -> None:
+        if self.verbose:
+            self.log.append(f"{self.now:9.1f} {text}")
+
+    # ------------------------------------------------------------------ network
+
+    def send(self, src: int, dst: int, msg: Any) -> None:
+        if (src, dst) in self.blocked:
+            return
+        rng = self.rng
+        if self.drop and rng.random() < self.drop:
+            return
+        self.push(self.now + rng.uniform(self.min_delay, self.max_delay), _DELIVER, dst, msg, src)
+        if self.dup and rng.random() < self.dup:
+            self.push(self.now + rng.uniform(self.min_delay, 2 * self.max_delay), _DELIVER, dst, msg, src)
+
+    def broadcast(self, src: int, msg: Any) -> None:
+        for j in range(self.n):
+            if j != src:
+                self.send(src, j, msg)
+
+    # ------------------------------------------------------------------ driver
+
+    def apply(self, nd: Node, actions: Iterable[Any]) -> None:
+        """Carry out a core's actions in order, as the daemon does."""
+        for a in actions:
+            t = type(a)
+            if t is Broadcast:
+                if nd.byz is None:
+                    self.broadcast(nd.idx, a.message)
+                else:
+                    self.byzantine_send(nd, a.message)
+            elif t is ScheduleTimeout:
+                self.push(self.now + a.duration_ms, _TIMER, nd.idx, nd.incarnation, (a.height, a.round, a.step))
+            elif t is PersistSigned:
+                nd.last_signed = a  # persisted before the Broadcast that follows
+            elif t is Commit:
+                self.store(nd, a.height, a.block, a.block_hash, a.certificate, "commit")
+            elif t is ReportEvidence:
+                self.evidence += 1
+
+    def describe(self, nd: Node) -> str:
+        c = nd.core
+        if c is None:
+            return f"{len(nd.chain)} blocks, down"
+        return (f"{len(nd.chain)} blocks, at h={c.height} r={c.round} {c.step} locked={c.locked_round}"
+                f" valid={c.valid_round}" + (" paused" if nd.paused else ""))
+
+    def violation(self, kind: str, detail: str) -> SimViolation:
+        return SimViolation(kind, self.seed, self.scenario, detail)
+
+    def store(self, nd: Node, height: int, block: Any, bhash: str, cert: dict[str, Any], how: str) -> None:
+        """Persist a finalized block after checking invariants 1-3."""
+        if height != len(nd.chain) + 1:
+            if nd.byz is None:
+                raise self.violation("durability", f"node {nd.idx} finalized height {height} with {len(nd.chain)} blocks stored ({how})")
+            return
+        key = (height, bhash, tuple((v["validator"], v["sig"]) for v in cert["votes"]), cert["round"])
+        if key not in self.cert_ok:
+            try:
+                verify_certificate(self.chain, self.validators, height, bhash, cert)
+            except LedgerError as e:
+                raise self.violation("certificate", f"node {nd.idx} height {height} ({how}): {e}") from e
+            self.cert_ok.add(key)
+        if nd.byz is None:
+            first = self.decided.setdefault(height, bhash)
+            if first != bhash:
+                raise self.violation("agreement", f"height {height}: node {nd.idx} finalized {bhash[:12]}, another honest node {first[:12]} ({how})")
+        nd.chain.append((block, bhash, cert))
+        self.note(f"node {nd.idx} finalizes {height} {bhash[:8]} round {cert['round']} ({how})")
+
+    def request_sync(self, nd: Node, peer: int | None) -> None:
+        if self.now - nd.last_sync < SYNC_EVERY_MS:
+            return
+        nd.last_sync = self.now
+        req = SyncRequest(len(nd.chain) + 1)
+        for j in ([peer] if peer is not None else range(self.n)):
+            if j != nd.idx:
+                self.send(nd.idx, j, req)
+
+    def deliver(self, nd: Node, msg: Any, src: int) -> None:
+        core = nd.core
+        assert core is not None
+        t = type(msg)
+        if t is Vote or t is Proposal:
+            if msg.height > core.height:
+                self.request_sync(nd, src)
+            if nd.byz is None and t is Proposal and self.mirrors:
+                self.mirror(nd, msg)
+            try:
+                acts = core.on_vote(msg) if t is Vote else core.on_proposal(msg)
+            except LedgerError as e:
+                self.rejected += 1
+                self.note(f"node {nd.idx} refuses {msg}: {e}")
+                return
+            self.apply(nd, acts)
+        elif t is SyncRequest:
+            if nd.byz is None and len(nd.chain) >= msg.from_height:
+                blocks = nd.chain[msg.from_height - 1: msg.from_height - 1 + SYNC_BATCH]
+                self.send(nd.idx, src, SyncAnswer(tuple(blocks)))
+        elif t is SyncAnswer:
+            for block, bhash, cert in msg.blocks:
+                h = len(nd.chain) + 1
+                if block.get("height") != h:
+                    continue
+                # Verify before storing: the hash, the link, the certificate (store()).
+                if block_hash(block) != bhash or block.get("prev") != nd.prev(h):
+                    raise self.violation("agreement", f"node {nd.idx} got a block for {h} that does not extend its chain")
+                self.store(nd, h, block, bhash, cert, f"sync from {src}")
+                self.apply(nd, core.advance(h))
+
+    # ------------------------------------------------------------------ Byzantine behaviour
+
+    @property
+    def mirrors(self) -> list[Node]:
+        return self._mirrors
+
+    def byzantine_send(self, nd: Node, msg: Any) -> None:
+        rng, mode = self.rng, nd.byz
+        peers = [j for j in range(self.n) if j != nd.idx]
+        if mode == "silent":
+            if type(msg) is Vote:
+                self.broadcast(nd.idx, msg)
+            return
+        if type(msg) is Proposal and mode in ("equivocate_proposal", "mirror"):
+            evil = dict(msg.block, payload=f"evil-{msg.height}-{msg.round}-{rng.randrange(1 << 30)}")
+            alt = sign_proposal(nd.key, msg.chain, msg.height, msg.round, evil, block_hash(evil), msg.valid_round)
+            for j in peers:
+                self.send(nd.idx, j, msg if rng.random() < 0.5 else alt)
+            return
+        if type(msg) is Vote and mode == "equivocate_vote":
+            other = NIL if msg.block_hash != NIL else tagged_hash(BLOCK_TAG, {"fake": msg.height, "r": msg.round})
+            alt = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, other)
+            for j in peers:
+                x = rng.random()
+                if x < 0.4:
+                    self.send(nd.idx, j, msg)
+                elif x < 0.8:
+                    self.send(nd.idx, j, alt)
+                else:
+                    self.send(nd.idx, j, msg)
+                    self.send(nd.idx, j, alt)
+            return
+        self.broadcast(nd.idx, msg)
+
+    def mirror(self, target: Node, p: Proposal) -> None:
+        """Mirroring Byzantine validators vote for whatever proposal ``target`` is shown."""
+        for b in self._mirrors:
+            for step in ("prevote", "precommit"):
+                k = (b.idx, p.height, p.round, step, p.block_hash)
+                v = self._mirror_votes.get(k)
+                if v is None:
+                    v = self._mirror_votes[k] = sign_vote(b.key, p.chain, p.height, p.round, step, p.block_hash)
+                self.send(b.idx, target.idx, v)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> Result:
+        self._mirrors = [nd for nd in self.nodes if nd.byz == "mirror"]
+        self._mirror_votes: dict[tuple[Any, ...], Vote] = {}
+        self._setup()
+        for nd in self.nodes:
+            nd.boot()
+        for nd in self.nodes:
+            self.push(self.rng.uniform(0, GOSSIP_MS), _GOSSIP, nd.idx)
+        heal_target: int | None = None
+        deadline = self.heal_at + STALL_MS
+        queue, pop = self.queue, heapq.heappop
+        while queue:
+            t, _, kind, a, b, c = pop(queue)
+            self.now = t
+            self.events += 1
+            if self.events > _MAX_EVENTS:
+                raise self.violation("liveness", f"more than {_MAX_EVENTS} events")
+            if kind == _CONTROL:
+                a(*b)
+            elif kind == _DELIVER or kind == _TIMER:
+                nd = self.nodes[a]
+                if not nd.up or (kind == _TIMER and b != nd.incarnation):
+                    continue
+                if nd.paused:
+                    nd.held.append((kind, a, b, c))
+                    continue
+                if kind == _DELIVER:
+                    self.deliver(nd, b, c)
+                else:
+                    assert nd.core is not None
+                    self.apply(nd, nd.core.on_timeout(*c))
+            else:  # _GOSSIP: re-send this height's messages if no progress since last time
+                nd = self.nodes[a]
+                if nd.up and not nd.paused and nd.core is not None and nd.byz is None:
+                    mark = (nd.core.height, nd.core.round)
+                    if mark == nd.gossip_mark:
+                        for m in nd.core.gossip_messages():
+                            self.broadcast(nd.idx, m)
+                    nd.gossip_mark = mark
+                self.push(t + GOSSIP_MS, _GOSSIP, a)
+            if t >= self.heal_at:
+                if heal_target is None:
+                    heal_target = max(len(nd.chain) for nd in self.honest) + 2
+                    self.note(f"network healed; every honest node must reach height {heal_target}")
+                if min(len(nd.chain) for nd in self.honest) >= heal_target:
+                    break
+                if t > deadline:
+                    if not self.check_liveness:
+                        break
+                    lows = {nd.idx: self.describe(nd) for nd in self.honest}
+                    raise self.violation("liveness", f"no progress within {STALL_MS} ms after healing: heights {lows}, wanted {heal_target}")
+        # durability: every honest chain is a prefix of the decided sequence
+        for nd in self.honest:
+            for h, (_, bh, _) in enumerate(nd.chain, 1):
+                if self.decided.get(h) != bh:
+                    raise self.violation("durability", f"node {nd.idx} holds {bh[:12]} at height {h}")
+        return Result(self.seed, self.scenario, self.n, self.byzantine, min(len(nd.chain) for nd in self.honest),
+                      self.now, self.events, self.evidence, self.rejected)
+
+
+def run(seed: int, scenario: str | None = None, **kw: Any) -> Result:
+    """Run one seed; raises SimViolation if an invariant breaks."""
+    return Simulation(seed, scenario, **kw).run()
+
+
+def run_seed(seed: int) -> Result:
+    """Run one seed and report a violation in the result instead of raising (campaigns)."""
+    sim = Simulation(seed)
+    try:
+        return sim.run()
+    except SimViolation as e:
+        return Result(seed, sim.scenario, sim.n, sim.byzantine, -1, sim.now, sim.events, sim.evidence,
+                      sim.rejected, str(e), e.kind)
+
+
+def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    bad: list[Result] = []
+    stalls = done = events = 0
+    by_scenario: dict[str, int] = {}
+    seeds = range(start, start + count)
+    step = max(1, count // 20)
+    ctx = mp.get_context("fork") if sys.platform != "win32" else mp.get_context()
+    with ctx.Pool(jobs) as pool:
+        for r in pool.imap_unordered(run_seed, seeds, chunksize=16):
+            done += 1
+            events += r.events
+            by_scenario[r.scenario] = by_scenario.get(r.scenario, 0) + 1
+            if r.violation:
+                bad.append(r)
+                if r.kind == "liveness":
+                    stalls += 1
+                print(r.violation, file=sys.stderr, flush=True)
+            if not quiet and (done % step == 0 or done == count):
+                rate = done / (time.perf_counter() - t0)
+                print(f"  {done}/{count} seeds, {len(bad)} violations, {rate:.0f} seeds/s", flush=True)
+    dt = time.perf_counter() - t0
+    safety = len(bad) - stalls
+    print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, jobs={jobs}")
+    print("scenarios: " + ", ".join(f"{k}={v}" for k, v in sorted(by_scenario.items())))
+    print(f"violations: {safety} safety/certificate/durability, {stalls} stalls (liveness)")
+    for r in sorted(bad, key=lambda r: r.seed)[:20]:
+        print(f"  seed {r.seed} {r.scenario}: {r.kind}")
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m node.sim", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, help="run (replay) one seed and tell what happened")
+    ap.add_argument("--scenario", choices=SCENARIOS, help="force a scenario (with --seed)")
+    ap.add_argument("--seeds", type=int, help="run a campaign of this many seeds")
+    ap.add_argument("--start", type=int, default=0, help="first seed of the campaign")
+    ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the run's event log")
+    args = ap.parse_args(argv)
+    if args.seeds is not None:
+        import os
+
+        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet)
+    if args.seed is None:
+        ap.error("give --seed S (replay one) or --seeds N (campaign)")
+    sim = Simulation(args.seed, args.scenario)
+    sim.verbose = args.verbose
+    try:
+        r = sim.run()
+    except SimViolation as e:
+        if args.verbose:
+            print("\n".join(sim.log))
+        print(e, file=sys.stderr)
+        return 1
+    if args.verbose:
+        print("\n".join(sim.log))
+    print(f"seed {r.seed} scenario {r.scenario} n={r.n} byzantine={r.byzantine}: ok, height {r.height}, "
+          f"{r.events} events, {r.virtual_ms:.0f} virtual ms, evidence {r.evidence}, refused {r.rejected}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
