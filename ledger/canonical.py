@@ -55,16 +55,23 @@ def _fast_ok(value: Any) -> bool:
     while stack:
         v = pop()
         t = type(v)
-        if t is str or v is None or t is bool:
+        if t is str or t is bool or v is None:
             continue
         if t is dict:
             for k, item in v.items():
                 # UTF-16 order (RFC 8785 3.2.3) equals code point order unless a key mixes
                 # characters above U+FFFF with ones in U+E000..U+FFFF; send any key at or
-                # above U+E000 to the reference encoder.
-                if type(k) is not str or (k and max(k) >= "\ue000"):
+                # above U+E000 to the reference encoder. ASCII keys (the usual) are fine.
+                if type(k) is not str or (not k.isascii() and k and max(k) >= "\ue000"):
                     return False
-                push(item)
+                t = type(item)
+                if t is dict or t is list:
+                    push(item)
+                elif t is int:
+                    if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                        return False
+                elif not (t is str or t is bool or item is None):
+                    return False
         elif t is list:
             stack.extend(v)
         elif t is int:
