@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -228,29 +229,72 @@ def _loads(text: Any) -> Any:
         return None
 
 
-# --- signature checks, possibly in worker processes ------------------------------------
-def _verify_batch(batch: Sequence[tuple[int, str, bytes, str]]) -> list[int]:
-    """Positions in ``batch`` whose record signature does not verify."""
-    bad = []
-    for pos, key, msg, sig in batch:
+# --- per-record work that needs no state: form, id, signature ---------------------------
+Analysis = tuple[str | None, str | None, str | None, bool]
+"""(recomputed id, form error code, form error message, signature verifies)."""
+
+
+def _analyze(rows: Sequence[tuple[int | None, str | None, Any]]) -> list[Analysis]:
+    """Checks of one record that depend on nothing before it; runs in worker processes
+    with ``--jobs N``."""
+    out: list[Analysis] = []
+    for _idx, _sid, env in rows:
         try:
-            verify_bytes(key, msg, sig)
+            rec = parse_record(_loads(env))
+        except LedgerError as e:
+            out.append((None, e.code, e.message, False))
+            continue
+        try:
+            verify_bytes(rec.signer, record_signing_bytes(rec.envelope), rec.envelope["sig"])
+            out.append((rec.id, None, None, True))
         except LedgerError:
-            bad.append(pos)
-    return bad
+            out.append((rec.id, None, None, False))
+    return out
 
 
-class _Window:
-    """Records of a few blocks, parsed, waiting for their signature results."""
+_CHUNK = 4096  # records per batch handed to the workers
 
-    def __init__(self) -> None:
-        self.items: list[tuple[int, str, bytes, str]] = []  # (pos, signer, signing bytes, sig)
-        self.where: list[tuple[int | None, int, str]] = []  # (height, index, id) per pos
 
-    def add(self, height: int | None, index: int, rec: Record) -> None:
-        env = rec.envelope
-        self.items.append((len(self.where), env["signer"], record_signing_bytes(env), env["sig"]))
-        self.where.append((height, index, rec.id))
+def _analyzed(source: ChainSource, jobs: int) -> Iterator[tuple[SourceBlock, list[Analysis]]]:
+    """Blocks in order, each with the analysis of its records. With ``jobs > 1`` the
+    analysis runs in a process pool, a few chunks ahead of the sequential checks."""
+    if jobs <= 1:
+        for blk in source.blocks():
+            yield blk, _analyze(blk.records)
+        return
+    pool = ProcessPoolExecutor(max_workers=jobs)
+    inflight: deque[tuple[list[SourceBlock], list[Future[list[Analysis]]]]] = deque()
+
+    def submit(blocks: list[SourceBlock]) -> None:
+        rows = [r for b in blocks for r in b.records]
+        step = max(1, -(-len(rows) // jobs))
+        inflight.append((blocks, [pool.submit(_analyze, rows[i : i + step]) for i in range(0, len(rows), step)]))
+
+    def drain() -> Iterator[tuple[SourceBlock, list[Analysis]]]:
+        blocks, futs = inflight.popleft()
+        results = [a for f in futs for a in f.result()]
+        at = 0
+        for b in blocks:
+            yield b, results[at : at + len(b.records)]
+            at += len(b.records)
+
+    try:
+        batch: list[SourceBlock] = []
+        size = 0
+        for blk in source.blocks():
+            batch.append(blk)
+            size += len(blk.records)
+            if size >= _CHUNK:
+                submit(batch)
+                batch, size = [], 0
+                while len(inflight) > 2:
+                    yield from drain()
+        if batch:
+            submit(batch)
+        while inflight:
+            yield from drain()
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def audit(
@@ -282,92 +326,65 @@ def audit(
     if checkpoint is not None and checkpoint.log_size == 0:
         root_at_checkpoint = merkle.EMPTY_ROOT
 
-    pool: Executor | None = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
-    pending: list[tuple[_Window, list[Future[list[int]]]]] = []
-    window = _Window()
-
-    def flush(force: bool) -> None:
-        nonlocal window
-        if window.items:
-            if pool is None:
-                _report_sigs(window, [_verify_batch(window.items)], add)
+    for blk, analyses in _analyzed(source, jobs):
+        # 2. The block: height, links, certificate, counts.
+        try:
+            header = Header.from_dict(blk.header)
+        except LedgerError as e:
+            add(Finding("header", f"block header is malformed: {e.message}", blk.height))
+            continue
+        h = header.height
+        if h != expected_height:
+            add(Finding("height", f"expected height {expected_height}, found {h} (a block is missing or repeated)", h))
+        if header.chain != chain_id:
+            add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
+        if header.prev != prev_hash:
+            add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
+        block_hash = header.hash
+        try:
+            verify_certificate(
+                Certificate.from_dict(blk.certificate),
+                chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
+            )
+        except LedgerError as e:
+            add(Finding("certificate", e.message, h))
+        if len(blk.records) != header.count:
+            add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
+        # 3. The records.
+        for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
+            if idx is not None and idx != log_size:
+                what = "missing" if idx > log_size else "out of order"
+                add(Finding("log_index", f"expected log index {log_size}, found {idx} (record {what})", h, stored_id, idx))
+            if rid is None:
+                add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, log_size))
+                leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
             else:
-                step = max(1, -(-len(window.items) // jobs))
-                futs = [pool.submit(_verify_batch, window.items[i : i + step]) for i in range(0, len(window.items), step)]
-                pending.append((window, futs))
-            window = _Window()
-        # Keep at most one window in flight while the next one is parsed.
-        while pending and (force or len(pending) > 1):
-            w, fs = pending.pop(0)
-            _report_sigs(w, [f.result() for f in fs], add)
-
-    try:
-        for blk in source.blocks():
-            # 2. The block: height, links, certificate, counts.
-            try:
-                header = Header.from_dict(blk.header)
-            except LedgerError as e:
-                add(Finding("header", f"block header is malformed: {e.message}", blk.height))
-                continue
-            h = header.height
-            if h != expected_height:
-                add(Finding("height", f"expected height {expected_height}, found {h} (a block is missing or repeated)", h))
-            if header.chain != chain_id:
-                add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
-            if header.prev != prev_hash:
-                add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
-            block_hash = header.hash
-            try:
-                verify_certificate(
-                    Certificate.from_dict(blk.certificate),
-                    chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
-                )
-            except LedgerError as e:
-                add(Finding("certificate", e.message, h))
-            if len(blk.records) != header.count:
-                add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
-            # 3. The records.
-            for idx, stored_id, env in blk.records:
-                if idx is not None and idx != log_size:
-                    what = "missing" if idx > log_size else "out of order"
-                    add(Finding("log_index", f"expected log index {log_size}, found {idx} (record {what})", h, stored_id, idx))
-                try:
-                    rec = parse_record(_loads(env))
+                if stored_id is not None and stored_id != rid:
+                    add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, rid, log_size))
+                if not sig_ok:
+                    add(Finding("signature", "record signature does not verify", h, rid, log_size))
+                try:  # the form was checked in _analyze; only the state rules remain
+                    state.check_apply(Record(_loads(env), rid, b""))
                 except LedgerError as e:
-                    add(Finding("record_form", e.message, h, stored_id, log_size))
-                    leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else b"\0" * 32
-                else:
-                    if stored_id is not None and stored_id != rec.id:
-                        add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rec.id[:16]}…", h, rec.id, log_size))
-                    window.add(h, log_size, rec)
-                    try:
-                        state.check_apply(rec)
-                    except LedgerError as e:
-                        add(Finding("rule:" + e.code, e.message, h, rec.id, log_size))
-                        state.size += 1
-                    leaf = bytes.fromhex(rec.id)
-                acc.append(leaf)
-                log_size += 1
-                report.records += 1
-                if checkpoint is not None and log_size == checkpoint.log_size:
-                    root_at_checkpoint = acc.root()
-            # 4. The log root and size.
-            if header.log_size != log_size:
-                add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
-            root = acc.root()
-            if header.log_root != root.hex():
-                add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
-            report.blocks += 1
-            prev_hash, expected_height = block_hash, h + 1
-            last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
-            if len(window.items) >= 2048:
-                flush(False)
-            if progress:
-                progress(len(blk.records))
-        flush(True)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+                    add(Finding("rule:" + e.code, e.message, h, rid, log_size))
+                    state.size += 1
+                leaf = bytes.fromhex(rid)
+            acc.append(leaf)
+            log_size += 1
+            report.records += 1
+            if checkpoint is not None and log_size == checkpoint.log_size:
+                root_at_checkpoint = acc.root()
+        # 4. The log root and size.
+        if header.log_size != log_size:
+            add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
+        root = acc.root()
+        if header.log_root != root.hex():
+            add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
+        report.blocks += 1
+        prev_hash, expected_height = block_hash, h + 1
+        last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
+        if progress:
+            progress(len(blk.records))
     for f in source.structure():
         add(f)
     report.findings.sort(key=lambda f: (f.height if f.height is not None else -1, f.index if f.index is not None else -1))
@@ -376,13 +393,6 @@ def audit(
     if checkpoint is not None:
         report.checkpoint = _compare(checkpoint, last, root_at_checkpoint, source, add)
     return report
-
-
-def _report_sigs(w: _Window, results: list[list[int]], add: Callable[[Finding], None]) -> None:
-    for bad in results:
-        for pos in bad:  # positions within the window (the first item of each batch entry)
-            height, index, rid = w.where[pos]
-            add(Finding("signature", "record signature does not verify", height, rid, index))
 
 
 def _compare(
