@@ -205,21 +205,37 @@ class DbSource:
         ):
             yield Finding("orphan_record", f"record belongs to height {height}, which has no block", height, rid, idx)
 
-    def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
+    def _get_nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         from .store import node_key
 
-        def get(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-            out = {}
-            for lv, i in keys:
-                row = self.conn.execute("SELECT h FROM merkle WHERE k = ?", (node_key(lv, i),)).fetchone()
-                if row:
-                    out[(lv, i)] = row[0]
-            return out
+        out = {}
+        for lv, i in keys:
+            row = self.conn.execute("SELECT h FROM merkle WHERE k = ?", (node_key(lv, i),)).fetchone()
+            if row:
+                out[(lv, i)] = row[0]
+        return out
 
+    def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
         try:
-            return merkle.consistency_proof(first, second, get)
+            return merkle.consistency_proof(first, second, self._get_nodes)
         except LedgerError:
             return None
+
+    def proven_leaves(self, start: int, end: int, size: int, root: bytes) -> dict[int, bytes]:
+        """Stored leaf hashes in ``[start, end)`` that an RFC 9162 inclusion proof, built from
+        the stored nodes, ties to ``root`` of a tree of ``size``: those are the certified
+        record ids, whatever else in the file was edited. Others are left out."""
+        out = {}
+        for i in range(start, min(end, size)):
+            leaf = self._get_nodes([(0, i)]).get((0, i))
+            if leaf is None:
+                continue
+            try:
+                merkle.verify_inclusion(leaf, i, size, merkle.inclusion_proof(i, size, self._get_nodes), root)
+            except LedgerError:
+                continue
+            out[i] = leaf
+        return out
 
 
 def _loads(text: Any) -> Any:
@@ -334,41 +350,48 @@ def audit(
             add(Finding("header", f"block header is malformed: {e.message}", blk.height))
             continue
         h = header.height
-        if h != expected_height:
-            add(Finding("height", f"expected height {expected_height}, found {h} (a block is missing or repeated)", h))
+        if h > expected_height:
+            gap = f"{expected_height}" if h == expected_height + 1 else f"{expected_height}..{h - 1}"
+            add(Finding("height", f"block {gap} is missing: the block after height {expected_height - 1} is at height {h}", expected_height))
+        elif h != expected_height:
+            add(Finding("height", f"expected height {expected_height}, found {h} (a block is repeated or out of order)", h))
         if header.chain != chain_id:
             add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
         if header.prev != prev_hash:
             add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
         block_hash = header.hash
+        certified = True
         try:
             verify_certificate(
                 Certificate.from_dict(blk.certificate),
                 chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
             )
         except LedgerError as e:
+            certified = False
             add(Finding("certificate", e.message, h))
         if len(blk.records) != header.count:
             add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
-        # 3. The records.
+        _check_indexes(blk, header, add)
+        # 3. The records. A finding names a record by its stored id and stored log index
+        # when the source has them: that is where a reader finds the row.
+        seen: list[tuple[int, str | None, bytes]] = []
         for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
-            if idx is not None and idx != log_size:
-                what = "missing" if idx > log_size else "out of order"
-                add(Finding("log_index", f"expected log index {log_size}, found {idx} (record {what})", h, stored_id, idx))
+            at = idx if idx is not None else log_size
             if rid is None:
-                add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, log_size))
+                add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
                 leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
             else:
                 if stored_id is not None and stored_id != rid:
-                    add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, rid, log_size))
+                    add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, stored_id, at))
                 if not sig_ok:
-                    add(Finding("signature", "record signature does not verify", h, rid, log_size))
+                    add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
                 try:  # the form was checked in _analyze; only the state rules remain
                     state.check_apply(Record(_loads(env), rid, b""))
                 except LedgerError as e:
-                    add(Finding("rule:" + e.code, e.message, h, rid, log_size))
+                    add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
                     state.size += 1
                 leaf = bytes.fromhex(rid)
+            seen.append((at, stored_id, leaf))
             acc.append(leaf)
             log_size += 1
             report.records += 1
@@ -380,6 +403,8 @@ def audit(
         root = acc.root()
         if header.log_root != root.hex():
             add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
+            if certified:
+                _locate_leaves(source, header, seen, add)
         report.blocks += 1
         prev_hash, expected_height = block_hash, h + 1
         last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
@@ -393,6 +418,52 @@ def audit(
     if checkpoint is not None:
         report.checkpoint = _compare(checkpoint, last, root_at_checkpoint, source, add)
     return report
+
+
+def _check_indexes(blk: SourceBlock, header: Header, add: Callable[[Finding], None]) -> None:
+    """Stored log indexes against the block's range ``log_size - count .. log_size - 1``
+    (PROTOCOL.md 5): a gap is a deleted record, an index outside the range an inserted or
+    moved one. Sources that store no indexes are checked by count and log_root alone."""
+    if not blk.records or any(idx is None for idx, _, _ in blk.records):
+        return
+    h, lo, hi = header.height, header.log_size - header.count, header.log_size
+    expect = lo
+    for idx, stored_id, _ in blk.records:
+        assert idx is not None
+        if not lo <= idx < hi:
+            add(Finding("log_index", f"record at log index {idx} lies outside block {h}'s range {lo}..{hi - 1} (inserted or moved)", h, stored_id, idx))
+            continue
+        if idx > expect:
+            gap = f"{expect}" if idx == expect + 1 else f"{expect}..{idx - 1}"
+            add(Finding("log_index", f"log index {gap} is missing from block {h} (record deleted)", h, None, expect))
+        elif idx < expect:
+            add(Finding("log_index", f"record at log index {idx} is repeated or out of order", h, stored_id, idx))
+        expect = max(expect, idx + 1)
+    if expect < hi:
+        gap = f"{expect}" if hi == expect + 1 else f"{expect}..{hi - 1}"
+        add(Finding("log_index", f"log index {gap} is missing from block {h} (record deleted)", h, None, expect))
+
+
+def _locate_leaves(
+    source: ChainSource, header: Header, seen: list[tuple[int, str | None, bytes]], add: Callable[[Finding], None]
+) -> None:
+    """After a log_root mismatch in a certified block, name the records that differ from
+    the certified log. A source that keeps Merkle nodes can prove, with an RFC 9162
+    inclusion proof against the certified ``log_root``, which record id the certified log
+    holds at each index; nothing unproven is used."""
+    proven = getattr(source, "proven_leaves", None)
+    if proven is None:
+        return
+    lo = header.log_size - header.count
+    leaves = proven(lo, header.log_size, header.log_size, bytes.fromhex(header.log_root))
+    for at, stored_id, leaf in seen:
+        want = leaves.get(at)
+        if want is not None and want != leaf:
+            add(Finding(
+                "log_leaf",
+                f"the certified log holds record {want.hex()[:16]}… at index {at}; the record here hashes to {leaf.hex()[:16]}… (edited, swapped or inserted)",
+                header.height, stored_id or leaf.hex(), at,
+            ))
 
 
 def _compare(
