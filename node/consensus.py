@@ -265,6 +265,9 @@ class PersistSigned:
     locked_hash: str = NIL
     locked_block: Any = field(default=None, hash=False, compare=False)
     lock_proof: tuple[Vote, ...] = field(default=(), hash=False, compare=False)
+    # Every message we signed at this height, this one last: a restarted node re-sends them
+    # (peers that were down when they were first sent would otherwise wait for them forever).
+    signed: tuple[Message, ...] = field(default=(), hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -276,6 +279,7 @@ class PersistSigned:
             "locked_hash": self.locked_hash,
             "locked_block": self.locked_block,
             "lock_proof": [v.to_dict() for v in self.lock_proof],
+            "signed": [m.to_dict() for m in self.signed],
         }
 
     @classmethod
@@ -285,6 +289,7 @@ class PersistSigned:
                 int(d["height"]), int(d["round"]), str(d["step"]), str(d["block_hash"]),
                 int(d.get("locked_round", -1)), str(d.get("locked_hash", NIL)),
                 d.get("locked_block"), tuple(Vote.from_dict(v) for v in d.get("lock_proof", ())),
+                tuple(message_from_dict(m) for m in d.get("signed", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(f"malformed last_signed record: {e}", code="bad_last_signed") from e
@@ -428,6 +433,16 @@ class Consensus:
                 if v.height == height and v.validator in self._members:
                     verify_vote(v)
                     self._accept_vote(v, [])
+        if ls is not None and ls.height == height:
+            for m in ls.signed:
+                if m.height == height and m.chain == chain_id:
+                    self._own.append(m)
+                    if isinstance(m, Vote):
+                        verify_vote(m)
+                        self._accept_vote(m, [])
+                    else:
+                        verify_proposal(m)
+                        self._accept_proposal(m, [])
 
     # ---------------------------------------------------------------- public queries
 
@@ -462,7 +477,12 @@ class Consensus:
             return out
         self._started = True
         ls = self.last_signed
-        self._start_round(ls.round if ls is not None and ls.height == self.height else 0, out)
+        if ls is not None and ls.height == self.height:
+            # Restart: resume in the round and step of our last signature.
+            self._start_round(ls.round, out)
+            self._step = max(self._step, _SIGN_ORDER[ls.step])
+        else:
+            self._start_round(0, out)
         self._run(out)
         return out
 
@@ -550,6 +570,7 @@ class Consensus:
         # lines 6-9
         self.locked_round, self.locked_hash = -1, NIL
         self._lock_proof: tuple[Vote, ...] = ()
+        self._own: list[Message] = []  # what we signed at this height
         self.valid_round, self.valid_hash, self.valid_block = -1, NIL, None
         self._proposals: dict[int, dict[str, Proposal]] = {}
         self._blocks: dict[str, Any] = {}
@@ -655,9 +676,11 @@ class Consensus:
             return here > last
         return block_hash == ls.block_hash
 
-    def _persist(self, round: int, step: str, block_hash: str, out: list[Action]) -> None:
+    def _persist(self, m: Message, step: str, out: list[Action]) -> None:
         lr, lh = self.locked_round, self.locked_hash
-        rec = PersistSigned(self.height, round, step, block_hash, lr, lh, self._blocks.get(lh) if lr >= 0 else None, self._lock_proof)
+        self._own.append(m)
+        rec = PersistSigned(self.height, m.round, step, m.block_hash, lr, lh, self._blocks.get(lh) if lr >= 0 else None,
+                            self._lock_proof, tuple(self._own))
         self.last_signed = rec
         out.append(rec)
 
@@ -666,7 +689,7 @@ class Consensus:
         if self._key is None or self.me is None or not self._may_sign(self.round, step, block_hash):
             return
         v = sign_vote(self._key, self.chain, self.height, self.round, step, block_hash)
-        self._persist(self.round, step, block_hash, out)
+        self._persist(v, step, out)
         out.append(Broadcast(v))
         self._accept_vote(v, out)
 
@@ -682,7 +705,8 @@ class Consensus:
             if self._key is not None and self._may_sign(round, PROPOSE, block_hash):
                 # line 19: broadcast <PROPOSAL, h_p, round_p, proposal, validRound_p>
                 p = sign_proposal(self._key, self.chain, self.height, round, block, block_hash, self.valid_round)
-                self._persist(round, PROPOSE, block_hash, out)
+                self._blocks.setdefault(block_hash, block)
+                self._persist(p, PROPOSE, out)
                 out.append(Broadcast(p))
                 self._accept_proposal(p, out)
                 return
