@@ -1,0 +1,275 @@
+"""provledger benchmarks: limits of this machine and provledger's figures, in one run.
+
+Each section measures the relevant raw limit (Ed25519 verify/s on one core, SQLite
+inserts/s, a trivial HTTP endpoint's requests/s) in the same run and reports ratios to it.
+Results go to bench-out/<section>.json and are merged into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ledger.audit import DbSource, audit  # noqa: E402
+from ledger.chain import Ledger  # noqa: E402
+from ledger.keys import SigningKey  # noqa: E402
+from ledger.proofs import proof_doc  # noqa: E402
+from ledger.records import make_record, parse_record  # noqa: E402
+from ledger.store import Store  # noqa: E402
+
+OUT = ROOT / "bench-out"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+# --- limits ----------------------------------------------------------------------------
+def raw_verify_per_s(seconds: float = 2.0) -> float:
+    """Ed25519 verifications per second on one core, on a record-sized message."""
+    key = SigningKey.generate()
+    from ledger.keys import public_key
+
+    pub = public_key(key.public)
+    msg = os.urandom(600)
+    sig = bytes.fromhex(key.sign_bytes(msg))
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(500):
+            pub.verify(sig, msg)
+        n += 500
+    return n / (time.perf_counter() - t0)
+
+
+def sqlite_inserts_per_s(rows: int = 200_000) -> float:
+    """Rows of 600 bytes per second into a WAL, synchronous=FULL SQLite file, batched."""
+    with tempfile.TemporaryDirectory() as d:
+        conn = sqlite3.connect(Path(d) / "t.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT)")
+        payload = "x" * 600
+        t0 = time.perf_counter()
+        for start in range(0, rows, 2000):
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t VALUES (?,?,?)",
+                             ((i, hashlib.sha256(str(i).encode()).hexdigest(), payload) for i in range(start, start + 2000)))
+            conn.execute("COMMIT")
+        dt = time.perf_counter() - t0
+        conn.close()
+    return rows / dt
+
+
+# --- a realistic chain -----------------------------------------------------------------
+def consortium() -> tuple[dict[str, Any], SigningKey, list[SigningKey]]:
+    seed = lambda s: SigningKey.from_seed(hashlib.sha256(b"bench/" + s.encode()).digest())  # noqa: E731
+    val, admin = seed("validator"), seed("admin")
+    people = [seed(f"p{i}") for i in range(8)]
+    doc = {
+        "v": 1, "name": "bench", "created": "2026-11-21T12:00:00Z",
+        "validators": [{"name": "node-0", "key": val.public, "url": "http://127.0.0.1:8000"}],
+        "organisations": [{"name": "org-1", "admins": [admin.public]}],
+        "participants": [{"key": p.public, "name": f"p{i}", "org": "org-1",
+                          "roles": ["contributor", "annotator", "trainer", "evaluator"]} for i, p in enumerate(people)],
+        "policy": {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}},
+    }
+    return doc, val, people
+
+
+def workload(chain_id: str, people: list[SigningKey], n: int, start: int = 0) -> list[dict[str, Any]]:
+    """A mix of record types: datasets, annotation events, local model updates."""
+    out = []
+    h = lambda s: hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
+    for i in range(start, start + n):
+        p = people[i % len(people)]
+        if i < 50 or i % 50 == 0:
+            body = {"dataset": f"ds-{i}", "version": "1", "content_hash": h(f"ds{i}"), "size_bytes": 10_000_000,
+                    "items": 50_000, "license": "CC-BY-4.0", "modality": "image", "derived_from": [],
+                    "privacy_budget": None}
+            rtype = "dataset.contribute"
+        elif i % 3 == 0:
+            body = {"model": "resnet-fl", "round": i, "parent": None, "weights_hash": h(f"w{i}"),
+                    "inputs": [{"dataset": f"ds-{(i // 50) * 50 if i >= 50 else 0}", "samples": 1000 + i % 997,
+                                "epsilon": "0.1", "delta": "0.00001"}],
+                    "aggregates": [], "metrics": {"loss": "0.31", "accuracy": "0.88"}}
+            rtype = "model.update"
+        else:
+            body = {"dataset": f"ds-{(i // 50) * 50 if i >= 50 else 0}", "labels_hash": h(f"l{i}"), "labels": 500,
+                    "label_schema": "coco-80", "method": "semi-automatic", "model": h("labeller"),
+                    "quality": "0.93", "quality_method": "consensus-of-3"}
+            rtype = "annotation.event"
+        out.append(make_record(p, chain_id, rtype, body, nonce=f"b{i}", ts="2026-11-21T12:00:00Z"))
+    return out
+
+
+def build_chain(path: Path, n: int, block: int = 2000) -> dict[str, float]:
+    doc, val, people = consortium()
+    store = Store.create(path, doc)
+    ledger = Ledger(store)
+    t_sign = t_commit = 0.0
+    for start in range(0, n, block):
+        t0 = time.perf_counter()
+        envs = workload(ledger.chain_id, people, min(block, n - start), start)
+        recs = [parse_record(e, chain=ledger.chain_id) for e in envs]
+        t1 = time.perf_counter()
+        _, _, rejected = ledger.commit_single(val, recs)
+        if rejected:
+            raise SystemExit(f"bench workload rejected: {rejected[0][1]}")
+        t_commit += time.perf_counter() - t1
+        t_sign += t1 - t0
+    store.close()
+    return {"records": n, "sign_s": t_sign, "commit_s": t_commit, "commit_records_per_s": n / t_commit}
+
+
+def audit_rate(path: Path, jobs: int) -> float:
+    t0 = time.perf_counter()
+    report = audit(DbSource(path), jobs=jobs)
+    dt = time.perf_counter() - t0
+    if not report.ok:
+        raise SystemExit(f"bench chain does not audit clean: {report.findings[0]}")
+    return report.records / dt
+
+
+def proof_rate(path: Path, count: int = 20_000) -> float:
+    store = Store(path)
+    ids = [r[2] for r in store.records()]
+    rng = random.Random(7)
+    sample = [ids[rng.randrange(len(ids))] for _ in range(count)]
+    t0 = time.perf_counter()
+    for rid in sample:
+        proof_doc(store, rid)
+    dt = time.perf_counter() - t0
+    store.close()
+    return count / dt
+
+
+def section_core(args: argparse.Namespace) -> dict[str, Any]:
+    big = args.records
+    small = max(1000, big // 10)
+    res: dict[str, Any] = {"machine": machine()}
+    print("measuring limits: Ed25519 verify/s, SQLite inserts/s ...", flush=True)
+    res["raw_verify_per_s"] = raw_verify_per_s()
+    res["sqlite_inserts_per_s"] = sqlite_inserts_per_s()
+    with tempfile.TemporaryDirectory() as d:
+        for n in (small, big):
+            path = Path(d) / f"chain-{n}.db"
+            print(f"building a chain of {n} records ...", flush=True)
+            res[f"build_{n}"] = build_chain(path, n)
+            res[f"store_bytes_per_record_{n}"] = (path.stat().st_size + _wal(path)) / n
+            print(f"auditing {n} records ...", flush=True)
+            res[f"audit_j1_{n}"] = audit_rate(path, 1)
+            res[f"audit_j2_{n}"] = audit_rate(path, 2)
+        print("serving inclusion proofs ...", flush=True)
+        res["proofs_per_s"] = proof_rate(Path(d) / f"chain-{big}.db")
+    raw = res["raw_verify_per_s"]
+    res["summary"] = {
+        "audit_j1_vs_raw_verify": res[f"audit_j1_{big}"] / raw,
+        "audit_j2_vs_j1": res[f"audit_j2_{big}"] / res[f"audit_j1_{big}"],
+        "proofs_per_s": res["proofs_per_s"],
+        "audit_rate_small_vs_big": res[f"audit_j1_{small}"] / res[f"audit_j1_{big}"],
+        "commit_vs_sqlite_inserts": res[f"build_{big}"]["commit_records_per_s"] / res["sqlite_inserts_per_s"],
+        "small": small,
+        "big": big,
+    }
+    return res
+
+
+def _wal(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+SECTIONS = {"core": section_core}
+
+
+def render_core(r: dict[str, Any]) -> list[str]:
+    s = r["summary"]
+    big, small = s["big"], s["small"]
+    raw = r["raw_verify_per_s"]
+    return [
+        "## Core: audit, proofs, store (issue 2)",
+        "",
+        "| figure | value | limit measured in the same run | ratio | target |",
+        "| --- | ---: | --- | ---: | --- |",
+        f"| audit, `--jobs 1`, {big:,} records | {r[f'audit_j1_{big}']:,.0f} records/s | raw Ed25519 verify {raw:,.0f}/s (one core) | {s['audit_j1_vs_raw_verify']:.2f} | >= 0.75 |",
+        f"| audit, `--jobs 2`, {big:,} records | {r[f'audit_j2_{big}']:,.0f} records/s | audit `--jobs 1` | {s['audit_j2_vs_j1']:.2f}x | >= 1.5x |",
+        f"| inclusion proofs served from SQLite | {s['proofs_per_s']:,.0f} proofs/s | | | >= 5,000/s |",
+        f"| commit path (build block, Merkle nodes, one transaction) | {r[f'build_{big}']['commit_records_per_s']:,.0f} records/s | SQLite inserts {r['sqlite_inserts_per_s']:,.0f} rows/s | {s['commit_vs_sqlite_inserts']:.2f} | |",
+        f"| store size per record ({big:,} records, WAL included) | {r[f'store_bytes_per_record_{big}']:,.0f} bytes | | | |",
+        f"| audit rate at {small:,} vs {big:,} records (1.0 = linear time) | {r[f'audit_j1_{small}']:,.0f} vs {r[f'audit_j1_{big}']:,.0f} records/s | | {s['audit_rate_small_vs_big']:.2f} | ~1.0 |",
+        "",
+    ]
+
+
+RENDER = {"core": render_core}
+
+
+def write_markdown(results: dict[str, dict[str, Any]]) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `scripts/bench` (sections: " + ", ".join(SECTIONS) + "). Each section measures",
+        "the machine's own limits in the same run and reports provledger's figures as ratios to them.",
+        "Rerun with `scripts/bench` (all) or `scripts/bench core --records 100000`.",
+        "",
+    ]
+    for name, res in results.items():
+        m = res.get("machine", {})
+        if name in RENDER:
+            lines += RENDER[name](res)
+            lines += [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
+                      f"SQLite {m.get('sqlite')}; measured {m.get('date')}.", ""]
+    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("sections", nargs="*", default=list(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
+    ap.add_argument("--records", type=int, default=100_000, help="records in the large chain (core)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results = {}
+    for name in args.sections:
+        if name not in SECTIONS:
+            raise SystemExit(f"unknown section {name!r}; sections: {', '.join(SECTIONS)}")
+        res = SECTIONS[name](args)
+        (OUT / f"{name}.json").write_text(json.dumps(res, indent=2))
+        print(json.dumps(res.get("summary", res), indent=2))
+        results[name] = res
+    for f in OUT.glob("*.json"):  # keep figures of sections not run this time
+        results.setdefault(f.stem, json.loads(f.read_text()))
+    if not args.no_docs:
+        write_markdown(results)
+        print("wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
