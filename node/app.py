@@ -1,0 +1,404 @@
+"""The HTTP API of a node (PROTOCOL.md 8 and the extra endpoints below), on FastAPI.
+
+Endpoints::
+
+    POST /v1/records[?wait=true&timeout=S]         one envelope -> 202 {id, status: pending}
+                                                   or 200 {id, status: committed}
+    POST /v1/records/batch[?wait=true&timeout=S]   {"records": [...]} -> 200 {"results": [...]}
+    GET  /v1/records/{id}                          {record, status, height, index}
+    GET  /v1/records/{id}/proof                    RFC 9162 inclusion proof + checkpoint
+    GET  /v1/checkpoint, /v1/checkpoint/{height}   {header, hash, certificate}
+    GET  /v1/blocks/{height}                       {header, hash, certificate, records}
+    GET  /v1/proofs/consistency?first=m&second=n   {first, second, path}
+    GET  /v1/genesis                               the genesis document
+    GET  /v1/identities                            {"identities": [...]}
+    GET  /v1/datasets/{name}                       versions, annotations, budget
+    GET  /v1/status                                chain id, height, log size, mempool
+    GET  /healthz, GET /metrics (Prometheus text), GET /docs (OpenAPI)
+
+Errors: every error body is ``{"code": str, "message": str}``, sometimes with ``field``
+or ``index``. Status by kind:
+
+    400  the request or a record is malformed, or a signature does not verify:
+         bad_json, bad_type, unknown_field, missing_field, bad_hex, bad_value, bad_time,
+         wrong_chain, bad_signature, bad_request (query/path parameters), ...
+    422  a well-formed, correctly signed record that the chain's state refuses
+         (ledger.errors.RuleError): unknown_signer, revoked_signer, forbidden_role,
+         replayed_nonce, missing_reference, budget_exceeded, duplicate_dataset, ...
+    404  not_found (no such record, block, dataset, route); 405 method_not_allowed
+    413  record_too_large (canonical envelope over 64 KiB), request_too_large (body over
+         16 MiB), batch_too_large (over 10,000 records)
+    504  commit_timeout (``?wait=true`` and the record was not committed in time)
+    500  internal (a bug: logged with its traceback)
+
+Request bodies are read and parsed here with orjson, never by FastAPI/pydantic: it is
+faster and the errors are ours. Responses are orjson bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.errors import InputError, LedgerError, RuleError, StorageError
+from ledger.keys import is_hex
+from ledger.proofs import checkpoint_doc, proof_doc
+
+from .daemon import Node
+from .metrics import CONTENT_TYPE_LATEST
+
+__all__ = ["MAX_BATCH_RECORDS", "MAX_REQUEST_BYTES", "create_app", "status_for"]
+
+log = logging.getLogger("provledger.node")
+
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a request body over 16 MiB is refused (413)
+MAX_BATCH_RECORDS = 10_000
+MAX_WAIT_S = 60.0
+
+_CODE_STATUS = {
+    "not_found": 404,
+    "record_too_large": 413,
+    "request_too_large": 413,
+    "batch_too_large": 413,
+    "commit_timeout": 504,
+    "shutting_down": 503,
+}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def status_for(e: LedgerError) -> int:
+    s = _CODE_STATUS.get(e.code)
+    if s is not None:
+        return s
+    if isinstance(e, RuleError):
+        return 422
+    if isinstance(e, StorageError):
+        return 503
+    return 400
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _raw_json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _not_found(message: str) -> InputError:
+    return InputError(message, code="not_found")
+
+
+def _record_id(record_id: str) -> str:
+    if not is_hex(record_id, 32):
+        raise InputError("record id must be 64 lowercase hex characters", code="bad_hex", field="id")
+    return record_id
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refusing more than MAX_REQUEST_BYTES (by header and by count)."""
+    too_large = InputError(f"request body exceeds {MAX_REQUEST_BYTES} bytes", code="request_too_large")
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        try:
+            if int(cl) > MAX_REQUEST_BYTES:
+                raise too_large
+        except ValueError as e:
+            raise InputError("Content-Length is not a number", code="bad_request") from e
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"request body is not JSON: {e}", code="bad_json") from e
+
+
+class _Edge:
+    """Outermost handling of every request: counts it by method and status, and turns an
+    unexpected exception into a logged 500 ``{"code": "internal"}``."""
+
+    def __init__(self, app: ASGIApp, node_of: Callable[[], Node | None]) -> None:
+        self.app = app
+        self.node_of = node_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            status = 500
+            if not started:
+                body = orjson.dumps({"code": "internal", "message": "internal error; see the node's log"})
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            node = self.node_of()
+            if node is not None:
+                node.metrics.http.labels(scope.get("method", ""), str(status)).inc()
+
+
+_RECORD_SCHEMA = {
+    "type": "object",
+    "description": "A signed record envelope (PROTOCOL.md 3)",
+    "required": ["v", "chain", "type", "signer", "nonce", "ts", "body", "sig"],
+}
+_BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["records"],
+    "properties": {"records": {"type": "array", "maxItems": MAX_BATCH_RECORDS, "items": _RECORD_SCHEMA}},
+}
+
+
+def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def create_app(home: str | Path | None = None, *, node: Node | None = None, **overrides: Any) -> FastAPI:
+    """The node's FastAPI app. Give ``home`` (a node home made by ``provledger init``) or
+    an opened ``node``. The lifespan starts the block loop and, on shutdown, finishes the
+    block in flight, commits what is waiting and closes the store."""
+    if node is None:
+        if home is None:
+            raise TypeError("create_app needs home or node")
+        node = Node.open(home, **overrides)
+    the_node: Node = node
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await the_node.start()
+        cfg = the_node.config
+        log.info("listening on http://%s:%d chain %s height %d log size %d (node %s, validator %s…)",
+                 cfg.host, cfg.port, the_node.chain_id, the_node.store.height(), the_node.store.log_size(),
+                 cfg.node_name, the_node.key.public[:16])
+        try:
+            yield
+        finally:
+            log.info("shutting down")
+            await the_node.stop()
+
+    app = FastAPI(
+        title="provledger node",
+        version="1",
+        summary="Signed, hash-chained provenance records for collaborative ML (PROTOCOL.md 8)",
+        lifespan=lifespan,
+    )
+    app.state.node = the_node
+    app.add_middleware(_Edge, node_of=lambda: the_node)  # type: ignore[arg-type]
+
+    # -- errors: one JSON shape for all -------------------------------------------------
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, e: LedgerError) -> Response:
+        status = status_for(e)
+        if request.method == "POST" or status == 413:
+            the_node.rejected(e.code, f"{request.method} {request.url.path} -> {status}: {e.message}")
+        return _json(e.to_dict(), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError) -> Response:
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        body = {"code": "bad_request", "message": f"{loc}: {first.get('msg', 'invalid')}", "field": loc}
+        if request.method == "POST":
+            the_node.rejected("bad_request", body["message"])
+        return _json(body, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, f"http_{e.status_code}")
+        return _json({"code": code, "message": str(e.detail)}, e.status_code)
+
+    # -- submission --------------------------------------------------------------------
+    wait_q = Query(False, description="Answer only once the record is committed (or 504 after `timeout`).")
+    timeout_q = Query(10.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait with `wait=true`.")
+
+    @app.post("/v1/records", status_code=202, openapi_extra=_body_doc(_RECORD_SCHEMA), tags=["records"])
+    async def post_record(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
+        """Submit one signed envelope. 202 pending, 200 if already committed."""
+        rid, status = the_node.submit(_loads(await _read_body(request)))
+        if status == "pending" and wait:
+            result = (await the_node.wait_committed([rid], timeout))[rid]
+            if isinstance(result, LedgerError):
+                raise result
+            status = "committed"
+        return _json({"id": rid, "status": status}, 200 if status == "committed" else 202)
+
+    @app.post("/v1/records/batch", openapi_extra=_body_doc(_BATCH_SCHEMA), tags=["records"])
+    async def post_batch(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
+        """Submit up to 10,000 envelopes; per-item results in the same order."""
+        obj = _loads(await _read_body(request))
+        if type(obj) is not dict:
+            raise InputError('a batch must be a JSON object {"records": [...]}', code="bad_type")
+        for k in obj:
+            if k != "records":
+                raise InputError(f"{k}: unknown field of a batch", code="unknown_field", field=k)
+        if "records" not in obj:
+            raise InputError("records: missing required field", code="missing_field", field="records")
+        items = obj["records"]
+        if type(items) is not list:
+            raise InputError("records: must be an array", code="bad_type", field="records")
+        if len(items) > MAX_BATCH_RECORDS:
+            raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records, got {len(items)}", code="batch_too_large")
+        results = the_node.submit_batch(items)
+        if wait:
+            waiting = [r["id"] for r in results if r.get("status") == "pending"]
+            if waiting:
+                done = await the_node.wait_committed(waiting, timeout)
+                for i, r in enumerate(results):
+                    out = done.get(r.get("id", ""))
+                    if isinstance(out, LedgerError):
+                        results[i] = {"index": i, **out.to_dict()}
+                    elif out is not None:
+                        r["status"] = "committed"
+        return _json({"results": results})
+
+    # -- reading -----------------------------------------------------------------------
+    @app.get("/v1/records/{record_id}", tags=["records"])
+    async def get_record(record_id: str) -> Response:
+        """A record with its status, and its block height and log index once committed."""
+        rid = _record_id(record_id)
+        rec = the_node.mempool.get(rid)
+        if rec is not None:
+            return _raw_json(b'{"record":' + rec.canonical + b',"status":"pending","height":null,"index":null}')
+        found = the_node.store.record(rid)
+        if found is None:
+            raise _not_found(f"no record {rid}")
+        env, index, height = found
+        return _json({"record": env, "status": "committed", "height": height, "index": index})
+
+    @app.get("/v1/records/{record_id}/proof", tags=["proofs"])
+    async def get_proof(record_id: str) -> Response:
+        """RFC 9162 inclusion proof against the latest checkpoint."""
+        rid = _record_id(record_id)
+        if rid in the_node.mempool:
+            raise _not_found(f"record {rid} is pending; it has no proof until it is committed")
+        return _json(proof_doc(the_node.store, rid))
+
+    def _checkpoint(height: int | None) -> dict[str, Any]:
+        store = the_node.store
+        block = store.head() if height is None else store.block(height)
+        if block is None:
+            raise _not_found("no block has been committed yet" if height is None else f"no block at height {height}")
+        return checkpoint_doc(block.header, block.certificate)
+
+    @app.get("/v1/checkpoint", tags=["blocks"])
+    async def get_checkpoint() -> Response:
+        """The latest final block's header, hash and commit certificate."""
+        return _json(_checkpoint(None))
+
+    @app.get("/v1/checkpoint/{height}", tags=["blocks"])
+    async def get_checkpoint_at(height: int) -> Response:
+        return _json(_checkpoint(height))
+
+    @app.get("/v1/blocks/{height}", tags=["blocks"])
+    async def get_block(height: int) -> Response:
+        """A block: header, hash, certificate and its records in log order."""
+        doc = _checkpoint(height)
+        rows = the_node.store.reader.execute(
+            "SELECT envelope FROM records WHERE height = ? ORDER BY idx", (height,)
+        ).fetchall()
+        head = orjson.dumps(doc)
+        # The stored envelopes are canonical JSON already: splice them in unparsed.
+        return _raw_json(head[:-1] + b',"records":[' + ",".join(r[0] for r in rows).encode() + b"]}")
+
+    @app.get("/v1/proofs/consistency", tags=["proofs"])
+    async def get_consistency(first: int = Query(..., ge=0), second: int = Query(..., ge=0)) -> Response:
+        """RFC 9162 consistency proof between two log sizes (each a checkpoint's log_size)."""
+        size = the_node.store.log_size()
+        if first > second:
+            raise InputError(f"first ({first}) must not exceed second ({second})", code="bad_range", field="first")
+        if second > size:
+            raise InputError(f"second ({second}) exceeds the log size {size}", code="bad_range", field="second")
+        path = the_node.store.consistency_proof(first, second) if 0 < first < second else []
+        return _json({"first": first, "second": second, "path": [h.hex() for h in path]})
+
+    genesis_bytes = orjson.dumps(the_node.genesis.doc)
+
+    @app.get("/v1/genesis", tags=["chain"])
+    async def get_genesis() -> Response:
+        """The genesis document; its chain id is hex(SHA-256(tag || JCS(genesis)))."""
+        return _raw_json(genesis_bytes)
+
+    @app.get("/v1/identities", tags=["chain"])
+    async def get_identities() -> Response:
+        """Registered identities in the committed state (genesis and identity records)."""
+        return _json({"identities": [i.to_dict() for i in the_node.ledger.state.identities.values()]})
+
+    @app.get("/v1/datasets/{name}", tags=["chain"])
+    async def get_dataset(name: str) -> Response:
+        """A dataset's versions (record ids), annotations and privacy budget."""
+        ds = the_node.ledger.state.datasets.get(name)
+        if ds is None:
+            raise _not_found(f"no dataset {name!r} on the chain")
+        out = ds.to_dict()
+        out["annotations"] = [
+            {"id": rid, "index": idx, "signer": env["signer"], "ts": env["ts"], **env["body"]}
+            for idx, rid, env in the_node.store.records_where("dataset", name)
+            if env["type"] == "annotation.event"
+        ]
+        return _json(out)
+
+    @app.get("/v1/status", tags=["chain"])
+    async def get_status() -> Response:
+        n = the_node
+        return _json({
+            "chain_id": n.chain_id,
+            "name": n.genesis.doc["name"],
+            "node_name": n.config.node_name,
+            "height": n.store.height(),
+            "log_size": n.store.log_size(),
+            "mempool": len(n.mempool),
+            "validator": n.key.public,
+            "validators": len(n.genesis.validators),
+        })
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> Response:
+        return _json({"ok": True, "height": the_node.store.height()})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        the_node.metrics.mempool.set(len(the_node.mempool))
+        return Response(the_node.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+

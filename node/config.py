@@ -1,0 +1,225 @@
+"""A node's home directory and its ``config.json``; ``init_network`` creates both.
+
+Layout of a one-validator network made by ``provledger init --home DIR``::
+
+    DIR/config.json      this node's settings (below); paths in it are relative to DIR
+    DIR/genesis.json     the genesis document (PROTOCOL.md 2)
+    DIR/validator.key    the validator's Ed25519 seed (mode 0600)
+    DIR/admin.key        the admin of the organisation (mode 0600)
+    DIR/ledger.db        the SQLite store, created for the genesis
+
+``config.json``::
+
+    {"node_name": "node-0", "host": "127.0.0.1", "port": 8000, "db": "ledger.db",
+     "validator_key": "validator.key", "genesis": "genesis.json",
+     "block_interval_ms": 50, "max_block_records": 2000}
+
+A multi-validator network fits the same shape: one home per node (``DIR/node-0``, ...,
+each with its own config, key and database and a copy of the one genesis, whose
+``validators[i].url`` is that node's address). Keys this version does not know are kept in
+``NodeConfig.extra`` and written back unchanged, so later versions can add settings
+(peers, timeouts) without breaking older readers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import InputError
+from ledger.genesis import parse_genesis
+from ledger.keys import SigningKey, is_hex
+from ledger.records import ROLES, utc_now
+
+__all__ = ["CONFIG_FILE", "NodeConfig", "init_network", "parse_roles"]
+
+CONFIG_FILE = "config.json"
+DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
+
+
+@dataclass
+class NodeConfig:
+    """One node's settings. ``home`` is where relative paths are resolved."""
+
+    home: Path
+    node_name: str = "node-0"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: str = "ledger.db"
+    validator_key: str = "validator.key"
+    genesis: str = "genesis.json"
+    block_interval_ms: int = 50
+    max_block_records: int = 2000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS = ("node_name", "host", "port", "db", "validator_key", "genesis", "block_interval_ms", "max_block_records")
+
+    # -- paths ------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def db_path(self) -> Path:
+        return self.path(self.db)
+
+    @property
+    def key_path(self) -> Path:
+        return self.path(self.validator_key)
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.path(self.genesis)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- file -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self._FIELDS}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, home: Path, d: Any) -> NodeConfig:
+        if type(d) is not dict:
+            raise InputError(f"{home / CONFIG_FILE}: must be a JSON object", code="bad_config")
+        cfg = cls(home=home)
+        for k, v in d.items():
+            if k not in cls._FIELDS:
+                cfg.extra[k] = v
+                continue
+            want = type(getattr(cfg, k))
+            if type(v) is not want:
+                raise InputError(f"{home / CONFIG_FILE}: {k} must be {want.__name__}", code="bad_config", field=k)
+            setattr(cfg, k, v)
+        if not 1 <= cfg.port <= 65535:
+            raise InputError(f"{home / CONFIG_FILE}: port must be 1..65535", code="bad_config", field="port")
+        if cfg.block_interval_ms < 1 or cfg.max_block_records < 1:
+            raise InputError(f"{home / CONFIG_FILE}: block_interval_ms and max_block_records must be positive", code="bad_config")
+        return cfg
+
+    @classmethod
+    def load(cls, home: str | os.PathLike[str]) -> NodeConfig:
+        h = Path(home)
+        p = h / CONFIG_FILE
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise InputError(f"{h} is not a node home (no {CONFIG_FILE}); run `provledger init --home {h}`", code="no_config") from e
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read {p}: {e}", code="bad_config") from e
+        return cls.from_dict(h, d)
+
+    def save(self) -> Path:
+        p = self.home / CONFIG_FILE
+        p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return p
+
+
+def parse_roles(text: str, what: str) -> list[str]:
+    roles = [r.strip() for r in text.split(",") if r.strip()]
+    if not roles:
+        raise InputError(f"{what}: give at least one role ({', '.join(ROLES)})", code="bad_argument")
+    for r in roles:
+        if r not in ROLES:
+            raise InputError(f"{what}: unknown role {r!r}; roles are {', '.join(ROLES)}", code="bad_argument")
+    return list(dict.fromkeys(roles))
+
+
+def _split(spec: str, flag: str, left: str) -> tuple[str, list[str]]:
+    lhs, sep, rhs = spec.rpartition("=")
+    if not sep or not lhs:
+        raise InputError(f"{flag} {spec!r}: expected {left}=ROLE[,ROLE...]", code="bad_argument")
+    return lhs, parse_roles(rhs, f"{flag} {spec!r}")
+
+
+def init_network(
+    home: str | os.PathLike[str],
+    *,
+    participants: tuple[str, ...] | list[str] = (),
+    participant_keys: tuple[str, ...] | list[str] = (),
+    name: str = "provledger-local",
+    org: str = "org-1",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> dict[str, Any]:
+    """Create a one-validator network in ``home`` and return a summary of what was made.
+
+    ``participants`` are ``PUBKEY=ROLE[,ROLE...]`` (registered as ``participant-N``);
+    ``participant_keys`` are ``FILE=ROLE[,ROLE...]``: a new key is saved at FILE (a relative
+    FILE is relative to the current directory) and registered under the file's stem.
+    Everything is checked before anything is written; an existing network is never touched.
+    """
+    from ledger.store import Store
+
+    h = Path(home)
+    cfg = NodeConfig(home=h, host=host, port=port)
+    # 1. Refuse to overwrite anything of an existing network.
+    for existing in (h / CONFIG_FILE, cfg.genesis_path, cfg.db_path, cfg.key_path, h / "admin.key"):
+        if existing.exists():
+            raise InputError(
+                f"{h} already holds a provledger network ({existing.name} exists); refusing to overwrite it",
+                code="network_exists",
+            )
+    if not org:
+        raise InputError("--org must not be empty", code="bad_argument")
+    # 2. Parse every participant before writing.
+    entries: list[dict[str, Any]] = []
+    for i, spec in enumerate(participants, 1):
+        key, roles = _split(spec, "--participant", "PUBKEY")
+        if not is_hex(key, 32):
+            raise InputError(f"--participant {spec!r}: {key!r} is not a public key (64 lowercase hex)", code="bad_key")
+        entries.append({"key": key, "name": f"participant-{i}", "org": org, "roles": roles})
+    new_keys: list[tuple[Path, SigningKey]] = []
+    for spec in participant_keys:
+        file, roles = _split(spec, "--participant-key", "FILE")
+        p = Path(file)
+        if p.exists():
+            raise InputError(f"--participant-key {spec!r}: {p} already exists; refusing to overwrite a key", code="key_exists")
+        if any(p.resolve() == q.resolve() for q, _ in new_keys):
+            raise InputError(f"--participant-key {spec!r}: {p} is named twice", code="bad_argument")
+        k = SigningKey.generate()
+        new_keys.append((p, k))
+        entries.append({"key": k.public, "name": p.stem or "participant", "org": org, "roles": roles, "_file": str(p)})
+    validator, admin = SigningKey.generate(), SigningKey.generate()
+    doc: dict[str, Any] = {
+        "v": 1,
+        "name": name,
+        "created": utc_now(),
+        "validators": [{"name": cfg.node_name, "key": validator.public, "url": cfg.url}],
+        "organisations": [{"name": org, "admins": [admin.public]}],
+        "participants": [{k: v for k, v in e.items() if k != "_file"} for e in entries],
+        "policy": DEFAULT_POLICY,
+    }
+    genesis = parse_genesis(doc)  # raises on repeated keys, bad names
+    # 3. Write: keys first (they refuse to overwrite), then genesis, database, config.
+    h.mkdir(parents=True, exist_ok=True)
+    validator.save(cfg.key_path)
+    admin.save(h / "admin.key")
+    for p, k in new_keys:
+        k.save(p)
+    cfg.genesis_path.write_text(json.dumps(doc, indent=2) + "\n")
+    Store.create(cfg.db_path, doc).close()
+    cfg.save()
+    return {
+        "home": str(h),
+        "chain_id": genesis.chain_id,
+        "name": name,
+        "org": org,
+        "url": cfg.url,
+        "config": str(h / CONFIG_FILE),
+        "genesis": str(cfg.genesis_path),
+        "db": str(cfg.db_path),
+        "validator_key": str(cfg.key_path),
+        "validator": validator.public,
+        "admin_key": str(h / "admin.key"),
+        "admin": admin.public,
+        "participants": [
+            {"name": e["name"], "key": e["key"], "roles": e["roles"], "key_file": e.get("_file")} for e in entries
+        ],
+    }

@@ -1,0 +1,315 @@
+"""The single-validator node: admission, the block loop, and the process entry point.
+
+``Node`` owns the store, the ``Ledger`` (committed state), the mempool (pending state) and
+the metrics. Everything except the block commit runs on the event loop; the commit runs in
+a one-thread executor so the loop keeps serving while SQLite writes and fsyncs.
+
+Admission (``admit``), once per record per node:
+  1. the form and id (``parse_record``, done by the caller),
+  2. already known? the same envelope again is answered with its status (idempotent),
+  3. the signature (the only time it is checked on this node),
+  4. the state rules against the pending state (committed + mempool in arrival order).
+
+The block loop wakes when records arrive, waits until ``block_interval_ms`` has passed
+since the last block started (or ``max_block_records`` are waiting), takes the mempool in
+arrival order and calls ``Ledger.commit_single`` (state rules again, block, single
+precommit as certificate, one SQLite transaction). Records the rules refuse at block time
+are dropped and logged. On shutdown the loop finishes the block in flight, commits what is
+still waiting, and the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ledger.chain import Ledger
+from ledger.errors import InputError, LedgerError
+from ledger.genesis import parse_genesis
+from ledger.keys import SigningKey
+from ledger.records import Record, parse_record
+from ledger.store import Store
+
+from .config import NodeConfig
+from .mempool import Mempool
+from .metrics import NodeMetrics
+
+__all__ = ["Node", "serve", "setup_logging"]
+
+log = logging.getLogger("provledger.node")
+
+Committed = tuple[int, int]  # (height, log index)
+
+
+class Node:
+    """One running validator node (single-validator commit path)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.key = SigningKey.load(config.key_path)
+        self.store = Store(config.db_path)
+        try:
+            genesis = self.store.genesis
+            if config.genesis_path.exists():
+                import orjson
+
+                try:
+                    on_disk = parse_genesis(orjson.loads(config.genesis_path.read_bytes()))
+                except orjson.JSONDecodeError as e:
+                    raise InputError(f"{config.genesis_path} is not JSON: {e}", code="bad_genesis") from e
+                if on_disk.chain_id != genesis.chain_id:
+                    raise InputError(
+                        f"{config.genesis_path} is for chain {on_disk.chain_id[:16]}…, the database for {genesis.chain_id[:16]}…",
+                        code="genesis_mismatch",
+                    )
+            if self.key.public not in genesis.validators:
+                raise InputError(f"{config.key_path} is not a validator of this chain's genesis", code="not_a_validator")
+            if len(genesis.validators) != 1:
+                raise InputError(
+                    f"the genesis names {len(genesis.validators)} validators; this node runs the single-validator "
+                    "commit path only", code="needs_consensus",
+                )
+            self.genesis = genesis
+            self.chain_id = genesis.chain_id
+            self.ledger = Ledger(self.store)
+        except BaseException:
+            self.store.close()
+            raise
+        self.mempool = Mempool(self.ledger.state)
+        self.metrics = NodeMetrics()
+        self.metrics.height.set(self.store.height())
+        self.metrics.log_size.set(self.store.log_size())
+        self._waiters: dict[str, list[asyncio.Future[Committed | LedgerError]]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._wake: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.max_block = config.max_block_records
+        self.interval = config.block_interval_ms / 1000
+
+    @classmethod
+    def open(cls, home: str | Path, **overrides: Any) -> Node:
+        cfg = NodeConfig.load(home)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(cfg, k, v)
+        return cls(cfg)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task = asyncio.create_task(self._block_loop(), name="block-loop")
+
+    async def stop(self) -> None:
+        """Finish the block in flight, commit what is waiting, close the store."""
+        self._stopping = True
+        if self._task is not None:
+            if self.mempool:
+                log.info("shutting down: committing %d pending records", len(self.mempool))
+            assert self._wake is not None and self._full is not None
+            self._wake.set()
+            self._full.set()
+            try:
+                await self._task
+            except Exception:  # pragma: no cover - logged by the loop
+                log.exception("block loop failed during shutdown")
+        for futs in self._waiters.values():
+            for f in futs:
+                if not f.done():
+                    f.set_result(LedgerError("the node is shutting down", code="shutting_down"))
+        self._waiters.clear()
+        height, size = self.store.height(), self.store.log_size()
+        # Each thread holds its own read connection: close the commit thread's there.
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=True)
+        self.store.close()
+        log.info("stopped at height %d, log size %d", height, size)
+
+    # -- admission ----------------------------------------------------------------------
+    def status(self, record_id: str) -> str | None:
+        """``pending``, ``committed`` or None. The mempool is asked first: a record stays
+        there until its block is stored *and* the node has moved on, so ``committed`` is
+        only said of a record covered by the latest checkpoint."""
+        if record_id in self.mempool:
+            return "pending"
+        if self.store.record_index(record_id) is not None:
+            return "committed"
+        return None
+
+    def admit(self, rec: Record) -> str:
+        """Admit a parsed record; returns its status. Raises SignatureError / RuleError."""
+        known = self.status(rec.id)
+        if known is not None:
+            return known  # PROTOCOL.md 3: the same envelope again is the same record
+        rec.verify_signature()
+        self.mempool.admit(rec)
+        n = len(self.mempool)
+        self.metrics.mempool.set(n)
+        assert self._wake is not None and self._full is not None, "node not started"
+        self._wake.set()
+        if n >= self.max_block:
+            self._full.set()
+        return "pending"
+
+    def submit(self, obj: Any) -> tuple[str, str]:
+        rec = parse_record(obj, chain=self.chain_id)
+        return rec.id, self.admit(rec)
+
+    def submit_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Per-item results in order: ``{"id", "status"}`` or ``{"index", "code", "message"}``."""
+        results: list[dict[str, Any]] = []
+        codes: Tally[str] = Tally()
+        for i, item in enumerate(items):
+            try:
+                rec = parse_record(item, chain=self.chain_id)
+                results.append({"id": rec.id, "status": self.admit(rec)})
+            except LedgerError as e:
+                results.append({"index": i, **e.to_dict()})
+                codes[e.code] += 1
+                self.metrics.rejected.labels(e.code).inc()
+        if codes:
+            log.info("rejected %d of %d batch records: %s", sum(codes.values()), len(items),
+                     ", ".join(f"{c} x{n}" for c, n in codes.most_common()))
+        return results
+
+    def rejected(self, code: str, message: str) -> None:
+        self.metrics.rejected.labels(code).inc()
+        log.info("rejected input: %s: %s", code, message)
+
+    async def wait_committed(self, ids: Iterable[str], timeout: float) -> dict[str, Committed | LedgerError]:
+        """Wait until each record is committed (or dropped at block time); raises a
+        ``commit_timeout`` error after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        futs: dict[str, asyncio.Future[Committed | LedgerError]] = {}
+        for rid in ids:
+            if rid in futs:
+                continue
+            f: asyncio.Future[Committed | LedgerError] = loop.create_future()
+            self._waiters.setdefault(rid, []).append(f)
+            futs[rid] = f
+        if not futs:
+            return {}
+        try:
+            _, not_done = await asyncio.wait(futs.values(), timeout=timeout)
+            if not_done:
+                raise LedgerError(
+                    f"{len(not_done)} record(s) not committed within {timeout:g} s; they are still pending",
+                    code="commit_timeout",
+                )
+            return {rid: f.result() for rid, f in futs.items()}
+        finally:
+            for rid, f in futs.items():
+                lst = self._waiters.get(rid)
+                if lst is not None and f in lst:
+                    lst.remove(f)
+                    if not lst:
+                        del self._waiters[rid]
+
+    def _resolve(self, record_id: str, value: Committed | LedgerError) -> None:
+        for f in self._waiters.pop(record_id, ()):
+            if not f.done():
+                f.set_result(value)
+
+    # -- the block loop -------------------------------------------------------------------
+    async def _block_loop(self) -> None:
+        assert self._wake is not None and self._full is not None
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        while True:
+            if not self.mempool:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = last + self.interval - loop.time()
+            if delay > 0 and len(self.mempool) < self.max_block and not self._stopping:
+                self._full.clear()
+                try:
+                    await asyncio.wait_for(self._full.wait(), delay)
+                except TimeoutError:
+                    pass
+            last = loop.time()
+            try:
+                await self._commit_once()
+            except Exception:
+                log.exception("block commit failed; retrying")
+                await asyncio.sleep(max(self.interval, 0.1))
+                if self._stopping:
+                    return
+
+    async def _commit_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch = self.mempool.take(self.max_block)
+        oldest = self.mempool.arrived(batch[0].id)
+        t0 = time.perf_counter()
+        block, _cert, rejected = await loop.run_in_executor(
+            self._executor, self.ledger.commit_single, self.key, batch
+        )
+        dt = time.perf_counter() - t0
+        dropped = self.mempool.settle(batch, self.ledger.state)
+        m = self.metrics
+        h = block.header
+        m.commit_seconds.observe(dt)
+        if oldest is not None:
+            m.wait_seconds.observe(time.monotonic() - oldest)
+        m.height.set(h.height)
+        m.log_size.set(h.log_size)
+        m.blocks.inc()
+        m.records.inc(h.count)
+        m.mempool.set(len(self.mempool))
+        log.info("block %d committed: %d records in %.1f ms (log size %d, mempool %d)",
+                 h.height, h.count, dt * 1000, h.log_size, len(self.mempool))
+        first = h.log_size - h.count
+        if self._waiters:
+            for i, rec in enumerate(block.records):
+                self._resolve(rec.id, (h.height, first + i))
+        for rec, err in [*rejected, *dropped]:
+            code = getattr(err, "code", "rule_violation")
+            m.rejected.labels(code).inc()
+            log.info("dropped record %s at block time: %s: %s", rec.id[:16], code, err)
+            self._resolve(rec.id, err if isinstance(err, LedgerError) else LedgerError(str(err), code=code))
+
+
+# --- process entry ---------------------------------------------------------------------------
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def serve(home: str | Path, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
+    """Run the node in this process until SIGTERM / SIGINT (uvicorn, one worker)."""
+    import uvicorn
+
+    from .app import create_app
+
+    setup_logging(log_level)
+    node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
+    app = create_app(node=node)
+    cfg = node.config
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level=log_level.lower(),
+            log_config=None,  # our one-line format, set above
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=15,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
