@@ -1,0 +1,197 @@
+"""Audit bundles: a whole chain in one file that ``provledger audit FILE`` verifies offline.
+
+Format ``provledger-bundle/v1`` is JSON Lines (UTF-8, one JSON object per line):
+
+- line 1, the head: ``{"format": "provledger-bundle/v1", "chain_id": hex, "genesis": {...},
+  "blocks": int, "records": int}`` — ``chain_id`` as claimed by the exporter (the auditor
+  recomputes it from ``genesis``), ``blocks``/``records`` the counts that follow;
+- then one line per block, heights 1, 2, … in order: ``{"header": {...}, "hash": hex,
+  "certificate": {...}, "records": [envelope, ...]}``, exactly the shape of
+  ``GET /v1/blocks/{height}`` (PROTOCOL.md 8), records in log order.
+
+Nothing in a bundle is trusted: ``hash`` and the counts are claims that the audit checks
+(a mismatch is a finding), ids and roots are recomputed. The file is written and read one
+block at a time. A reader also accepts the same content as a single JSON object
+``{"format", "chain_id", "genesis", "blocks": [block, ...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .audit import Finding, SourceBlock
+from .blocks import Header
+from .errors import InputError, LedgerError
+from .genesis import parse_genesis
+
+__all__ = ["FORMAT", "BundleSource", "export_bundle", "export_node_bundle", "write_bundle"]
+
+FORMAT = "provledger-bundle/v1"
+
+
+def write_bundle(
+    path: str | Path, genesis_doc: dict[str, Any], blocks: Iterable[dict[str, Any]], *, block_count: int, record_count: int
+) -> dict[str, Any]:
+    """Write a bundle from a genesis and ``{"header", "hash", "certificate", "records"}``
+    dicts, streaming; the file appears only once complete (written beside, then renamed).
+    Returns ``{"file", "blocks", "records", "chain_id"}``."""
+    p = Path(path)
+    chain_id = parse_genesis(genesis_doc).chain_id
+    tmp = p.with_name(p.name + ".part")
+    n_blocks = n_records = 0
+    try:
+        with open(tmp, "wb") as f:
+            head = {"format": FORMAT, "chain_id": chain_id, "genesis": genesis_doc,
+                    "blocks": block_count, "records": record_count}
+            f.write(orjson.dumps(head) + b"\n")
+            for blk in blocks:
+                line = {k: blk[k] for k in ("header", "hash", "certificate", "records")}
+                f.write(orjson.dumps(line) + b"\n")
+                n_blocks += 1
+                n_records += len(blk["records"])
+            f.flush()
+            os.fsync(f.fileno())
+        if (n_blocks, n_records) != (block_count, record_count):
+            raise InputError(
+                f"bundle: expected {block_count} blocks and {record_count} records, wrote {n_blocks} and {n_records}",
+                code="bundle_incomplete",
+            )
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"file": str(p), "blocks": n_blocks, "records": n_records, "chain_id": chain_id}
+
+
+def export_bundle(store: Any, path: str | Path) -> dict[str, Any]:
+    """Write every final block of ``store`` (a ``ledger.store.Store``) to a bundle at
+    ``path``: a snapshot at the height the export starts at."""
+    head = store.head()
+    height = head.header.height if head else 0
+    size = head.header.log_size if head else 0
+
+    def blocks() -> Iterator[dict[str, Any]]:
+        for row in store.blocks():
+            if row.header.height > height:
+                break
+            yield {"header": row.header.to_dict(), "hash": row.hash, "certificate": row.certificate.to_dict(),
+                   "records": store.block_records(row.header.height)}
+
+    return write_bundle(path, store.genesis.doc, blocks(), block_count=height, record_count=size)
+
+
+def export_node_bundle(url: str, path: str | Path) -> dict[str, Any]:
+    """Write every final block of the node at ``url`` (up to its checkpoint when the
+    export starts) to a bundle at ``path``."""
+    from .reader import _node_blocks
+
+    genesis, blocks, height, size = _node_blocks(url)
+    try:
+        return write_bundle(path, genesis, blocks, block_count=height, record_count=size)
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{url}: a block is not shaped as PROTOCOL.md 8 says: {e}", code="bad_block") from e
+
+
+class BundleSource:
+    """An audit ``ChainSource`` (``ledger.audit``) over a bundle file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"no such bundle file: {self.path}", code="no_such_file")
+        self._findings: list[Finding] = []
+        with open(self.path, "rb") as f:
+            first = f.readline()
+        try:
+            head = orjson.loads(first)
+            self._lines = True
+        except orjson.JSONDecodeError:
+            head = self._whole()  # a single JSON object over several lines
+            self._lines = False
+        if type(head) is not dict or head.get("format") != FORMAT:
+            raise InputError(f"{self.path} is not a {FORMAT} bundle (no format line)", code="bad_bundle")
+        for k in ("genesis",):
+            if k not in head:
+                raise InputError(f"{self.path}: bundle head has no {k!r}", code="bad_bundle")
+        self._head = head
+
+    def _whole(self) -> Any:
+        try:
+            with open(self.path, "rb") as f:
+                return json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"{self.path} is neither JSON Lines nor JSON: {e}", code="bad_bundle") from e
+
+    # ChainSource ---------------------------------------------------------------------------
+    def genesis_doc(self) -> Any:
+        return self._head["genesis"]
+
+    def claimed_chain_id(self) -> str | None:
+        cid = self._head.get("chain_id")
+        return cid if isinstance(cid, str) else None
+
+    def totals(self) -> tuple[int, int]:
+        if self._lines:
+            b, r = self._head.get("blocks"), self._head.get("records")
+            return (b if type(b) is int else 0, r if type(r) is int else 0)
+        blocks = self._head.get("blocks") or []
+        return len(blocks), sum(len(b.get("records", ())) for b in blocks if isinstance(b, dict))
+
+    def block_dicts(self) -> Iterator[dict[str, Any]]:
+        """The block objects in file order (for ``MemoryReader``)."""
+        if not self._lines:
+            for b in self._head.get("blocks") or []:
+                yield b
+            return
+        with open(self.path, "rb") as f:
+            f.readline()
+            for n, line in enumerate(f, start=2):
+                if not line.strip():
+                    continue
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    raise InputError(f"{self.path} line {n}: not JSON: {e}", code="bad_bundle") from e
+
+    def blocks(self) -> Iterator[SourceBlock]:
+        self._findings = []
+        n_blocks = n_records = 0
+        for pos, blk in enumerate(self._iter_safe(), start=1):
+            if type(blk) is not dict:
+                self._findings.append(Finding("bundle", f"block entry {pos} is not an object"))
+                continue
+            header = blk.get("header")
+            height = header.get("height") if isinstance(header, dict) and type(header.get("height")) is int else pos
+            recs = blk.get("records")
+            if type(recs) is not list:
+                self._findings.append(Finding("bundle", "block has no records array", height))
+                recs = []
+            try:
+                if blk.get("hash") != Header.from_dict(header).hash:
+                    self._findings.append(Finding("bundle", f"stated block hash {str(blk.get('hash'))[:16]}… is not the header's hash", height))
+            except LedgerError:
+                pass  # the audit reports the malformed header itself
+            n_blocks += 1
+            n_records += len(recs)
+            yield SourceBlock(height, header, blk.get("certificate"), [(None, None, env) for env in recs])
+        if self._lines and (n_blocks, n_records) != self.totals():
+            b, r = self.totals()
+            self._findings.append(Finding("bundle", f"bundle head announces {b} blocks and {r} records; it holds {n_blocks} and {n_records} (truncated?)"))
+
+    def _iter_safe(self) -> Iterator[Any]:
+        try:
+            yield from self.block_dicts()
+        except InputError as e:
+            self._findings.append(Finding("bundle", e.message))
+
+    def structure(self) -> Iterator[Finding]:
+        yield from self._findings
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes] | None:
+        return None  # a bundle holds no Merkle nodes: the audit recomputes roots instead

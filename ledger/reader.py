@@ -1,0 +1,347 @@
+"""Read-only views of a chain for lineage, attribution and exports.
+
+``ChainReader`` is the small protocol those views need; two implementations:
+
+- ``StoreReader(store)`` answers from a node's SQLite store through its indexed columns
+  (``Store.records_where``, ``Store.record``);
+- ``MemoryReader(genesis_doc, blocks)`` holds the records of an iterable of blocks in
+  memory: an exported bundle (``MemoryReader.from_bundle``) or a node fetched over HTTP
+  (``fetch_node``).
+
+A reader does not audit: the chain it reads is trusted as given (``provledger audit``
+verifies it). Identities and policies are derived by replaying the genesis, the
+``identity.register`` / ``identity.revoke`` and the ``policy.set`` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import InputError, LedgerError, PeerError
+from .genesis import Genesis, parse_genesis
+from .records import parse_decimal, record_id
+from .state import ChainState, DatasetState
+
+__all__ = [
+    "ChainReader",
+    "MemoryReader",
+    "Participant",
+    "ReaderBase",
+    "StoreReader",
+    "fetch_node",
+]
+
+Row = tuple[int, str, dict[str, Any]]  # (log index, record id, envelope)
+
+
+@dataclass(frozen=True)
+class Participant:
+    """Who a public key is: name and organisation (fixed at registration)."""
+
+    key: str
+    name: str
+    org: str
+    registered_at: int  # log index of its identity.register; -1 for the genesis
+    revoked_at: int | None = None  # log index of its identity.revoke
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "name": self.name, "org": self.org}
+
+
+class ChainReader(Protocol):
+    """What lineage, attribution and the PROV export read from a chain."""
+
+    @property
+    def genesis(self) -> Genesis: ...
+
+    def log_size(self) -> int:
+        """Committed records."""
+        ...
+
+    def record(self, record_id: str) -> tuple[dict[str, Any], int, int] | None:
+        """(envelope, log index, height) of a committed record, else None."""
+        ...
+
+    def records_of_type(self, rtype: str) -> list[Row]:
+        """Committed records of one type, in log order."""
+        ...
+
+    def dataset_records(self, name: str) -> list[Row]:
+        """``dataset.contribute`` and ``annotation.event`` records naming dataset ``name``."""
+        ...
+
+    def model_records(self, model: str) -> list[Row]:
+        """``model.update`` records of model ``model``."""
+        ...
+
+    def identity(self, key: str, index: int | None = None) -> Participant | None:
+        """Who ``key`` is, if registered before log index ``index`` (any time if None)."""
+        ...
+
+    def policy_at(self, index: int) -> dict[str, Decimal]:
+        """The attribution pools in force for a record at log index ``index``."""
+        ...
+
+    def dataset_state(self, name: str, upto: int | None = None) -> DatasetState | None:
+        """Versions, budget and spent budget of a dataset from records before ``upto``."""
+        ...
+
+    def updates_using(self, name: str) -> list[Row]:
+        """Local ``model.update`` records with dataset ``name`` among their inputs."""
+        ...
+
+
+class ReaderBase:
+    """Identities, policies, budgets and dataset usage, derived once from the typed
+    lookups a subclass provides."""
+
+    _genesis: Genesis
+    _identities: dict[str, Participant] | None = None
+    _policies: list[tuple[int, dict[str, Decimal]]] | None = None
+    _usage: dict[str, list[Row]] | None = None
+
+    @property
+    def genesis(self) -> Genesis:
+        return self._genesis
+
+    def records_of_type(self, rtype: str) -> list[Row]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dataset_records(self, name: str) -> list[Row]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- identities ---------------------------------------------------------------------
+    def _load_identities(self) -> dict[str, Participant]:
+        if self._identities is None:
+            # PROTOCOL.md 2: genesis admins and participants; ChainState names admins.
+            base = ChainState(self._genesis).identities
+            ids = {k: Participant(k, i.name, i.org, -1) for k, i in base.items()}
+            for idx, _rid, env in self.records_of_type("identity.register"):
+                b = env["body"]
+                ids.setdefault(b["key"], Participant(b["key"], b["name"], b["org"], idx))
+            for idx, _rid, env in self.records_of_type("identity.revoke"):
+                p = ids.get(env["body"]["key"])
+                if p is not None and p.revoked_at is None:
+                    ids[p.key] = Participant(p.key, p.name, p.org, p.registered_at, idx)
+            self._identities = ids
+        return self._identities
+
+    def identity(self, key: str, index: int | None = None) -> Participant | None:
+        p = self._load_identities().get(key)
+        if p is None or (index is not None and p.registered_at >= index):
+            return None
+        return p
+
+    # -- policy -------------------------------------------------------------------------
+    def policy_at(self, index: int) -> dict[str, Decimal]:
+        if self._policies is None:
+            pol = [(-1, dict(self._genesis.policy))]
+            for idx, _rid, env in self.records_of_type("policy.set"):
+                pools = env["body"]["attribution"]
+                pol.append((idx, {k: parse_decimal(pools[k]) for k in ("data", "annotation", "training")}))
+            self._policies = pol
+        current = self._policies[0][1]
+        for at, pools in self._policies:
+            if at < index:  # a policy.set applies to the records after it
+                current = pools
+        return current
+
+    # -- datasets and budgets -----------------------------------------------------------
+    def updates_using(self, name: str) -> list[Row]:
+        if self._usage is None:
+            usage: dict[str, list[Row]] = {}
+            for row in self.records_of_type("model.update"):
+                for ds in dict.fromkeys(i["dataset"] for i in row[2]["body"]["inputs"]):
+                    usage.setdefault(ds, []).append(row)
+            self._usage = usage
+        return list(self._usage.get(name, ()))
+
+    def dataset_state(self, name: str, upto: int | None = None) -> DatasetState | None:
+        ds: DatasetState | None = None
+        for idx, rid, env in self.dataset_records(name):
+            if env["type"] != "dataset.contribute" or (upto is not None and idx >= upto):
+                continue
+            b = env["body"]
+            if ds is None:
+                ds = DatasetState(name)
+                if b["privacy_budget"] is not None:
+                    pb = b["privacy_budget"]
+                    ds.budget = (parse_decimal(pb["epsilon"]), parse_decimal(pb["delta"]))
+            ds.versions[b["version"]] = rid
+        if ds is None:
+            return None
+        eps, delta = Decimal(0), Decimal(0)
+        for idx, _rid, env in self.updates_using(name):
+            if upto is not None and idx >= upto:
+                continue
+            for inp in env["body"]["inputs"]:
+                if inp["dataset"] == name:
+                    eps += parse_decimal(inp["epsilon"])
+                    delta += parse_decimal(inp["delta"])
+        if ds.budget is not None:  # ledger.state charges only datasets with a budget
+            ds.spent = (eps, delta)
+        return ds
+
+
+class StoreReader(ReaderBase):
+    """A ChainReader over a node's SQLite store (committed records only)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._genesis = store.genesis
+        self._size = store.log_size()  # a fixed view: records committed later are ignored
+
+    def log_size(self) -> int:
+        return self._size
+
+    def _rows(self, column: str, value: str) -> list[Row]:
+        return [r for r in self.store.records_where(column, value) if r[0] < self._size]
+
+    def record(self, record_id: str) -> tuple[dict[str, Any], int, int] | None:
+        found = self.store.record(record_id)
+        if found is None or found[1] >= self._size:
+            return None
+        return found  # type: ignore[no-any-return]
+
+    def records_of_type(self, rtype: str) -> list[Row]:
+        return self._rows("type", rtype)
+
+    def dataset_records(self, name: str) -> list[Row]:
+        return [r for r in self._rows("dataset", name) if r[2]["type"] in ("dataset.contribute", "annotation.event")]
+
+    def model_records(self, model: str) -> list[Row]:
+        return self._rows("model", model)
+
+
+class MemoryReader(ReaderBase):
+    """A ChainReader over blocks held in memory.
+
+    ``blocks`` is an iterable of ``{"header": {...}, "records": [envelope, ...]}`` in
+    height order (the shape of ``GET /v1/blocks/{h}`` and of a bundle line); a block
+    without a header counts as the next height. Record ids are recomputed (PROTOCOL.md 3).
+    """
+
+    def __init__(self, genesis_doc: dict[str, Any], blocks: Iterable[dict[str, Any]]) -> None:
+        self._genesis = parse_genesis(genesis_doc)
+        self._by_id: dict[str, tuple[dict[str, Any], int, int]] = {}
+        self._by_type: dict[str, list[Row]] = {}
+        self._by_dataset: dict[str, list[Row]] = {}
+        self._by_model: dict[str, list[Row]] = {}
+        idx = 0
+        height = 0
+        for blk in blocks:
+            header = blk.get("header")
+            height = header["height"] if isinstance(header, dict) and type(header.get("height")) is int else height + 1
+            for env in blk.get("records", ()):
+                if not isinstance(env, dict) or not isinstance(env.get("body"), dict):
+                    raise InputError(f"block {height}: a record is not an envelope object", code="bad_record")
+                rid = record_id(env)
+                row = (idx, rid, env)
+                self._by_id[rid] = (env, idx, height)
+                rtype = env.get("type")
+                self._by_type.setdefault(str(rtype), []).append(row)
+                body = env["body"]
+                if rtype in ("dataset.contribute", "annotation.event") and isinstance(body.get("dataset"), str):
+                    self._by_dataset.setdefault(body["dataset"], []).append(row)
+                elif rtype == "model.update" and isinstance(body.get("model"), str):
+                    self._by_model.setdefault(body["model"], []).append(row)
+                idx += 1
+        self._size = idx
+
+    @classmethod
+    def from_bundle(cls, path: str | Path) -> MemoryReader:
+        """A reader over an exported bundle (``ledger.bundle``)."""
+        from .bundle import BundleSource
+
+        src = BundleSource(path)
+        return cls(src.genesis_doc(), src.block_dicts())
+
+    def log_size(self) -> int:
+        return self._size
+
+    def record(self, record_id: str) -> tuple[dict[str, Any], int, int] | None:
+        return self._by_id.get(record_id)
+
+    def records_of_type(self, rtype: str) -> list[Row]:
+        return list(self._by_type.get(rtype, ()))
+
+    def dataset_records(self, name: str) -> list[Row]:
+        return list(self._by_dataset.get(name, ()))
+
+    def model_records(self, model: str) -> list[Row]:
+        return list(self._by_model.get(model, ()))
+
+
+# --- a node over HTTP --------------------------------------------------------------------
+def _node_blocks(url: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]], int, int]:
+    """(genesis, blocks 1..height, height, log size) of a node at its latest checkpoint: through ``ledger.client`` when it is
+    installed, else with plain GETs (PROTOCOL.md 8)."""
+    try:
+        from .client import Client  # type: ignore[attr-defined]
+    except ImportError:
+        Client = None  # noqa: N806
+
+    if Client is not None:
+        client = Client(url)
+        genesis = client.genesis()
+        height = int(client.status()["height"])
+        size = int(client.block(height)["header"]["log_size"]) if height else 0
+
+        def gen_client() -> Iterator[dict[str, Any]]:
+            try:
+                for h in range(1, height + 1):
+                    yield client.block(h)
+            finally:
+                close = getattr(client, "close", None)
+                if close is not None:
+                    close()
+
+        return genesis, gen_client(), height, size
+
+    import httpx
+
+    base = url.rstrip("/")
+    http = httpx.Client(timeout=30)
+
+    def get(path: str) -> Any:
+        try:
+            resp = http.get(base + path)
+        except httpx.HTTPError as e:
+            raise PeerError(f"{base}{path}: {e}", code="node_unreachable") from e
+        if resp.status_code == 404 and path == "/v1/checkpoint":
+            return None  # no block yet
+        if resp.status_code != 200:
+            raise PeerError(f"{base}{path}: HTTP {resp.status_code}", code="node_error")
+        try:
+            return resp.json()
+        except ValueError as e:
+            raise PeerError(f"{base}{path}: not JSON", code="node_error") from e
+
+    genesis = get("/v1/genesis")
+    cp = get("/v1/checkpoint")
+    height = int(cp["header"]["height"]) if cp else 0
+    size = int(cp["header"]["log_size"]) if cp else 0
+
+    def gen_http() -> Iterator[dict[str, Any]]:
+        try:
+            for h in range(1, height + 1):
+                yield get(f"/v1/blocks/{h}")
+        finally:
+            http.close()
+
+    return genesis, gen_http(), height, size
+
+
+def fetch_node(url: str) -> MemoryReader:
+    """A MemoryReader over every final block of the node at ``url``."""
+    try:
+        genesis, blocks, _height, _size = _node_blocks(url)
+        return MemoryReader(genesis, blocks)
+    except LedgerError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise PeerError(f"{url}: unexpected answer: {e}", code="node_error") from e
