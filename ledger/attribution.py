@@ -191,6 +191,12 @@ def _coalition_weights(
     """Dataset values for the data pool by Shapley or leave-one-out (docs/attribution.md 4)."""
     players = sorted(t.datasets)
     v, metric, used_ids = coalition_values(reader, players, metric)
+    if metric is None:
+        raise InputError(
+            f"{method}: no model.evaluation with a coalition of this model's datasets "
+            f"({', '.join(players)}) is recorded",
+            code="coalitions_missing", missing=[[p] for p in players],
+        )
     info: dict[str, Any] = {"metric": metric, "evaluations": used_ids, "missing": [], "missing_count": 0}
     if method == "leave-one-out":
         raw, missing = leave_one_out(players, v)
@@ -215,8 +221,8 @@ def _coalition_weights(
             info["missing"], info["missing_count"] = shown[:MISSING_REPORTED], len(shown)
             if used == 0:
                 raise InputError(
-                    f"no permutation of the {len(players)} datasets has every prefix coalition recorded "
-                    f"(metric {metric}); missing: "
+                    f"shapley: coalition values are not recorded for any complete ordering of the "
+                    f"{len(players)} datasets (metric {metric}); missing: "
                     + "; ".join("{" + ", ".join(s) + "}" for s in shown[:5]) + (" …" if len(shown) > 5 else ""),
                     code="coalitions_missing", missing=shown[:MISSING_REPORTED],
                 )

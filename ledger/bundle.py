@@ -49,10 +49,10 @@ def write_bundle(
         with open(tmp, "wb") as f:
             head = {"format": FORMAT, "chain_id": chain_id, "genesis": genesis_doc,
                     "blocks": block_count, "records": record_count}
-            f.write(orjson.dumps(head) + b"\n")
+            f.write(orjson.dumps(head, option=orjson.OPT_SORT_KEYS) + b"\n")
             for blk in blocks:
                 line = {k: blk[k] for k in ("header", "hash", "certificate", "records")}
-                f.write(orjson.dumps(line) + b"\n")
+                f.write(orjson.dumps(line, option=orjson.OPT_SORT_KEYS) + b"\n")
                 n_blocks += 1
                 n_records += len(blk["records"])
             f.flush()

@@ -278,62 +278,27 @@ class MemoryReader(ReaderBase):
 
 # --- a node over HTTP --------------------------------------------------------------------
 def _node_blocks(url: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]], int, int]:
-    """(genesis, blocks 1..height, height, log size) of a node at its latest checkpoint: through ``ledger.client`` when it is
-    installed, else with plain GETs (PROTOCOL.md 8)."""
+    """(genesis, blocks 1..height, height, log size) of the node at ``url``, as of its
+    latest checkpoint when called (PROTOCOL.md 8, through ``ledger.client``)."""
+    from .client import Client
+
+    client = Client(url)
     try:
-        from .client import Client  # type: ignore[attr-defined]
-    except ImportError:
-        Client = None  # noqa: N806
-
-    if Client is not None:
-        client = Client(url)
         genesis = client.genesis()
-        height = int(client.status()["height"])
-        size = int(client.block(height)["header"]["log_size"]) if height else 0
+        height = client.height()
+        size = int(client.checkpoint(height)["header"]["log_size"]) if height else 0
+    except BaseException:
+        client.close()
+        raise
 
-        def gen_client() -> Iterator[dict[str, Any]]:
-            try:
-                for h in range(1, height + 1):
-                    yield client.block(h)
-            finally:
-                close = getattr(client, "close", None)
-                if close is not None:
-                    close()
-
-        return genesis, gen_client(), height, size
-
-    import httpx
-
-    base = url.rstrip("/")
-    http = httpx.Client(timeout=30)
-
-    def get(path: str) -> Any:
-        try:
-            resp = http.get(base + path)
-        except httpx.HTTPError as e:
-            raise PeerError(f"{base}{path}: {e}", code="node_unreachable") from e
-        if resp.status_code == 404 and path == "/v1/checkpoint":
-            return None  # no block yet
-        if resp.status_code != 200:
-            raise PeerError(f"{base}{path}: HTTP {resp.status_code}", code="node_error")
-        try:
-            return resp.json()
-        except ValueError as e:
-            raise PeerError(f"{base}{path}: not JSON", code="node_error") from e
-
-    genesis = get("/v1/genesis")
-    cp = get("/v1/checkpoint")
-    height = int(cp["header"]["height"]) if cp else 0
-    size = int(cp["header"]["log_size"]) if cp else 0
-
-    def gen_http() -> Iterator[dict[str, Any]]:
+    def gen() -> Iterator[dict[str, Any]]:
         try:
             for h in range(1, height + 1):
-                yield get(f"/v1/blocks/{h}")
+                yield client.block(h)
         finally:
-            http.close()
+            client.close()
 
-    return genesis, gen_http(), height, size
+    return genesis, gen(), height, size
 
 
 def fetch_node(url: str) -> MemoryReader:

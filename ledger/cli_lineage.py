@@ -1,0 +1,211 @@
+"""``provledger lineage``, ``attribution`` and ``export bundle|prov`` (registered by ``ledger.cli``).
+
+Each reads a chain from exactly one of ``--db PATH`` (a node's SQLite file), ``--node URL``
+(every final block fetched over HTTP) or ``--bundle FILE`` (an exported audit bundle).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import InputError
+from .reader import ChainReader
+
+__all__ = ["open_reader", "register"]
+
+
+def open_reader(db: str | None, node: str | None, bundle: str | None) -> tuple[ChainReader, Callable[[], None]]:
+    """A reader over exactly one source, and the function that closes it."""
+    given = [x for x in (db, node, bundle) if x is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of --db PATH, --node URL or --bundle FILE", code="bad_argument")
+    if db is not None:
+        from .reader import StoreReader
+        from .store import Store
+
+        if not Path(db).is_file():
+            raise InputError(f"no such database file: {db}", code="no_database")
+        store = Store(db)
+        return StoreReader(store), store.close
+    if node is not None:
+        from .reader import fetch_node
+
+        return fetch_node(node), lambda: None
+    from .reader import MemoryReader
+
+    return MemoryReader.from_bundle(bundle), lambda: None  # type: ignore[arg-type]
+
+
+def _source_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--bundle", "bundle", type=click.Path(dir_okay=False), default=None, help="An exported audit bundle.")(f)
+    f = click.option("--node", "node", default=None, metavar="URL", help="A node URL: its final blocks are fetched.")(f)
+    f = click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="A node database file.")(f)
+    return f
+
+
+def _with_reader(db: str | None, node: str | None, bundle: str | None, work: Callable[[ChainReader], Any]) -> Any:
+    reader, close = open_reader(db, node, bundle)
+    try:
+        return work(reader)
+    finally:
+        close()
+
+
+def register(cli: click.Group) -> None:
+    """Add the lineage, attribution and export commands to ``cli``."""
+
+    @cli.command()
+    @click.argument("record_id")
+    @_source_options
+    @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
+    @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT text.")
+    def lineage(record_id: str, db: str | None, node: str | None, bundle: str | None, as_json: bool, as_dot: bool) -> None:
+        """Show where a model version came from, or which models used a dataset.
+
+        RECORD_ID is a model.update record id (its lineage back to datasets, annotations,
+        signers and organisations) or a dataset record id / dataset:NAME (every model
+        that used the dataset). A tree by default.
+
+        \b
+        Examples:
+          provledger lineage 3f2a...e9 --db .provledger/ledger.db
+          provledger lineage dataset:scans --bundle chain.bundle --dot | dot -Tsvg > scans.svg
+        """
+        from .lineage import lineage as build
+        from .lineage import to_dot, to_tree
+
+        if as_json and as_dot:
+            raise InputError("give at most one of --json and --dot", code="bad_argument")
+        graph = _with_reader(db, node, bundle, lambda r: build(r, record_id))
+        if as_json:
+            click.echo(json.dumps(graph, indent=2))
+        elif as_dot:
+            click.echo(to_dot(graph), nl=False)
+        else:
+            from rich.console import Console
+
+            Console().print(to_tree(graph))
+
+    @cli.command()
+    @click.argument("model_record_id")
+    @click.option("--total", "total", required=True, type=click.IntRange(min=0), help="Units to share out (an integer).")
+    @click.option("--method", type=click.Choice(["proportional", "shapley", "leave-one-out"]), default="proportional",
+                  show_default=True, help="How the data pool is split among datasets.")
+    @click.option("--metric", default=None, help="Evaluation metric for shapley / leave-one-out (default: the most recorded).")
+    @_source_options
+    @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+    def attribution(model_record_id: str, total: int, method: str, metric: str | None, db: str | None,
+                    node: str | None, bundle: str | None, as_json: bool) -> None:
+        """Share TOTAL units of a model version's benefit among its contributors.
+
+        Deterministic and exact (docs/attribution.md): pools by the policy in force at
+        the model, exact fractions, integer units by largest remainder, ties broken by
+        public key. Every line is justified by record ids (see --json).
+
+        \b
+        Examples:
+          provledger attribution 3f2a...e9 --total 1000 --db .provledger/ledger.db
+          provledger attribution 3f2a...e9 --total 1000 --method shapley --bundle chain.bundle --json
+        """
+        from .attribution import attribute
+
+        result = _with_reader(db, node, bundle, lambda r: attribute(r, model_record_id, total, method, metric=metric))
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        pools = result["pools"]
+        table = Table(title=f"{result['model_name']} round {result['round']} · {result['method']} · {total} units",
+                      caption="pools (effective): " + ", ".join(f"{p} {pools[p]['effective']}" for p in pools)
+                      + f" · policy from {result['policy']['source'][:16]}")
+        for col, just in (("name", "left"), ("org", "left"), ("key", "left"), ("fraction", "right"),
+                          ("units", "right"), ("records", "right")):
+            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        for line in result["lines"]:
+            table.add_row(line["name"] or "?", line["org"] or "?", line["key"][:12] + "…", line["fraction"],
+                          str(line["units"]), str(line["record_count"]))
+        Console().print(table)
+        if result.get("coalitions", {}).get("missing_count"):
+            c = result["coalitions"]
+            click.echo(f"note: {c['missing_count']} coalition(s) not recorded; "
+                       f"{c['used_permutations']} of {c['permutations']} permutations used (see --json)")
+
+    group = cli.commands.get("export")
+    if not isinstance(group, click.Group):
+
+        @cli.group()
+        def export() -> None:
+            """Export a chain: an audit bundle, or W3C PROV-JSON of a lineage.
+
+            \b
+            Example:
+              provledger export bundle --db .provledger/ledger.db --out chain.bundle
+            """
+
+        group = export
+
+    @group.command("bundle")
+    @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="A node database file.")
+    @click.option("--node", "node", default=None, metavar="URL", help="A node URL.")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Bundle file to write.")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+    def export_bundle(db: str | None, node: str | None, out: str, as_json: bool) -> None:
+        """Write the genesis, every final block, its certificate and records to one file.
+
+        The bundle (format provledger-bundle/v1, JSON Lines) verifies offline with
+        `provledger audit FILE` and reads with --bundle. Refuses to overwrite a file.
+
+        \b
+        Example:
+          provledger export bundle --node http://127.0.0.1:8000 --out chain.bundle
+        """
+        from .bundle import export_bundle as write_db
+        from .bundle import export_node_bundle
+
+        if (db is None) == (node is None):
+            raise InputError("give exactly one of --db PATH or --node URL", code="bad_argument")
+        if Path(out).exists():
+            raise InputError(f"{out} already exists; refusing to overwrite", code="file_exists")
+        if db is not None:
+            from .store import Store
+
+            if not Path(db).is_file():
+                raise InputError(f"no such database file: {db}", code="no_database")
+            with Store(db) as store:
+                summary = write_db(store, out)
+        else:
+            summary = export_node_bundle(node, out)  # type: ignore[arg-type]
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+        else:
+            click.echo(f"wrote {summary['blocks']} blocks, {summary['records']} records of chain "
+                       f"{summary['chain_id'][:16]}… to {summary['file']}")
+
+    @group.command("prov")
+    @click.argument("record_id")
+    @_source_options
+    @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+    def export_prov(record_id: str, db: str | None, node: str | None, bundle: str | None, out: str | None) -> None:
+        """Write the W3C PROV-JSON of a model's or a dataset's lineage.
+
+        RECORD_ID as for `provledger lineage`. Standard output unless --out is given.
+
+        \b
+        Example:
+          provledger export prov 3f2a...e9 --db .provledger/ledger.db --out model.prov.json
+        """
+        from .prov import prov_document
+
+        doc = _with_reader(db, node, bundle, lambda r: prov_document(r, record_id))
+        text = json.dumps(doc, indent=2) + "\n"
+        if out:
+            Path(out).write_text(text)
+        else:
+            click.echo(text, nl=False)
