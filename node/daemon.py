@@ -21,10 +21,13 @@ still waiting, and the store is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -288,17 +291,40 @@ def setup_logging(level: str = "info") -> None:
     )
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that after a clean shutdown on SIGTERM / SIGINT the
+        process exits 0 instead of re-raising the signal (uvicorn >= 0.29 re-raises it)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def serve(home: str | Path, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
     """Run the node in this process until SIGTERM / SIGINT (uvicorn, one worker)."""
     import uvicorn
 
     from .app import create_app
 
+    _Server = _server_class()
     setup_logging(log_level)
     node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
     app = create_app(node=node)
     cfg = node.config
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
             app,
             host=cfg.host,
