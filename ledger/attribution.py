@@ -60,7 +60,7 @@ def _dec(s: str) -> Fraction:
 
 # --- integer units -------------------------------------------------------------------------
 def largest_remainder(shares: Mapping[str, Fraction], total: int) -> dict[str, int]:
-    """Integer units for exact ``shares`` summing to 1 (docs/attribution.md 5): floor each
+    """Integer units for exact ``shares`` summing to 1 (docs/attribution.md 7): floor each
     ``share * total``, then one more unit each to the largest fractional remainders, ties
     broken by key ascending."""
     exact = {k: s * total for k, s in shares.items()}
@@ -273,7 +273,7 @@ def attribute(
 
     local = t.local_updates
     samples = t.samples()
-    # 2. Data pool: each input dataset's value (samples, or its coalition value) ...
+    # 3. Data pool: each input dataset's value (samples, or its coalition value) ...
     extra: dict[str, Any] = {}
     if method == "proportional":
         ds_value = {name: Fraction(n) for name, n in samples.items()}
@@ -301,14 +301,14 @@ def attribute(
             "versions": parts, "updates": [r[1] for r in users],
             "budget": st.to_dict() if st else None,
         })
-    # 3. Annotation pool: labels x quality of each event on an input dataset, before the model.
+    # 5. Annotation pool: labels x quality of each event on an input dataset, before the model.
     for a in t.annotations:
         b = a[2]["body"]
         credit("annotation", a[2]["signer"], b["labels"] * _dec(b["quality"]), [a])
-    # 4. Training pool: samples each trainer processed in its local updates.
+    # 6. Training pool: samples each trainer processed in its local updates.
     for r in local:
         credit("training", r[2]["signer"], Fraction(sum(i["samples"] for i in r[2]["body"]["inputs"])), [r])
-    # 1. Pools: the policy at the model's index; empty pools pass their share on.
+    # 2. Pools: the policy at the model's index; empty pools pass their share on.
     totals = {p: sum(weights[p].values(), Fraction(0)) for p in POOLS}
     pol = {p: _dec(str(policy[p])) for p in POOLS}
     live = [p for p in POOLS if totals[p] > 0]
@@ -319,12 +319,14 @@ def attribute(
             code="nothing_to_attribute",
         )
     eff = {p: (pol[p] / live_weight if p in live else Fraction(0)) for p in POOLS}
-    # 5. Shares and units.
+    # 7. Shares and units.
     shares: dict[str, Fraction] = {}
     by_pool: dict[str, dict[str, Fraction]] = {}
     for p in live:
         for key, w in weights[p].items():
             s = eff[p] * w / totals[p]
+            if not s:  # a live pool with policy weight 0 gives nothing
+                continue
             shares[key] = shares.get(key, Fraction(0)) + s
             by_pool.setdefault(key, {})[p] = s
     assert sum(shares.values()) == 1, "shares must sum to 1"

@@ -197,7 +197,7 @@ def test_cli_errors_are_one_line_with_stable_exit_codes(chain: tuple[Path, Path,
         (["lineage", ids["g2"], "--db", str(db), "--bundle", str(bundle)], "exactly one of"),
         (["lineage", "0" * 64, "--db", str(db)], "no committed record"),
         (["attribution", ids["scans"], "--total", "10", "--db", str(db)], "not a model.update"),
-        (["attribution", ids["g2"], "--total", "10", "--method", "shapley", "--db", str(db)], "not recorded"),
+        (["attribution", ids["g2"], "--total", "10", "--method", "shapley", "--db", str(db)], "no model.evaluation"),
         (["export", "bundle", "--db", str(db), "--out", str(bundle)], "refusing to overwrite"),
         (["lineage", ids["g2"], "--db", str(tmp_path / "none.db")], "no such database"),
     ]
