@@ -214,21 +214,31 @@ def sign_proposal(
     return Proposal(chain, height, round, block_hash, valid_round, key.public, sig, block)
 
 
+# Signature checks are memoised on success only (a failure raises and is not cached): a
+# message reaches a node many times (duplicates, gossip, several cores in one process).
+# A Vote is hashed by all its fields; a Proposal by all but the block, which it does not sign.
+
+
 @lru_cache(maxsize=1 << 16)
-def _verified(key: str, message: bytes, sig: str) -> bool:
-    """Ed25519 check, memoised on success only (a failure raises and is not cached)."""
-    verify_bytes(key, message, sig)
+def _vote_ok(v: Vote) -> bool:
+    verify_bytes(v.validator, signing_bytes(VOTE_TAG, v.payload()), v.sig)
+    return True
+
+
+@lru_cache(maxsize=256)  # holds blocks: keep it small
+def _proposal_ok(p: Proposal) -> bool:
+    verify_bytes(p.proposer, signing_bytes(PROPOSAL_TAG, p.payload()), p.sig)
     return True
 
 
 def verify_vote(v: Vote) -> None:
     """Raise SignatureError unless ``v.sig`` is ``v.validator``'s PROTOCOL.md 6 vote signature."""
-    _verified(v.validator, signing_bytes(VOTE_TAG, v.payload()), v.sig)
+    _vote_ok(v)
 
 
 def verify_proposal(p: Proposal) -> None:
     """Raise SignatureError unless ``p.sig`` is ``p.proposer``'s signature over the proposal."""
-    _verified(p.proposer, signing_bytes(PROPOSAL_TAG, p.payload()), p.sig)
+    _proposal_ok(p)
 
 
 def verify_certificate(
@@ -257,16 +267,23 @@ class PersistSigned:
     round: int
     step: str  # "propose" | "prevote" | "precommit"
     block_hash: str
-    # The lock at this point (lines 38-39), the locked block and the 2f+1 prevotes that
-    # justified it: a restarted node keeps its lock *and* can still prove it to the others
-    # and re-propose the value (lines 15-16), else a lock whose polka only it had seen could
-    # stall the chain forever.
+    # Recovery state. The four fields above are the signing guard; what follows lets a
+    # restarted node carry on where it stopped instead of stalling the chain:
+    # - the lock (lines 38-39) with the locked block and the 2f+1 prevotes that justify it,
+    #   and likewise the valid value (lines 42-43), so it keeps its lock, can re-propose the
+    #   value (lines 15-16) and prove the polka to the others (line 28);
+    # - round_proof: the messages that took it to ``round`` (2f+1 precommits of the round
+    #   before, lines 47/65, or f+1 messages of that round, line 55), so that peers it
+    #   left behind can follow (they may have missed a Byzantine message only it had seen);
+    # - signed: every message it signed at this height, this one last, to send them again.
     locked_round: int = -1
     locked_hash: str = NIL
     locked_block: Any = field(default=None, hash=False, compare=False)
     lock_proof: tuple[Vote, ...] = field(default=(), hash=False, compare=False)
-    # Every message we signed at this height, this one last: a restarted node re-sends them
-    # (peers that were down when they were first sent would otherwise wait for them forever).
+    valid_round: int = -1
+    valid_block: Any = field(default=None, hash=False, compare=False)
+    valid_proof: tuple[Vote, ...] = field(default=(), hash=False, compare=False)
+    round_proof: tuple[Message, ...] = field(default=(), hash=False, compare=False)
     signed: tuple[Message, ...] = field(default=(), hash=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,6 +296,10 @@ class PersistSigned:
             "locked_hash": self.locked_hash,
             "locked_block": self.locked_block,
             "lock_proof": [v.to_dict() for v in self.lock_proof],
+            "valid_round": self.valid_round,
+            "valid_block": self.valid_block,
+            "valid_proof": [v.to_dict() for v in self.valid_proof],
+            "round_proof": [m.to_dict() for m in self.round_proof],
             "signed": [m.to_dict() for m in self.signed],
         }
 
@@ -289,6 +310,9 @@ class PersistSigned:
                 int(d["height"]), int(d["round"]), str(d["step"]), str(d["block_hash"]),
                 int(d.get("locked_round", -1)), str(d.get("locked_hash", NIL)),
                 d.get("locked_block"), tuple(Vote.from_dict(v) for v in d.get("lock_proof", ())),
+                int(d.get("valid_round", -1)), d.get("valid_block"),
+                tuple(Vote.from_dict(v) for v in d.get("valid_proof", ())),
+                tuple(message_from_dict(m) for m in d.get("round_proof", ())),
                 tuple(message_from_dict(m) for m in d.get("signed", ())),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -421,28 +445,35 @@ class Consensus:
         self._started = False
         self.height = height
         self._reset_height()
-        # Restart: restore the lock recorded with the last signature of this height, the
-        # locked value as valid value (validRound >= lockedRound always holds) and its polka.
         ls = self.last_signed
-        if ls is not None and ls.height == height and ls.locked_round >= 0 and ls.locked_block is not None:
-            self.locked_round, self.locked_hash = ls.locked_round, ls.locked_hash
-            self._lock_proof = ls.lock_proof
-            self.valid_round, self.valid_hash, self.valid_block = ls.locked_round, ls.locked_hash, ls.locked_block
-            self._blocks[ls.locked_hash] = ls.locked_block
-            for v in ls.lock_proof:
-                if v.height == height and v.validator in self._members:
-                    verify_vote(v)
-                    self._accept_vote(v, [])
         if ls is not None and ls.height == height:
-            for m in ls.signed:
-                if m.height == height and m.chain == chain_id:
-                    self._own.append(m)
-                    if isinstance(m, Vote):
-                        verify_vote(m)
-                        self._accept_vote(m, [])
-                    else:
-                        verify_proposal(m)
-                        self._accept_proposal(m, [])
+            self._recover(ls)
+
+    def _recover(self, ls: PersistSigned) -> None:
+        """Restart at the height of ``ls``: take back lock, valid value and the messages."""
+        if ls.locked_round >= 0 and ls.locked_block is not None:
+            self.locked_round, self.locked_hash, self._lock_proof = ls.locked_round, ls.locked_hash, ls.lock_proof
+            self._blocks[ls.locked_hash] = ls.locked_block
+            # validRound >= lockedRound always holds; the locked value is a valid value.
+            self.valid_round, self.valid_hash, self.valid_block = ls.locked_round, ls.locked_hash, ls.locked_block
+            self._valid_proof = ls.lock_proof
+        if ls.valid_round > self.valid_round and ls.valid_block is not None and ls.valid_proof:
+            vh = ls.valid_proof[0].block_hash
+            self.valid_round, self.valid_hash, self.valid_block = ls.valid_round, vh, ls.valid_block
+            self._valid_proof = ls.valid_proof
+            self._blocks.setdefault(vh, ls.valid_block)
+        self._round_proof = ls.round_proof
+        for m in (*ls.lock_proof, *ls.valid_proof, *ls.round_proof, *ls.signed):
+            signer = m.validator if isinstance(m, Vote) else m.proposer
+            if m.height != self.height or m.chain != self.chain or signer not in self._members:
+                continue
+            if isinstance(m, Vote):
+                verify_vote(m)
+                self._accept_vote(m, [])
+            else:
+                verify_proposal(m)
+                self._accept_proposal(m, [])
+        self._own = [m for m in ls.signed if m.height == self.height]
 
     # ---------------------------------------------------------------- public queries
 
@@ -550,6 +581,7 @@ class Consensus:
             self._step = _PRECOMMIT
         elif step == PRECOMMIT and self._step != _NEW:
             # lines 65-67: OnTimeoutPrecommit
+            self._round_proof = tuple(self._voters.get((round, PRECOMMIT), {}).values())
             self._start_round(round + 1, out)
         self._run(out)
         return out
@@ -570,6 +602,8 @@ class Consensus:
         # lines 6-9
         self.locked_round, self.locked_hash = -1, NIL
         self._lock_proof: tuple[Vote, ...] = ()
+        self._valid_proof: tuple[Vote, ...] = ()
+        self._round_proof: tuple[Message, ...] = ()
         self._own: list[Message] = []  # what we signed at this height
         self.valid_round, self.valid_hash, self.valid_block = -1, NIL, None
         self._proposals: dict[int, dict[str, Proposal]] = {}
@@ -580,16 +614,16 @@ class Consensus:
         # processes); (round, step) -> validator -> first vote, for "2f+1 <*>" and evidence.
         self._votes: dict[tuple[int, str], dict[str, dict[str, Vote]]] = {}
         self._voters: dict[tuple[int, str], dict[str, Vote]] = {}
-        self._senders: dict[int, set[str]] = {}
+        self._senders: dict[int, dict[str, Message]] = {}  # round -> sender -> a message of it
         self._pc_quorums: list[tuple[int, str]] = []
         self._prevote_timeout_rounds: set[int] = set()
         self._precommit_timeout_rounds: set[int] = set()
         self._line36_rounds: set[int] = set()
-        self._future: list[Message] = []
+        self._future: dict[tuple[Any, ...], Message] = {}  # verified messages of height + 1
 
     def _new_height(self, height: int, out: list[Action]) -> None:
         """Lines 52-54: next height, locks reset, then (after timeout_commit) StartRound(0)."""
-        future = [m for m in self._future if m.height == height]
+        future = [m for m in self._future.values() if m.height == height]
         self.height = height
         self._reset_height()
         for m in future:
@@ -601,8 +635,11 @@ class Consensus:
             out.append(ScheduleTimeout(height, 0, COMMIT, self.timeouts.duration(COMMIT, 0)))
 
     def _buffer(self, m: Message) -> None:
-        if len(self._future) < _FUTURE_LIMIT and m not in self._future:
-            self._future.append(m)
+        if len(self._future) < _FUTURE_LIMIT:
+            if isinstance(m, Vote):
+                self._future.setdefault((m.round, m.step, m.validator, m.block_hash), m)
+            else:
+                self._future.setdefault((m.round, PROPOSE, m.proposer, m.block_hash), m)
 
     def _evidence(self, a: Message, b: Message, key: tuple[str, int, int, str], out: list[Action]) -> None:
         if key in self._evidence_seen:
@@ -622,7 +659,7 @@ class Consensus:
             self._evidence(first, p, (p.proposer, p.height, p.round, PROPOSE), out)
         props[p.block_hash] = p
         self._blocks.setdefault(p.block_hash, p.block)
-        self._senders.setdefault(p.round, set()).add(p.proposer)
+        self._senders.setdefault(p.round, {}).setdefault(p.proposer, p)
 
     def _accept_vote(self, v: Vote, out: list[Action]) -> None:
         """Record a verified vote of the current height.
@@ -643,7 +680,7 @@ class Consensus:
         first = voters.get(v.validator)
         if first is None:
             voters[v.validator] = v
-            self._senders.setdefault(v.round, set()).add(v.validator)
+            self._senders.setdefault(v.round, {}).setdefault(v.validator, v)
         else:
             self._evidence(first, v, (v.validator, v.height, v.round, v.step), out)
         signers[v.validator] = v
@@ -680,7 +717,8 @@ class Consensus:
         lr, lh = self.locked_round, self.locked_hash
         self._own.append(m)
         rec = PersistSigned(self.height, m.round, step, m.block_hash, lr, lh, self._blocks.get(lh) if lr >= 0 else None,
-                            self._lock_proof, tuple(self._own))
+                            self._lock_proof, self.valid_round, self.valid_block, self._valid_proof,
+                            self._round_proof, tuple(self._own))
         self.last_signed = rec
         out.append(rec)
 
@@ -746,7 +784,9 @@ class Consensus:
         # lines 55-56: f+1 messages of a round above ours -> StartRound(round)
         higher = [r for r, s in self._senders.items() if r > self.round and len(s) >= self.f + 1]
         if higher:
-            self._start_round(max(higher), out)
+            top = max(higher)
+            self._round_proof = tuple(self._senders[top].values())
+            self._start_round(top, out)
             return True
         if self._step == _NEW:
             return False  # waiting for the commit timeout
@@ -777,6 +817,7 @@ class Consensus:
                         self._sign_vote(PRECOMMIT, x, out)
                         self._step = _PRECOMMIT
                     self.valid_round, self.valid_hash, self.valid_block = r, x, self._blocks[x]  # lines 42-43
+                    self._valid_proof = tuple(signers.values())
                     return True
         if self._step == _PREVOTE:
             # lines 44-46: 2f+1 PREVOTE(h, round_p, nil)

@@ -74,7 +74,8 @@ _DELIVER, _TIMER, _GOSSIP, _CONTROL = 0, 1, 2, 3
 
 
 class SimViolation(AssertionError):
-    """An invariant failed. ``kind`` is agreement | certificate | durability | liveness."""
+    """An invariant failed. ``kind`` is agreement | certificate | durability | liveness
+    (or ``error``: the core or the simulator raised)."""
 
     def __init__(self, kind: str, seed: int, scenario: str, detail: str) -> None:
         self.kind, self.seed, self.scenario, self.detail = kind, seed, scenario, detail
@@ -288,7 +289,9 @@ class Simulation:
     def _restart(self, i: int) -> None:
         nd = self.nodes[i]
         if not nd.up:
-            self.note(f"node {i} restarts with {len(nd.chain)} blocks, last_signed={nd.last_signed}")
+            ls = nd.last_signed
+            where = f"{ls.height}/{ls.round}/{ls.step} {ls.block_hash[:8]} locked={ls.locked_round}" if ls else None
+            self.note(f"node {i} restarts with {len(nd.chain)} blocks, last signed {where}")
             nd.boot()
             self.request_sync(nd, None)
 
@@ -546,6 +549,13 @@ def run_seed(seed: int) -> Result:
     except SimViolation as e:
         return Result(seed, sim.scenario, sim.n, sim.byzantine, -1, sim.now, sim.events, sim.evidence,
                       sim.rejected, str(e), e.kind)
+    except Exception as e:  # a crash of the core or the simulator is a failure too
+        import traceback
+
+        detail = "".join(traceback.format_exception(e)[-4:])
+        err = SimViolation("error", seed, sim.scenario, f"{type(e).__name__}: {e}\n{detail}")
+        return Result(seed, sim.scenario, sim.n, sim.byzantine, -1, sim.now, sim.events, sim.evidence,
+                      sim.rejected, str(err), "error")
 
 
 def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
