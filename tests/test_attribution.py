@@ -178,7 +178,7 @@ def _table(spec: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return attribute(ch.memory(), model, spec["total"])
 
 
-PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS
