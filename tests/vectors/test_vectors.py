@@ -1,0 +1,134 @@
+"""The checked-in vectors: regenerating them gives the same bytes, and the library
+reproduces every one of them (they are computed without ``ledger``: see generate.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import merkle
+from ledger.blocks import Certificate, Header, verify_certificate, vote_payload
+from ledger.canonical import VOTE_TAG, signing_bytes
+from ledger.genesis import parse_genesis
+from ledger.keys import SigningKey
+from ledger.records import make_record, parse_record, record_id, record_signing_bytes
+from ledger.state import ChainState
+
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("provledger_vector_generator", HERE / "generate.py")
+assert _spec and _spec.loader
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)
+
+NAMES = ["genesis.json", "record.json", "records.json", "block.json", "certificate.json", "merkle.json"]
+
+
+def vector(name: str) -> Any:
+    return json.loads((HERE / name).read_text(encoding="utf-8"))
+
+
+def test_generator_writes_exactly_the_checked_in_files(tmp_path: Path) -> None:
+    written = gen.write(tmp_path)
+    assert sorted(p.name for p in written) == sorted(NAMES)
+    for name in NAMES:
+        assert (tmp_path / name).read_bytes() == (HERE / name).read_bytes(), f"{name}: rerun generate.py?"
+
+
+def test_genesis_vector() -> None:
+    v = vector("genesis.json")
+    g = parse_genesis(v["genesis"])
+    assert g.chain_id == v["chain_id"]
+    assert signing_bytes(b"provledger/genesis/v1", v["genesis"]) == v["hashed_text"].encode()
+
+
+def test_record_vector() -> None:
+    v = vector("record.json")
+    env = v["envelope"]
+    key = SigningKey.from_seed(bytes.fromhex(v["signer_seed"]))
+    assert key.public == env["signer"]
+    # Signing the same content with the library gives the same envelope, byte for byte.
+    body = env["body"]
+    assert make_record(key, env["chain"], env["type"], body, nonce=env["nonce"], ts=env["ts"]) == env
+    assert record_signing_bytes(env) == v["signing_text"].encode()
+    rec = parse_record(env, chain=env["chain"])
+    rec.verify_signature()
+    assert rec.id == record_id(env) == v["id"]
+
+
+def test_every_record_type_vector_is_valid_in_order() -> None:
+    v = vector("records.json")
+    genesis = parse_genesis(vector("genesis.json")["genesis"])
+    assert genesis.chain_id == v["chain_id"]
+    state = ChainState(genesis)
+    types = set()
+    for item in v["records"]:
+        rec = parse_record(item["envelope"], chain=genesis.chain_id)
+        rec.verify_signature()
+        assert rec.id == item["id"]
+        state.check_apply(rec)
+        types.add(rec.type)
+    assert len(types) == 7
+
+
+def test_block_vector() -> None:
+    v = vector("block.json")
+    header = Header.from_dict(v["header"])
+    assert header.hash == v["hash"]
+    assert signing_bytes(b"provledger/block/v1", header.to_dict()) == v["hashed_text"].encode()
+    ids = [bytes.fromhex(r["id"]) for r in vector("records.json")["records"]]
+    assert merkle.root(ids).hex() == header.log_root
+
+
+def test_certificate_vector() -> None:
+    v = vector("certificate.json")
+    g = parse_genesis(v["genesis"])
+    assert g.chain_id == v["chain_id"] and g.quorum == v["quorum"]
+    header = Header.from_dict(v["header"])
+    assert header.hash == v["block"]
+    payload = vote_payload(g.chain_id, 1, 0, "precommit", header.hash)
+    assert payload == v["vote"]
+    assert signing_bytes(VOTE_TAG, payload) == v["vote_signing_text"].encode()
+    cert = Certificate.from_dict(v["certificate"])
+    assert cert.to_dict() == v["certificate"]
+    verify_certificate(cert, chain=g.chain_id, height=1, block_hash=header.hash, validators=g.validators)
+    for i, vote in enumerate(v["certificate"]["votes"]):
+        name = f"validator-{(0, 2, 3)[i]}"
+        k = SigningKey.from_seed(gen.seed(name))
+        assert k.public == vote["validator"] and k.sign(VOTE_TAG, payload) == vote["sig"]
+
+
+def test_merkle_vector() -> None:
+    v = vector("merkle.json")
+    leaves = [bytes.fromhex(x) for x in v["leaves"]]
+    nodes = merkle.MemoryNodes(leaves)
+    for n, root in v["roots"].items():
+        assert merkle.root(leaves[: int(n)]).hex() == root
+        assert merkle.root_at(int(n), nodes.get_nodes).hex() == root
+    for p in v["inclusion"]:
+        m, n = p["index"], p["size"]
+        assert [x.hex() for x in merkle.inclusion_proof(m, n, nodes.get_nodes)] == p["path"]
+        merkle.verify_inclusion(leaves[m], m, n, [bytes.fromhex(x) for x in p["path"]],
+                                bytes.fromhex(v["roots"][str(n)]))
+    for p in v["consistency"]:
+        m, n = p["first"], p["second"]
+        assert [x.hex() for x in merkle.consistency_proof(m, n, nodes.get_nodes)] == p["path"]
+        merkle.verify_consistency(m, n, bytes.fromhex(v["roots"][str(m)]), bytes.fromhex(v["roots"][str(n)]),
+                                  [bytes.fromhex(x) for x in p["path"]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vectors_hold_no_floats(name: str) -> None:
+    """PROTOCOL.md 1: signed content holds integers and strings only."""
+    def walk(x: Any) -> None:
+        assert not isinstance(x, float), name
+        if isinstance(x, dict):
+            for y in x.values():
+                walk(y)
+        elif isinstance(x, list):
+            for y in x:
+                walk(y)
+    walk(vector(name))
