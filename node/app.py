@@ -277,7 +277,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             raise InputError("records: must be an array", code="bad_type", field="records")
         if len(items) > MAX_BATCH_RECORDS:
             raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records, got {len(items)}", code="batch_too_large")
-        results = the_node.submit_batch(items)
+        results = await the_node.submit_batch(items)
         if wait:
             waiting = [r["id"] for r in results if r.get("status") == "pending"]
             if waiting:
@@ -362,7 +362,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         """Registered identities in the committed state (genesis and identity records)."""
         return _json({"identities": [i.to_dict() for i in the_node.ledger.state.identities.values()]})
 
-    @app.get("/v1/datasets/{name}", tags=["chain"])
+    @app.get("/v1/datasets/{name:path}", tags=["chain"])
     async def get_dataset(name: str) -> Response:
         """A dataset's versions (record ids), annotations and privacy budget."""
         ds = the_node.ledger.state.datasets.get(name)

@@ -14,6 +14,9 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "validator_key": "validator.key", "genesis": "genesis.json",
      "block_interval_ms": 50, "max_block_records": 2000}
 
+Optional keys: ``verify_workers`` (processes that verify the signatures of large batches;
+default one less than the CPU count, at most 4; 0 verifies in the node process).
+
 A multi-validator network fits the same shape: one home per node (``DIR/node-0``, ...,
 each with its own config, key and database and a copy of the one genesis, whose
 ``validators[i].url`` is that node's address). Keys this version does not know are kept in

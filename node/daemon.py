@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -33,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ledger.chain import Ledger
-from ledger.errors import InputError, LedgerError
+from ledger.errors import InputError, LedgerError, SignatureError
 from ledger.genesis import parse_genesis
-from ledger.keys import SigningKey
-from ledger.records import Record, parse_record
+from ledger.keys import SigningKey, verify_bytes
+from ledger.records import Record, parse_record, record_signing_bytes
 from ledger.store import Store
 
 from .config import NodeConfig
@@ -48,6 +49,39 @@ __all__ = ["Node", "serve", "setup_logging"]
 log = logging.getLogger("provledger.node")
 
 Committed = tuple[int, int]  # (height, log index)
+VERIFY_POOL_MIN = 64  # a batch with this many new records is verified in the verifier processes
+VERIFY_CHUNK = 128  # records per verifier job
+
+
+def _verifier_init(parent: int) -> None:
+    # Ctrl-C reaches the whole process group; the node, not its helpers, decides what to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    # A SIGKILLed node cannot stop its helpers, and a worker blocked on the pool's queue
+    # never sees EOF (it holds the queue's write end itself): leave when the parent is gone.
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _verify_chunk(work: list[tuple[str, bytes, str]]) -> list[int]:
+    """Runs in a verifier process: positions whose Ed25519 signature does not verify."""
+    bad = []
+    for k, (signer, message, sig) in enumerate(work):
+        try:
+            verify_bytes(signer, message, sig)
+        except LedgerError:
+            bad.append(k)
+    return bad
+
+
+def _bad_signature(rec: Record) -> SignatureError:
+    # The same error Record.verify_signature raises.
+    return SignatureError(f"record {rec.id[:16]}: signature by {rec.signer[:16]} does not verify", code="bad_signature")
+
 
 
 class Node:
@@ -96,6 +130,9 @@ class Node:
         self._stopping = False
         self.max_block = config.max_block_records
         self.interval = config.block_interval_ms / 1000
+        workers = config.extra.get("verify_workers")
+        self.verify_workers: int = workers if type(workers) is int and workers >= 0 else max(1, min(4, (os.cpu_count() or 2) - 1))
+        self._pool: Any = None
 
     @classmethod
     def open(cls, home: str | Path, **overrides: Any) -> Node:
@@ -133,6 +170,7 @@ class Node:
         # Each thread holds its own read connection: close the commit thread's there.
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
+        self._close_pool()
         self.store.close()
         log.info("stopped at height %d, log size %d", height, size)
 
@@ -147,12 +185,14 @@ class Node:
             return "committed"
         return None
 
-    def admit(self, rec: Record) -> str:
-        """Admit a parsed record; returns its status. Raises SignatureError / RuleError."""
+    def admit(self, rec: Record, *, verified: bool = False) -> str:
+        """Admit a parsed record; returns its status. Raises SignatureError / RuleError.
+        ``verified``: the signature was already checked (by the batch verifier)."""
         known = self.status(rec.id)
         if known is not None:
             return known  # PROTOCOL.md 3: the same envelope again is the same record
-        rec.verify_signature()
+        if not verified:
+            rec.verify_signature()
         self.mempool.admit(rec)
         n = len(self.mempool)
         self.metrics.mempool.set(n)
@@ -166,22 +206,92 @@ class Node:
         rec = parse_record(obj, chain=self.chain_id)
         return rec.id, self.admit(rec)
 
-    def submit_batch(self, items: list[Any]) -> list[dict[str, Any]]:
-        """Per-item results in order: ``{"id", "status"}`` or ``{"index", "code", "message"}``."""
-        results: list[dict[str, Any]] = []
+    async def submit_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Per-item results in order: ``{"id", "status"}`` or ``{"index", "code", "message"}``.
+
+        1. Parse every item; answer the ones already known (idempotent).
+        2. Verify the new ones' signatures: in the verifier processes for a large batch
+           (cryptography holds the GIL during Ed25519 verify, so threads would not help),
+           inline otherwise.
+        3. Admit them in order against the pending state (so later items may depend on
+           earlier ones).
+        """
+        results: list[dict[str, Any] | None] = [None] * len(items)
         codes: Tally[str] = Tally()
+
+        def fail(i: int, e: LedgerError) -> None:
+            results[i] = {"index": i, **e.to_dict()}
+            codes[e.code] += 1
+            self.metrics.rejected.labels(e.code).inc()
+
+        fresh: list[tuple[int, Record]] = []
         for i, item in enumerate(items):
             try:
                 rec = parse_record(item, chain=self.chain_id)
-                results.append({"id": rec.id, "status": self.admit(rec)})
             except LedgerError as e:
-                results.append({"index": i, **e.to_dict()})
-                codes[e.code] += 1
-                self.metrics.rejected.labels(e.code).inc()
+                fail(i, e)
+                continue
+            known = self.status(rec.id)
+            if known is not None:
+                results[i] = {"id": rec.id, "status": known}
+            else:
+                fresh.append((i, rec))
+        bad = await self._verify_many([rec for _, rec in fresh])
+        for k, (i, rec) in enumerate(fresh):
+            try:
+                if k in bad:
+                    raise _bad_signature(rec)
+                results[i] = {"id": rec.id, "status": self.admit(rec, verified=True)}
+            except LedgerError as e:
+                fail(i, e)
         if codes:
             log.info("rejected %d of %d batch records: %s", sum(codes.values()), len(items),
                      ", ".join(f"{c} x{n}" for c, n in codes.most_common()))
-        return results
+        return results  # type: ignore[return-value]
+
+    async def _verify_many(self, recs: list[Record]) -> set[int]:
+        """Positions in ``recs`` whose signature does not verify."""
+        if len(recs) >= VERIFY_POOL_MIN and self.verify_workers > 0:
+            try:
+                return await self._verify_in_pool(recs)
+            except Exception:
+                log.exception("signature verifier processes failed; verifying in the node process")
+                self._close_pool()
+                self.verify_workers = 0
+        bad: set[int] = set()
+        for k, rec in enumerate(recs):
+            try:
+                rec.verify_signature()
+            except LedgerError:
+                bad.add(k)
+        return bad
+
+    async def _verify_in_pool(self, recs: list[Record]) -> set[int]:
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.verify_workers,
+                mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded process
+                initializer=_verifier_init,
+                initargs=(os.getpid(),),
+            )
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for start in range(0, len(recs), VERIFY_CHUNK):
+            chunk = recs[start:start + VERIFY_CHUNK]
+            work = [(r.signer, record_signing_bytes(r.envelope), r.envelope["sig"]) for r in chunk]
+            jobs.append((start, loop.run_in_executor(self._pool, _verify_chunk, work)))
+        bad: set[int] = set()
+        for start, job in jobs:
+            bad.update(start + k for k in await job)
+        return bad
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def rejected(self, code: str, message: str) -> None:
         self.metrics.rejected.labels(code).inc()

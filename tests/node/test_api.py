@@ -46,6 +46,7 @@ def test_submit_wait_fetch_prove(client: Any, consortium: Consortium) -> None:
     assert ds_doc["budget"] == {"epsilon": "2.0", "delta": "0.001"}
     assert ds_doc["remaining"] == {"epsilon": "1.5", "delta": "0.0009"}
     assert [a["id"] for a in ds_doc["annotations"]] == [ids[0]]
+    assert client.get("/v1/datasets/mnist").json() == ds_doc
     assert ds_doc["annotations"][0]["labels"] == 500
 
 
@@ -177,3 +178,20 @@ def test_shutdown_commits_what_is_waiting(home: Any, consortium: Consortium) -> 
         assert r.status_code == 202
     with Store(home / "ledger.db") as s:
         assert s.record_index(r.json()["id"]) is not None
+
+
+def test_dataset_name_with_slash(client: Any, consortium: Consortium) -> None:
+    c = consortium
+    post(client, c.envelope(c.alice, "dataset.contribute", c.dataset_body("org-a/cifar")))
+    assert client.get("/v1/datasets/org-a/cifar").json()["name"] == "org-a/cifar"
+
+
+def test_large_batch_verified_in_helper_processes(client: Any, consortium: Consortium) -> None:
+    c = consortium
+    batch = [c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"p{i}")) for i in range(300)]
+    batch[150]["sig"] = batch[151]["sig"]  # one bad signature in the middle
+    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+    res = r.json()["results"]
+    assert res[150] == {"index": 150, "code": "bad_signature", "message": res[150]["message"]}
+    assert sum(x.get("status") == "committed" for x in res) == 299
+    assert client.app.state.node._pool is not None  # the helpers did the work

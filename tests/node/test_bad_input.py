@@ -322,6 +322,17 @@ def test_wait_times_out(client: Any, c: Consortium) -> None:
     err(post(client, dataset(c, "late"), params={"wait": "true", "timeout": "0.2"}), 504, "commit_timeout")
 
 
+def test_internal_error_is_json_and_logged(client: Any, caplog: Any) -> None:
+    def broken(record_id: str) -> Any:
+        raise RuntimeError("disk on fire")
+
+    client.app.state.node.store.record = broken  # an unexpected failure deep inside
+    r = client.get(f"/v1/records/{h('x')}")
+    assert r.status_code == 500 and r.json()["code"] == "internal"
+    assert "disk on fire" not in r.text
+    assert any("internal error" in rec.getMessage() for rec in caplog.records)
+
+
 # --- never a 500 -----------------------------------------------------------------------------------
 JUNK: list[Any] = [None, True, 0, -1, 2**53, 1.5, "", "x" * 2000, "0" * 64, [], [1], {}, {"a": 1}]
 

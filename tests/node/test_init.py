@@ -125,3 +125,8 @@ def test_help_has_example() -> None:
     for args in (["init", "--help"], ["node", "start", "--help"], ["node", "--help"]):
         code, out = run(*args)
         assert code == 0 and "Example" in out
+
+
+def test_node_start_needs_a_home(tmp_path: Path) -> None:
+    code, out = run("node", "start", "--home", str(tmp_path))
+    assert code == 2 and "provledger init" in out
