@@ -768,9 +768,15 @@ class Consensus:
         self._new_height(self.height + 1, out)  # lines 52-54
 
     def _run(self, out: list[Action]) -> None:
-        """Apply the upon-rules until none fires (the rules of Algorithm 1 are atomic)."""
+        """Apply the upon-rules until none fires (the rules of Algorithm 1 are atomic).
+
+        A decision ends the event: the driver must store block h (``Commit``) before the
+        core asks ``app.propose`` / ``app.valid`` anything about height h + 1, so the rules
+        of the new height run from the next event on (the commit timeout at the latest).
+        """
         if self._started:
-            while self._rules(out):
+            height = self.height
+            while self.height == height and self._rules(out):
                 pass
 
     def _rules(self, out: list[Action]) -> bool:

@@ -77,11 +77,12 @@ class SimViolation(AssertionError):
     """An invariant failed. ``kind`` is agreement | certificate | durability | liveness
     (or ``error``: the core or the simulator raised)."""
 
-    def __init__(self, kind: str, seed: int, scenario: str, detail: str) -> None:
+    def __init__(self, kind: str, seed: int, scenario: str, detail: str, overrides: str = "") -> None:
         self.kind, self.seed, self.scenario, self.detail = kind, seed, scenario, detail
+        extra = f" (with Simulation overrides{overrides})" if overrides else ""
         super().__init__(
             f"{kind} violation, seed={seed} scenario={scenario}: {detail}\n"
-            f"  replay: python -m node.sim --seed {seed} --scenario {scenario}"
+            f"  replay: python -m node.sim --seed {seed} --scenario {scenario} -v{extra}"
         )
 
 
@@ -176,21 +177,26 @@ class Simulation:
                  n: int | None = None, check_liveness: bool = True) -> None:
         self.seed = seed
         self.rng = rng = random.Random(seed)
-        self.scenario = scenario or rng.choice(SCENARIOS)
+        # Draw everything even when the caller forces it, so that a forced scenario replays
+        # the very run a campaign made with the same seed.
+        drawn = rng.choice(SCENARIOS)
+        self.scenario = scenario or drawn
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; one of {', '.join(SCENARIOS)}")
         self.check_liveness = check_liveness
-        if n is None:
-            n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause") else (4, 4, 7))
+        drawn_n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause") else (4, 4, 7))
+        self.overrides = "".join(
+            f" {k}={v}" for k, v in (("n", n), ("byzantine", byzantine)) if v is not None
+        )
+        n = n if n is not None else drawn_n
         self.n = n
         self.f = n - (2 * n // 3 + 1)
         self.chain = chain_id(n)
         ks = keys(n)
         self.validators = [k.public for k in ks]
-        if byzantine is None:
-            byzantine = self._pick_byzantine()
-        self.byzantine = byzantine
-        self.nodes = [Node(self, i, ks[i], byzantine.get(i)) for i in range(n)]
+        drawn_byz = self._pick_byzantine()
+        self.byzantine = byzantine if byzantine is not None else drawn_byz
+        self.nodes = [Node(self, i, ks[i], self.byzantine.get(i)) for i in range(n)]
         self.honest = [nd for nd in self.nodes if nd.byz is None]
         self.now = 0.0
         self.queue: list[tuple[float, int, int, Any, Any, Any]] = []
@@ -368,7 +374,7 @@ class Simulation:
                 f" valid={c.valid_round}" + (" paused" if nd.paused else ""))
 
     def violation(self, kind: str, detail: str) -> SimViolation:
-        return SimViolation(kind, self.seed, self.scenario, detail)
+        return SimViolation(kind, self.seed, self.scenario, detail, self.overrides)
 
     def store(self, nd: Node, height: int, block: Any, bhash: str, cert: dict[str, Any], how: str) -> None:
         """Persist a finalized block after checking invariants 1-3."""
