@@ -26,9 +26,21 @@ Deviations and additions, all documented where they happen:
   height. This bounds the work done by one event (with n = 1 every height would otherwise
   be decided inside the same call) and lets late precommits arrive.
 - Persist-before-send: every signature the core makes is preceded by a ``PersistSigned``
-  action holding (height, round, step, block_hash) and the lock (locked_round,
-  locked_hash). A core constructed with ``last_signed`` never signs below that point nor a
-  different block at that very point, restores its lock, and starts at that round.
+  action holding (height, round, step, block_hash) plus recovery state (lock, valid value,
+  their polkas, the messages that justify the round, every message signed at the height).
+  The driver keeps the latest one durably (overwrite). A core constructed with
+  ``last_signed`` never signs below that point nor a different block at that very point,
+  restores its lock and valid value, resumes in that round and step, and re-sends (via
+  ``gossip_messages``) what it had signed and what justified its round.
+- A ``Commit`` ends its event: the driver stores block h before the core asks the app
+  anything about height h + 1 (that starts with the next event, the commit timeout at the
+  latest). A Commit is followed in its list only by ScheduleTimeout / ReportEvidence.
+- Votes count per distinct signer *per value*: an equivocator's two votes each count for
+  their value (as messages do in Algorithm 1) and are reported as evidence.
+- Liveness assumes that messages of correct processes eventually arrive (the paper's
+  gossip): a driver that can lose messages re-broadcasts ``gossip_messages()`` when a
+  height makes no progress, and catches up by fetching finalized blocks with their
+  certificates (``verify_certificate``) and calling ``advance``.
 - Signatures of incoming messages are verified *inside* ``on_proposal`` / ``on_vote``
   (successful checks are memoised per process). Messages with a bad signature, from a key
   outside the validator set, for another chain, or from the wrong proposer raise a

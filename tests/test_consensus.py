@@ -448,3 +448,61 @@ def test_messages_round_trip_through_dicts() -> None:
             message_from_dict(broken)
     ps = PersistSigned(3, 1, "precommit", p.block_hash, 1, p.block_hash, p.block, (v,))
     assert PersistSigned.from_dict(ps.to_dict()).to_dict() == ps.to_dict()
+
+
+def test_a_decision_ends_the_event_before_the_app_is_asked_about_the_next_height() -> None:
+    class Recording(App):
+        def __init__(self) -> None:
+            super().__init__("rec")
+            self.asked: list[int] = []
+
+        def propose(self, height: int, round: int) -> tuple[Any, str]:
+            self.asked.append(height)
+            return super().propose(height, round)
+
+        def valid(self, b: Any, h: str, height: int) -> bool:
+            self.asked.append(height)
+            return super().valid(b, h, height)
+
+    me = not_proposer(4, 1, range(1))
+    app = Recording()
+    c = Consensus(CHAIN, validators(4), KEYS[me], app, 1, timeouts=T)
+    c.start()
+    others = [i for i in range(4) if i != me]
+    # f+1 messages of height 2, round 3 arrive early: buffered.
+    for i in others[:2]:
+        c.on_vote(sign_vote(KEYS[i], CHAIN, 2, 3, "prevote", NIL))
+    px = prop(4, 1, 0, "X")
+    c.on_proposal(px)
+    acts = []
+    for i in others:
+        acts += c.on_vote(sign_vote(KEYS[i], CHAIN, 1, 0, "precommit", px.block_hash))
+    k = next(i for i, a in enumerate(acts) if isinstance(a, Commit))
+    assert all(isinstance(a, ScheduleTimeout | ReportEvidence) for a in acts[k + 1:])
+    assert 2 not in app.asked and c.height == 2 and c.round == 0
+    c.on_timeout(2, 0, "commit")  # next event: the round skip of line 55 happens now
+    assert c.round == 3
+
+
+def test_restart_resends_what_it_signed_and_why_it_is_in_its_round() -> None:
+    me = not_proposer(4, 1, range(2))
+    c = make(4, me)
+    c.start()
+    c.on_timeout(1, 0, "propose")  # prevote nil
+    others = [i for i in range(4) if i != me]
+    c.on_vote(sign_vote(KEYS[others[0]], CHAIN, 1, 0, "prevote", NIL))
+    c.on_vote(sign_vote(KEYS[others[1]], CHAIN, 1, 0, "prevote", NIL))  # precommit nil (line 44)
+    pcs = [sign_vote(KEYS[i], CHAIN, 1, 0, "precommit", NIL) for i in others[:2]]
+    for v in pcs:
+        c.on_vote(v)
+    c.on_timeout(1, 0, "precommit")  # round 1 (line 65), justified by 3 precommits
+    c.on_timeout(1, 1, "propose")  # prevote nil in round 1: persisted with its justification
+    last = c.last_signed
+    assert last is not None and (last.round, last.step) == (1, "prevote")
+    assert {m.round for m in last.signed} == {0, 1} and len(last.signed) == 3
+    assert set(pcs) <= set(last.round_proof)
+    r = make(4, me, last_signed=PersistSigned.from_dict(last.to_dict()))
+    r.start()
+    assert (r.round, r.step) == (1, "prevote")
+    held = set(r.gossip_messages())
+    assert set(last.signed) <= held and set(pcs) <= held
