@@ -28,6 +28,7 @@ or ``index``. Status by kind:
     404  not_found (no such record, block, dataset, route); 405 method_not_allowed
     413  record_too_large (canonical envelope over 64 KiB), request_too_large (body over
          16 MiB), batch_too_large (over 10,000 records)
+    503  mempool_full (more than ``max_mempool`` records wait for blocks: retry), shutting_down
     504  commit_timeout (``?wait=true`` and the record was not committed in time)
     500  internal (a bug: logged with its traceback)
 
@@ -71,6 +72,7 @@ _CODE_STATUS = {
     "batch_too_large": 413,
     "commit_timeout": 504,
     "shutting_down": 503,
+    "mempool_full": 503,
 }
 
 Scope = MutableMapping[str, Any]
@@ -256,8 +258,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         rid, status = the_node.submit(_loads(await _read_body(request)))
         if status == "pending" and wait:
             result = (await the_node.wait_committed([rid], timeout))[rid]
-            if isinstance(result, LedgerError):
-                raise result
+            if isinstance(result, LedgerError):  # dropped at block time (counted and logged there)
+                return _json(result.to_dict(), status_for(result))
             status = "committed"
         return _json({"id": rid, "status": status}, 200 if status == "committed" else 202)
 

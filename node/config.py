@@ -15,7 +15,9 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "block_interval_ms": 50, "max_block_records": 2000}
 
 Optional keys: ``verify_workers`` (processes that verify the signatures of large batches;
-default one less than the CPU count, at most 4; 0 verifies in the node process).
+default one less than the CPU count, at most 4; 0 verifies in the node process) and
+``max_mempool`` (records that may wait for blocks before submissions get 503
+``mempool_full``; default 100,000).
 
 A multi-validator network fits the same shape: one home per node (``DIR/node-0``, ...,
 each with its own config, key and database and a copy of the one genesis, whose

@@ -118,7 +118,8 @@ class Node:
         except BaseException:
             self.store.close()
             raise
-        self.mempool = Mempool(self.ledger.state)
+        limit = config.extra.get("max_mempool")
+        self.mempool = Mempool(self.ledger.state, limit=limit if type(limit) is int and limit > 0 else 100_000)
         self.metrics = NodeMetrics()
         self.metrics.height.set(self.store.height())
         self.metrics.log_size.set(self.store.log_size())
@@ -368,7 +369,7 @@ class Node:
             self._executor, self.ledger.commit_single, self.key, batch
         )
         dt = time.perf_counter() - t0
-        dropped = self.mempool.settle(batch, self.ledger.state)
+        dropped = self.mempool.settle(batch, self.ledger.state, rebuild=bool(rejected))
         m = self.metrics
         h = block.header
         m.commit_seconds.observe(dt)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from itertools import islice
 
+from ledger.errors import LedgerError
 from ledger.records import Record
 from ledger.state import ChainState
 
@@ -22,7 +23,8 @@ __all__ = ["Mempool"]
 
 
 class Mempool:
-    def __init__(self, committed: ChainState) -> None:
+    def __init__(self, committed: ChainState, *, limit: int = 100_000) -> None:
+        self.limit = limit
         self._records: dict[str, Record] = {}  # id -> record, in arrival order
         self._arrived: dict[str, float] = {}  # id -> monotonic arrival time
         self.pending = committed.fork()
@@ -37,8 +39,13 @@ class Mempool:
         return self._records.get(record_id)
 
     def admit(self, rec: Record) -> None:
-        """Check ``rec`` against the pending state and queue it; raises RuleError.
-        The caller has checked its form and signature and that it is not already known."""
+        """Check ``rec`` against the pending state and queue it; raises RuleError (or
+        ``mempool_full``). The caller has checked its form and signature and that it is
+        not already known."""
+        if len(self._records) >= self.limit:
+            raise LedgerError(
+                f"the mempool holds {self.limit} records waiting for blocks; retry shortly", code="mempool_full"
+            )
         self.pending.check(rec)
         self.pending.apply(rec)
         self._records[rec.id] = rec
@@ -51,13 +58,28 @@ class Mempool:
     def arrived(self, record_id: str) -> float | None:
         return self._arrived.get(record_id)
 
-    def settle(self, done: list[Record], committed: ChainState) -> list[tuple[Record, Exception]]:
-        """Forget ``done`` (committed or dropped) and rebuild the pending state from the new
-        committed state plus the records still waiting. Returns records that no longer fit
-        (dropped here, with the reason)."""
+    def settle(self, done: list[Record], committed: ChainState, *, rebuild: bool) -> list[tuple[Record, Exception]]:
+        """Forget ``done`` (the records of a block: committed or dropped).
+
+        With ``rebuild`` (the block builder dropped something, so the pending state may
+        have run ahead of the chain) the pending state is rebuilt from the new committed
+        state plus the records still waiting; those that no longer fit are dropped and
+        returned with the reason. Without it the pending state is still exact (committed
+        + waiting records, in the same order), and only forgets its own memory of the
+        committed records, which the store's index now answers for: so it stays as small
+        as the mempool, and a backlog costs nothing per block.
+        """
         for rec in done:
             self._records.pop(rec.id, None)
             self._arrived.pop(rec.id, None)
+        if not rebuild:
+            # ChainState keeps what was applied since its index caught up in this overlay
+            # (ledger.state, ``settle``); drop the entries of records now in the store.
+            nonces, models = self.pending._nonces, self.pending._models
+            for rec in done:
+                nonces.discard((rec.signer, rec.nonce))
+                models.pop(rec.id, None)
+            return []
         pending = committed.fork()
         dropped: list[tuple[Record, Exception]] = []
         for rid, rec in list(self._records.items()):

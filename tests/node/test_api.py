@@ -195,3 +195,52 @@ def test_large_batch_verified_in_helper_processes(client: Any, consortium: Conso
     assert res[150] == {"index": 150, "code": "bad_signature", "message": res[150]["message"]}
     assert sum(x.get("status") == "committed" for x in res) == 299
     assert client.app.state.node._pool is not None  # the helpers did the work
+
+
+def test_record_refused_at_block_time_is_dropped(client: Any, consortium: Consortium) -> None:
+    from ledger.records import parse_record
+
+    c = consortium
+    node = client.app.state.node
+    stranger = parse_record(c.envelope(c.carol, "dataset.contribute", c.dataset_body("sneaky")))
+    good = c.envelope(c.alice, "dataset.contribute", c.dataset_body("fine"))
+
+    async def smuggle() -> Any:  # past admission, as if the state had changed under it
+        node.mempool._records[stranger.id] = stranger
+        node.mempool._arrived[stranger.id] = 0.0
+        node._wake.set()
+        return (await node.wait_committed([stranger.id], 5))[stranger.id]
+
+    err = client.portal.call(smuggle)
+    assert err.code == "unknown_signer"
+    assert post(client, good).status_code == 200
+    assert client.get(f"/v1/records/{stranger.id}").status_code == 404
+    assert 'provledger_rejected_inputs_total{code="unknown_signer"} 1.0' in client.get("/metrics").text
+
+
+def test_mempool_full(tmp_path: Any, consortium: Consortium) -> None:
+    from fastapi.testclient import TestClient
+
+    from node.app import create_app
+
+    from conftest import make_home  # tests/node/conftest.py
+
+    c = consortium
+    home = make_home(tmp_path / "small", c, block_interval_ms=60_000, extra={"max_mempool": 3})
+    with TestClient(create_app(home)) as cl:
+        post(cl, c.envelope(c.alice, "dataset.contribute", c.dataset_body("first")))  # first block at once
+        for i in range(3):
+            assert post(cl, c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"q{i}")), wait=False).status_code == 202
+        r = post(cl, c.envelope(c.alice, "dataset.contribute", c.dataset_body("q3")), wait=False)
+        assert r.status_code == 503 and r.json()["code"] == "mempool_full"
+
+
+def test_pending_state_stays_small(client: Any, consortium: Consortium) -> None:
+    c = consortium
+    for n in range(3):
+        batch = [c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"s{n}", str(v))) for v in range(50)]
+        client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+    pending = client.app.state.node.mempool.pending
+    assert len(pending._nonces) == 0 and pending.size == 150
+    dup = c.envelope(c.alice, "dataset.contribute", c.dataset_body("s0", "1"))
+    assert post(client, dup).json()["code"] == "duplicate_dataset"
