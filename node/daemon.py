@@ -7,7 +7,9 @@ a one-thread executor so the loop keeps serving while SQLite writes and fsyncs.
 Admission (``admit``), once per record per node:
   1. the form and id (``parse_record``, done by the caller),
   2. already known? the same envelope again is answered with its status (idempotent),
-  3. the signature (the only time it is checked on this node),
+  3. the signature (the only time it is checked on this node; a batch with 64 or more
+     new records is verified in helper processes, since ``cryptography`` holds the GIL
+     during Ed25519 verification and threads would not run in parallel),
   4. the state rules against the pending state (committed + mempool in arrival order).
 
 The block loop wakes when records arrive, waits until ``block_interval_ms`` has passed
