@@ -58,7 +58,7 @@ from typing import Any, Protocol
 from ledger.blocks import Certificate, vote_payload
 from ledger.blocks import verify_certificate as _ledger_verify_certificate
 from ledger.canonical import PROPOSAL_TAG, VOTE_TAG, signing_bytes
-from ledger.errors import InputError, SignatureError
+from ledger.errors import InputError
 from ledger.keys import SigningKey, is_hex, verify_bytes
 
 __all__ = [

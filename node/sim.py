@@ -32,7 +32,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
