@@ -171,7 +171,7 @@ def proof_rate(path: Path, count: int = 20_000) -> float:
 
 
 def section_core(args: argparse.Namespace) -> dict[str, Any]:
-    big = args.records
+    big = args.records if args.records is not None else 100_000
     small = max(1000, big // 10)
     res: dict[str, Any] = {"machine": machine()}
     print("measuring limits: Ed25519 verify/s, SQLite inserts/s ...", flush=True)
@@ -230,30 +230,68 @@ def render_core(r: dict[str, Any]) -> list[str]:
 
 RENDER = {"core": render_core}
 
+# Sections in their own modules (beside this file), each with section_<name>(args),
+# render_<name>(results) and add_arguments(parser).
+SECTION_MODULES = {"node": "bench_node"}
+_ARGUMENT_HOOKS = []
+for _name, _module in SECTION_MODULES.items():
+    _mod = __import__(_module)
+    SECTIONS[_name] = getattr(_mod, f"section_{_name}")
+    RENDER[_name] = getattr(_mod, f"render_{_name}")
+    _ARGUMENT_HOOKS.append(_mod.add_arguments)
+
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def _doc_parts(text: str) -> dict[str, list[str]]:
+    """The sections of docs/benchmarks.md: each runs from its ``## <Name>...`` heading to
+    the next ``## `` heading, and belongs to the section named by the heading's first word."""
+    parts: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = parts.setdefault(line[3:].split()[0].rstrip(":").lower(), [])
+        if current is not None:
+            current.append(line)
+    return parts
+
 
 def write_markdown(results: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the parts of docs/benchmarks.md of the sections in ``results``; keep every
+    other section's part as it was."""
+    parts = _doc_parts(DOC.read_text()) if DOC.exists() else {}
+    for name, res in results.items():
+        if name in RENDER:
+            m = res.get("machine", {})
+            parts[name] = [*RENDER[name](res),
+                           f"Machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
+                           f"SQLite {m.get('sqlite')}; measured {m.get('date')}.", ""]
     lines = [
         "# Benchmarks",
         "",
         "Produced by `scripts/bench` (sections: " + ", ".join(SECTIONS) + "). Each section measures",
         "the machine's own limits in the same run and reports provledger's figures as ratios to them.",
-        "Rerun with `scripts/bench` (all) or `scripts/bench core --records 100000`.",
+        "Rerun with `scripts/bench` (all) or one section, e.g. `scripts/bench core --records 100000`",
+        "or `scripts/bench node --records 1000000`; the other sections' figures below are kept.",
         "",
     ]
-    for name, res in results.items():
-        m = res.get("machine", {})
-        if name in RENDER:
-            lines += RENDER[name](res)
-            lines += [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, Python {m.get('python')}, "
-                      f"SQLite {m.get('sqlite')}; measured {m.get('date')}.", ""]
-    (ROOT / "docs" / "benchmarks.md").write_text("\n".join(lines))
+    for name in [*SECTIONS, *(n for n in parts if n not in SECTIONS)]:
+        if name in parts:
+            body = parts[name]
+            while body and not body[-1].strip():
+                body = body[:-1]
+            lines += [*body, ""]
+    DOC.write_text("\n".join(lines))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("sections", nargs="*", default=list(SECTIONS), help=f"any of {', '.join(SECTIONS)}")
-    ap.add_argument("--records", type=int, default=100_000, help="records in the large chain (core)")
+    ap.add_argument("--records", type=int, default=None,
+                    help="records in the large chain (core, default 100,000); records ingested (node, default 1,000,000)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    for hook in _ARGUMENT_HOOKS:
+        hook(ap)
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     results = {}
@@ -264,8 +302,6 @@ def main() -> None:
         (OUT / f"{name}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res.get("summary", res), indent=2))
         results[name] = res
-    for f in OUT.glob("*.json"):  # keep figures of sections not run this time
-        results.setdefault(f.stem, json.loads(f.read_text()))
     if not args.no_docs:
         write_markdown(results)
         print("wrote docs/benchmarks.md")
