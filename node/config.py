@@ -19,9 +19,11 @@ default one less than the CPU count, at most 4; 0 verifies in the node process) 
 ``max_mempool`` (records that may wait for blocks before submissions get 503
 ``mempool_full``; default 100,000).
 
-A multi-validator network fits the same shape: one home per node (``DIR/node-0``, ...,
-each with its own config, key and database and a copy of the one genesis, whose
-``validators[i].url`` is that node's address). Keys this version does not know are kept in
+A network of N > 1 validators (``provledger init --validators N``) has one home per node,
+``DIR/node-1`` ... ``DIR/node-N``, each laid out as above (its own config, validator key,
+admin key of its organisation ``org-i`` and database, and a copy of the one genesis);
+validator ``node-i`` listens on ``http://HOST:(BASE_PORT + i)``, the ``url`` of its entry
+in the genesis, which is also how the other validators reach it. Keys this version does not know are kept in
 ``NodeConfig.extra`` and written back unchanged, so later versions can add settings
 (peers, timeouts) without breaking older readers.
 """
@@ -39,9 +41,10 @@ from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey, is_hex
 from ledger.records import ROLES, utc_now
 
-__all__ = ["CONFIG_FILE", "NodeConfig", "init_network", "parse_roles"]
+__all__ = ["CONFIG_FILE", "DEFAULT_BASE_PORT", "NodeConfig", "init_network", "parse_roles"]
 
 CONFIG_FILE = "config.json"
+DEFAULT_BASE_PORT = 8100  # node-i of a multi-validator network listens on BASE_PORT + i
 DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
 
 
@@ -143,6 +146,19 @@ def _split(spec: str, flag: str, left: str) -> tuple[str, list[str]]:
     return lhs, parse_roles(rhs, f"{flag} {spec!r}")
 
 
+def _refuse_existing(paths: list[Path], h: Path) -> None:
+    for existing in paths:
+        if existing.exists():
+            raise InputError(
+                f"{h} already holds a provledger network ({existing.relative_to(h)} exists); refusing to overwrite it",
+                code="network_exists",
+            )
+
+
+def _node_files(cfg: NodeConfig) -> list[Path]:
+    return [cfg.home / CONFIG_FILE, cfg.genesis_path, cfg.db_path, cfg.key_path, cfg.home / "admin.key"]
+
+
 def init_network(
     home: str | os.PathLike[str],
     *,
@@ -152,25 +168,50 @@ def init_network(
     org: str = "org-1",
     host: str = "127.0.0.1",
     port: int = 8000,
+    validators: int = 1,
+    base_port: int = DEFAULT_BASE_PORT,
 ) -> dict[str, Any]:
-    """Create a one-validator network in ``home`` and return a summary of what was made.
+    """Create a network in ``home`` and return a summary of what was made.
+
+    With ``validators`` = 1 (the default) ``home`` is the one node's home, listening on
+    ``host:port``. With N > 1, ``home/node-i`` (i = 1..N) is the home of validator
+    ``node-i``, admin of organisation ``org-i``, listening on ``host:(base_port + i)``;
+    every home holds the same genesis.
 
     ``participants`` are ``PUBKEY=ROLE[,ROLE...]`` (registered as ``participant-N``);
     ``participant_keys`` are ``FILE=ROLE[,ROLE...]``: a new key is saved at FILE (a relative
     FILE is relative to the current directory) and registered under the file's stem.
+    Participants belong to ``org`` (one validator) or ``org-1``.
     Everything is checked before anything is written; an existing network is never touched.
     """
     from ledger.store import Store
 
     h = Path(home)
-    cfg = NodeConfig(home=h, host=host, port=port)
-    # 1. Refuse to overwrite anything of an existing network.
-    for existing in (h / CONFIG_FILE, cfg.genesis_path, cfg.db_path, cfg.key_path, h / "admin.key"):
-        if existing.exists():
+    if validators < 1:
+        raise InputError("--validators must be at least 1", code="bad_argument")
+    multi = validators > 1
+    if multi:
+        if org != "org-1":
             raise InputError(
-                f"{h} already holds a provledger network ({existing.name} exists); refusing to overwrite it",
-                code="network_exists",
+                "--org applies to a one-validator network; with --validators N the organisations are org-1 ... org-N",
+                code="bad_argument",
             )
+        if base_port < 0 or base_port + validators > 65535:
+            raise InputError(f"--base-port {base_port}: ports {base_port + 1}..{base_port + validators} must be within 1..65535",
+                             code="bad_argument")
+        cfgs = [
+            NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i)
+            for i in range(1, validators + 1)
+        ]
+        orgs = [f"org-{i}" for i in range(1, validators + 1)]
+    else:
+        cfgs = [NodeConfig(home=h, host=host, port=port)]
+        orgs = [org]
+    # 1. Refuse to overwrite anything of an existing network (of either shape).
+    _refuse_existing(_node_files(NodeConfig(home=h)), h)
+    node_homes = sorted(h.glob("node-*")) if h.is_dir() else []
+    for sub in dict.fromkeys([*node_homes, *(c.home for c in cfgs)]):
+        _refuse_existing(_node_files(NodeConfig(home=sub)), h)
     if not org:
         raise InputError("--org must not be empty", code="bad_argument")
     # 2. Parse every participant before writing.
@@ -179,7 +220,7 @@ def init_network(
         key, roles = _split(spec, "--participant", "PUBKEY")
         if not is_hex(key, 32):
             raise InputError(f"--participant {spec!r}: {key!r} is not a public key (64 lowercase hex)", code="bad_key")
-        entries.append({"key": key, "name": f"participant-{i}", "org": org, "roles": roles})
+        entries.append({"key": key, "name": f"participant-{i}", "org": orgs[0], "roles": roles})
     new_keys: list[tuple[Path, SigningKey]] = []
     for spec in participant_keys:
         file, roles = _split(spec, "--participant-key", "FILE")
@@ -190,41 +231,56 @@ def init_network(
             raise InputError(f"--participant-key {spec!r}: {p} is named twice", code="bad_argument")
         k = SigningKey.generate()
         new_keys.append((p, k))
-        entries.append({"key": k.public, "name": p.stem or "participant", "org": org, "roles": roles, "_file": str(p)})
-    validator, admin = SigningKey.generate(), SigningKey.generate()
+        entries.append({"key": k.public, "name": p.stem or "participant", "org": orgs[0], "roles": roles, "_file": str(p)})
+    vkeys = [SigningKey.generate() for _ in cfgs]
+    admins = [SigningKey.generate() for _ in cfgs]
     doc: dict[str, Any] = {
         "v": 1,
         "name": name,
         "created": utc_now(),
-        "validators": [{"name": cfg.node_name, "key": validator.public, "url": cfg.url}],
-        "organisations": [{"name": org, "admins": [admin.public]}],
+        "validators": [{"name": c.node_name, "key": k.public, "url": c.url} for c, k in zip(cfgs, vkeys, strict=True)],
+        "organisations": [{"name": o, "admins": [a.public]} for o, a in zip(orgs, admins, strict=True)],
         "participants": [{k: v for k, v in e.items() if k != "_file"} for e in entries],
         "policy": DEFAULT_POLICY,
     }
     genesis = parse_genesis(doc)  # raises on repeated keys, bad names
     # 3. Write: keys first (they refuse to overwrite), then genesis, database, config.
-    h.mkdir(parents=True, exist_ok=True)
-    validator.save(cfg.key_path)
-    admin.save(h / "admin.key")
+    genesis_text = json.dumps(doc, indent=2) + "\n"
+    nodes = []
+    for cfg, vkey, admin, o in zip(cfgs, vkeys, admins, orgs, strict=True):
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        vkey.save(cfg.key_path)
+        admin.save(cfg.home / "admin.key")
+        nodes.append({
+            "name": cfg.node_name,
+            "home": str(cfg.home),
+            "url": cfg.url,
+            "org": o,
+            "config": str(cfg.home / CONFIG_FILE),
+            "genesis": str(cfg.genesis_path),
+            "db": str(cfg.db_path),
+            "validator_key": str(cfg.key_path),
+            "validator": vkey.public,
+            "admin_key": str(cfg.home / "admin.key"),
+            "admin": admin.public,
+        })
     for p, k in new_keys:
         k.save(p)
-    cfg.genesis_path.write_text(json.dumps(doc, indent=2) + "\n")
-    Store.create(cfg.db_path, doc).close()
-    cfg.save()
-    return {
+    for cfg in cfgs:
+        cfg.genesis_path.write_text(genesis_text)
+        Store.create(cfg.db_path, doc).close()
+        cfg.save()
+    made: dict[str, Any] = {
         "home": str(h),
         "chain_id": genesis.chain_id,
         "name": name,
-        "org": org,
-        "url": cfg.url,
-        "config": str(h / CONFIG_FILE),
-        "genesis": str(cfg.genesis_path),
-        "db": str(cfg.db_path),
-        "validator_key": str(cfg.key_path),
-        "validator": validator.public,
-        "admin_key": str(h / "admin.key"),
-        "admin": admin.public,
+        "validators": len(cfgs),
+        "nodes": nodes,
         "participants": [
-            {"name": e["name"], "key": e["key"], "roles": e["roles"], "key_file": e.get("_file")} for e in entries
+            {"name": e["name"], "key": e["key"], "org": e["org"], "roles": e["roles"], "key_file": e.get("_file")}
+            for e in entries
         ],
     }
+    if not multi:  # the one node's files at the top level, as a one-validator summary always had them
+        made.update({k: v for k, v in nodes[0].items() if k not in ("name", "home")})
+    return made
