@@ -35,7 +35,7 @@ from .blocks import Certificate, Header, verify_certificate
 from .errors import InputError, LedgerError, ProofError, VerificationError
 from .genesis import parse_genesis
 from .keys import verify_bytes
-from .records import Record, parse_record, record_signing_bytes
+from .records import Record, parse_record
 from .state import ChainState
 
 __all__ = [
@@ -261,7 +261,7 @@ def _analyze(rows: Sequence[tuple[int | None, str | None, Any]]) -> list[Analysi
             out.append((None, e.code, e.message, False))
             continue
         try:
-            verify_bytes(rec.signer, record_signing_bytes(rec.envelope), rec.envelope["sig"])
+            verify_bytes(rec.signer, rec.signing_bytes(), rec.envelope["sig"])
             out.append((rec.id, None, None, True))
         except LedgerError:
             out.append((rec.id, None, None, False))

@@ -30,6 +30,8 @@ __all__ = [
     "RECORD_TAG",
     "VOTE_TAG",
     "jcs",
+    "jcs_checked",
+    "jcs_part",
     "sha256_hex",
     "signing_bytes",
     "tagged_hash",
@@ -84,11 +86,29 @@ def _fast_ok(value: Any) -> bool:
 
 def jcs(value: Any) -> bytes:
     """RFC 8785 canonical JSON bytes of ``value``."""
+    return jcs_checked(value)[0]
+
+
+def jcs_checked(value: Any) -> tuple[bytes, bool]:
+    """``(jcs(value), fast)``: ``fast`` says the bytes came from the orjson path, which then
+    also holds for every part of ``value`` (see ``jcs_part``)."""
     if _fast_ok(value):
         try:
-            return orjson.dumps(value, option=_SORT)
+            return orjson.dumps(value, option=_SORT), True
         except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates in a string
             pass
+    return _reference(value), False
+
+
+def jcs_part(value: Any, *, fast: bool) -> bytes:
+    """``jcs(value)`` where ``value`` is made of parts of a value that ``jcs_checked`` found
+    ``fast``: the domain walk is not repeated (every key and leaf was already checked)."""
+    if fast:
+        return orjson.dumps(value, option=_SORT)
+    return jcs(value)
+
+
+def _reference(value: Any) -> bytes:
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:

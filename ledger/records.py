@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .canonical import MAX_SAFE_INTEGER, RECORD_TAG, jcs
+from .canonical import MAX_SAFE_INTEGER, RECORD_TAG, jcs, jcs_checked, jcs_part
 from .errors import RecordFormError, SignatureError
 from .keys import SigningKey, is_hex, verify_bytes
 
@@ -276,6 +276,7 @@ class Record:
     envelope: dict[str, Any]
     id: str
     canonical: bytes  # JCS(envelope), the bytes the id hashes
+    fast: bool = False  # JCS came from the orjson path (canonical.jcs_checked)
 
     @property
     def type(self) -> str:
@@ -293,19 +294,24 @@ class Record:
     def body(self) -> dict[str, Any]:
         return self.envelope["body"]  # type: ignore[no-any-return]
 
+    def signing_bytes(self) -> bytes:
+        """``record_signing_bytes(self.envelope)``, without walking the envelope again."""
+        return record_signing_bytes(self.envelope, fast=self.fast)
+
     def verify_signature(self) -> None:
         """PROTOCOL.md 3: ``sig`` by ``signer`` over the envelope without ``sig``."""
         try:
-            verify_bytes(self.signer, record_signing_bytes(self.envelope), self.envelope["sig"])
+            verify_bytes(self.signer, self.signing_bytes(), self.envelope["sig"])
         except SignatureError as e:
             raise SignatureError(
                 f"record {self.id[:16]}: signature by {self.signer[:16]} does not verify", code="bad_signature"
             ) from e
 
 
-def record_signing_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The bytes a record signature covers (PROTOCOL.md 3): the envelope without ``sig``."""
-    return RECORD_TAG + b"\n" + jcs({k: v for k, v in envelope.items() if k != "sig"})
+def record_signing_bytes(envelope: Mapping[str, Any], *, fast: bool = False) -> bytes:
+    """The bytes a record signature covers (PROTOCOL.md 3): the envelope without ``sig``.
+    ``fast``: the whole envelope was canonicalized on the fast path (``Record.fast``)."""
+    return RECORD_TAG + b"\n" + jcs_part({k: v for k, v in envelope.items() if k != "sig"}, fast=fast)
 
 
 def record_id(envelope: Mapping[str, Any]) -> str:
@@ -352,12 +358,12 @@ def parse_record(obj: Any, *, chain: str | None = None) -> Record:
         raise _fail("sig", "must be an Ed25519 signature (128 lowercase hex characters)", "bad_hex")
     BODY_SCHEMAS[rtype](obj["body"], "body")
     _body_rules(rtype, obj["body"])
-    canonical = jcs(obj)
+    canonical, fast = jcs_checked(obj)
     if len(canonical) > MAX_RECORD_BYTES:
         raise RecordFormError(
             f"record: canonical size {len(canonical)} bytes exceeds {MAX_RECORD_BYTES}", code="record_too_large"
         )
-    return Record(obj, hashlib.sha256(b"\x00" + canonical).hexdigest(), canonical)
+    return Record(obj, hashlib.sha256(b"\x00" + canonical).hexdigest(), canonical, fast)
 
 
 def make_record(
