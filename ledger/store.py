@@ -9,7 +9,9 @@ Ledger tables (append-only, enforced by triggers that refuse UPDATE and DELETE):
 Derived tables (rewritten as blocks commit, rebuildable by replaying the log):
   ``identities``, ``datasets``, ``budgets``, ``policies``
 Node tables: ``evidence`` (equivocation), ``signed`` (the consensus guard: what this
-validator last signed).
+validator last signed), ``signed_state`` (one row: the consensus core's recovery document,
+overwritten before every signature is sent) and ``signed_blocks`` (the blocks that document
+refers to, by hash, so a block is written once per height rather than with every vote).
 
 A block, its records, its Merkle nodes and the derived state commit in one transaction
 with ``synchronous=FULL``: after a crash either the whole block is there or none of it.
@@ -425,6 +427,49 @@ class Store:
     def last_signed(self) -> tuple[int, int, str, str] | None:
         row = self.reader.execute("SELECT height, round, step, block FROM signed WHERE k = 0").fetchone()
         return tuple(row) if row else None  # type: ignore[return-value]
+
+    def save_signed_state(self, doc: dict[str, Any], blocks: dict[str, bytes] | None = None) -> None:
+        """Durably keep the consensus core's recovery document (one row, overwritten) and
+        the blocks it names, in one transaction (synchronous=FULL): the caller sends the
+        signature only after this returns. Blocks of lower heights are forgotten."""
+        height, rnd, step, block = doc["height"], doc["round"], doc["step"], doc["block_hash"]
+        with self._lock:
+            c = self.conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                c.execute("CREATE TABLE IF NOT EXISTS signed_state (k INTEGER PRIMARY KEY, doc TEXT NOT NULL)")
+                c.execute(
+                    "CREATE TABLE IF NOT EXISTS signed_blocks "
+                    "(hash TEXT PRIMARY KEY, height INTEGER NOT NULL, block TEXT NOT NULL)"
+                )
+                if blocks:
+                    c.execute("DELETE FROM signed_blocks WHERE height < ?", (height,))
+                    c.executemany(
+                        "INSERT OR IGNORE INTO signed_blocks VALUES (?, ?, ?)",
+                        [(h, height, b.decode()) for h, b in blocks.items()],
+                    )
+                c.execute("INSERT OR REPLACE INTO signed_state VALUES (0, ?)", (orjson.dumps(doc).decode(),))
+                c.execute("INSERT OR REPLACE INTO signed VALUES (0, ?, ?, ?, ?)", (height, rnd, step, block))
+                c.execute("COMMIT")
+            except BaseException as e:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise StorageError(f"could not persist the signing state: {e}", code="persist_failed") from e
+                raise
+
+    def last_signed_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The recovery document saved last and the blocks it names (hash -> block)."""
+        try:
+            row = self.reader.execute("SELECT doc FROM signed_state WHERE k = 0").fetchone()
+            if row is None:
+                return None
+            blocks = {h: orjson.loads(b) for h, b in self.reader.execute("SELECT hash, block FROM signed_blocks")}
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # a database in which this validator never signed
+            raise
+        return orjson.loads(row[0]), blocks
 
     def add_evidence(self, evidence_id: str, height: int, validator: str, evidence: dict[str, Any]) -> None:
         with self._lock:

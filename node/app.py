@@ -55,6 +55,7 @@ from ledger.errors import InputError, LedgerError, RuleError, StorageError
 from ledger.keys import is_hex
 from ledger.proofs import checkpoint_doc, proof_doc
 
+from .api_peer import install as install_peer
 from .api_sync import install as install_sync
 from .daemon import Node
 from .metrics import CONTENT_TYPE_LATEST
@@ -392,6 +393,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             "mempool": len(n.mempool),
             "validator": n.key.public,
             "validators": len(n.genesis.validators),
+            "consensus": n.replica.status() if n.replica is not None else None,
+            "peers": n.replica.peers.status() if n.replica is not None else [],
         })
 
     @app.get("/healthz", tags=["ops"])
@@ -405,5 +408,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         return Response(the_node.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     install_sync(app, the_node)  # GET /v1/blocks?from=H (bulk) and the catch-up task
+    install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     return app
 

@@ -1,4 +1,4 @@
-"""The single-validator node: admission, the block loop, and the process entry point.
+"""The node: admission, the block loop or consensus, final blocks, the process entry point.
 
 ``Node`` owns the store, the ``Ledger`` (committed state), the mempool (pending state) and
 the metrics. Everything except the block commit runs on the event loop; the commit runs in
@@ -18,6 +18,14 @@ arrival order and calls ``Ledger.commit_single`` (state rules again, block, sing
 precommit as certificate, one SQLite transaction). Records the rules refuse at block time
 are dropped and logged. On shutdown the loop finishes the block in flight, commits what is
 still waiting, and the store is closed.
+
+With more than one validator in the genesis there is no block loop: a ``node.replica.Replica``
+runs the Tendermint core between the validators, and records accepted here are forwarded to
+the other validators' mempools. Every final block of another proposer (decided by consensus,
+or fetched by catch-up) is stored through ``Node.apply_final``, which checks it against the
+chain (signatures only of records this node has not verified yet), verifies its commit
+certificate, stores it, and does the follow-up the block loop does (mempool, waiters,
+metrics, log line).
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ledger.chain import Ledger
-from ledger.errors import InputError, LedgerError, SignatureError
+from ledger.blocks import Certificate, Header
+from ledger.chain import Block, Ledger
+from ledger.errors import InputError, LedgerError, SignatureError, VerificationError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey, verify_bytes
 from ledger.records import Record, parse_record, record_signing_bytes
@@ -109,11 +118,6 @@ class Node:
                     )
             if self.key.public not in genesis.validators:
                 raise InputError(f"{config.key_path} is not a validator of this chain's genesis", code="not_a_validator")
-            if len(genesis.validators) != 1:
-                raise InputError(
-                    f"the genesis names {len(genesis.validators)} validators; this node runs the single-validator "
-                    "commit path only", code="needs_consensus",
-                )
             self.genesis = genesis
             self.chain_id = genesis.chain_id
             self.ledger = Ledger(self.store)
@@ -136,6 +140,14 @@ class Node:
         workers = config.extra.get("verify_workers")
         self.verify_workers: int = workers if type(workers) is int and workers >= 0 else max(1, min(4, (os.cpu_count() or 2) - 1))
         self._pool: Any = None
+        self._apply_lock = asyncio.Lock()
+        # More than one validator: consensus between them (node.replica); None runs the
+        # single-validator block loop.
+        self.replica: Any = None
+
+    @property
+    def multi(self) -> bool:
+        return len(self.genesis.validators) > 1
 
     @classmethod
     def open(cls, home: str | Path, **overrides: Any) -> Node:
@@ -149,11 +161,19 @@ class Node:
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        self._task = asyncio.create_task(self._block_loop(), name="block-loop")
+        if self.multi:
+            from .replica import Replica
+
+            self.replica = Replica(self)
+            await self.replica.start()
+        else:
+            self._task = asyncio.create_task(self._block_loop(), name="block-loop")
 
     async def stop(self) -> None:
         """Finish the block in flight, commit what is waiting, close the store."""
         self._stopping = True
+        if self.replica is not None:
+            await self.replica.stop()
         if self._task is not None:
             if self.mempool:
                 log.info("shutting down: committing %d pending records", len(self.mempool))
@@ -188,15 +208,18 @@ class Node:
             return "committed"
         return None
 
-    def admit(self, rec: Record, *, verified: bool = False) -> str:
+    def admit(self, rec: Record, *, verified: bool = False, forward: bool = True) -> str:
         """Admit a parsed record; returns its status. Raises SignatureError / RuleError.
-        ``verified``: the signature was already checked (by the batch verifier)."""
+        ``verified``: the signature was already checked (by the batch verifier).
+        ``forward``: pass it on to the other validators (not for records a peer forwarded)."""
         known = self.status(rec.id)
         if known is not None:
             return known  # PROTOCOL.md 3: the same envelope again is the same record
         if not verified:
             rec.verify_signature()
         self.mempool.admit(rec)
+        if forward and self.replica is not None:
+            self.replica.forward(rec)
         n = len(self.mempool)
         self.metrics.mempool.set(n)
         assert self._wake is not None and self._full is not None, "node not started"
@@ -209,7 +232,7 @@ class Node:
         rec = parse_record(obj, chain=self.chain_id)
         return rec.id, self.admit(rec)
 
-    async def submit_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+    async def submit_batch(self, items: list[Any], *, forward: bool = True) -> list[dict[str, Any]]:
         """Per-item results in order: ``{"id", "status"}`` or ``{"index", "code", "message"}``.
 
         1. Parse every item; answer the ones already known (idempotent).
@@ -244,7 +267,7 @@ class Node:
             try:
                 if k in bad:
                     raise _bad_signature(rec)
-                results[i] = {"id": rec.id, "status": self.admit(rec, verified=True)}
+                results[i] = {"id": rec.id, "status": self.admit(rec, verified=True, forward=forward)}
             except LedgerError as e:
                 fail(i, e)
         if codes:
@@ -372,6 +395,11 @@ class Node:
         )
         dt = time.perf_counter() - t0
         dropped = self.mempool.settle(batch, self.ledger.state, rebuild=bool(rejected))
+        self._committed(block, dt, oldest, [*rejected, *dropped])
+
+    def _committed(self, block: Block, dt: float, oldest: float | None,
+                   dropped: list[tuple[Record, Exception]], how: str = "committed") -> None:
+        """Follow-up of a stored block: metrics, log line, waiters, records dropped."""
         m = self.metrics
         h = block.header
         m.commit_seconds.observe(dt)
@@ -382,17 +410,110 @@ class Node:
         m.blocks.inc()
         m.records.inc(h.count)
         m.mempool.set(len(self.mempool))
-        log.info("block %d committed: %d records in %.1f ms (log size %d, mempool %d)",
-                 h.height, h.count, dt * 1000, h.log_size, len(self.mempool))
+        log.info("block %d %s: %d records in %.1f ms (log size %d, mempool %d)",
+                 h.height, how, h.count, dt * 1000, h.log_size, len(self.mempool))
         first = h.log_size - h.count
         if self._waiters:
             for i, rec in enumerate(block.records):
                 self._resolve(rec.id, (h.height, first + i))
-        for rec, err in [*rejected, *dropped]:
+        for rec, err in dropped:
             code = getattr(err, "code", "rule_violation")
             m.rejected.labels(code).inc()
             log.info("dropped record %s at block time: %s: %s", rec.id[:16], code, err)
             self._resolve(rec.id, err if isinstance(err, LedgerError) else LedgerError(str(err), code=code))
+
+    # -- final blocks (consensus and catch-up) ----------------------------------------------
+    def parse_block(self, wire: Any) -> tuple[Header, list[Record], list[int]]:
+        """A block's wire form ``{"header", "records": [envelope, ...]}`` (``GET
+        /v1/blocks/{h}``; a proposal may add ``"ids"``, the record ids in order) parsed:
+        header, records, and the positions of records whose signature this node has not
+        verified (those it holds in its mempool were verified at admission)."""
+        if type(wire) is not dict or type(wire.get("header")) is not dict or type(wire.get("records")) is not list:
+            raise InputError('a block must be {"header": {...}, "records": [...]}', code="bad_block")
+        header = Header.from_dict(wire["header"])
+        envs = wire["records"]
+        ids = wire.get("ids")
+        if ids is not None and (type(ids) is not list or len(ids) != len(envs)):
+            raise InputError("block ids must list one id per record", code="bad_block")
+        if len(envs) != header.count:
+            raise VerificationError(f"block {header.height}: header count {header.count}, {len(envs)} records",
+                                    code="bad_block")
+        recs: list[Record] = []
+        unverified: list[int] = []
+        pool = self.mempool
+        for i, env in enumerate(envs):
+            rid = ids[i] if ids is not None else None
+            held = pool.get(rid) if type(rid) is str else None
+            if held is not None:  # the record with this id: the id is the hash of its envelope
+                recs.append(held)
+                continue
+            rec = parse_record(env, chain=self.chain_id)
+            if rid is not None and rec.id != rid:
+                raise VerificationError(f"block {header.height}: record {i} does not have id {str(rid)[:16]}…",
+                                        code="bad_block")
+            held = pool.get(rec.id)
+            if held is not None:
+                recs.append(held)
+            else:
+                recs.append(rec)
+                unverified.append(i)
+        return header, recs, unverified
+
+    def check_block_sync(self, wire: Any) -> Block:
+        """``parse_block`` + signatures (inline) + ``Ledger.check_block``; raises LedgerError."""
+        header, recs, unverified = self.parse_block(wire)
+        for i in unverified:
+            recs[i].verify_signature()
+        return self.ledger.check_block(header, recs, verify_signatures=False)
+
+    async def check_block(self, wire: Any) -> Block:
+        """The same, verifying many unknown signatures in the verifier processes."""
+        header, recs, unverified = self.parse_block(wire)
+        bad = await self._verify_many([recs[i] for i in unverified])
+        if bad:
+            raise _bad_signature(recs[unverified[min(bad)]])
+        return self.ledger.check_block(header, recs, verify_signatures=False)
+
+    async def apply_final(self, block: Block | dict[str, Any], certificate: Certificate | dict[str, Any], *,
+                          how: str = "finalized") -> Block | None:
+        """Store a final block of height ``store.height() + 1`` and do the follow-up.
+
+        ``block`` is a ``Block`` already checked against this chain (``check_block``) or a
+        block's wire form, which is checked here first (links, records and the signatures
+        of those not yet verified on this node, state rules, Merkle root). The commit
+        certificate (PROTOCOL.md 6) is verified by ``Ledger.commit``, which stores the
+        block in the commit thread. Returns the stored block; a block already stored with
+        the same hash is a no-op (None). Any other height, or a different block at a stored height, raises LedgerError.
+        Consensus (``node.replica``) and catch-up both store blocks only through here."""
+        cert = certificate if isinstance(certificate, Certificate) else Certificate.from_dict(certificate)
+        async with self._apply_lock:
+            header = block.header if isinstance(block, Block) else Header.from_dict(
+                block.get("header") if type(block) is dict else None)
+            height = self.store.height()
+            if header.height <= height:
+                stored = self.store.block(header.height)
+                if stored is not None and stored.hash == header.hash:
+                    return None
+                raise VerificationError(f"block {header.height} conflicts with the stored block at that height",
+                                        code="conflicting_block")
+            if header.height != height + 1:
+                raise InputError(f"block {header.height} is not the next block (height is {height})", code="not_next")
+            checked = block if isinstance(block, Block) else await self.check_block(block)
+            if checked.header != header:
+                raise VerificationError(f"block {header.height} was checked against another header", code="bad_block")
+            ids = [r.id for r in checked.records]
+            prefix = [r.id for r in self.mempool.take(len(ids))]
+            oldest = self.mempool.arrived(prefix[0]) if prefix else None
+            t0 = time.perf_counter()
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
+            dt = time.perf_counter() - t0
+            # The pending state stays exact if the block is what this mempool would have
+            # proposed (its first records, in order); otherwise it is rebuilt.
+            dropped = self.mempool.settle(checked.records, self.ledger.state, rebuild=ids != prefix)
+            self._committed(checked, dt, oldest, dropped, how)
+        if self.replica is not None:
+            self.replica.stored(header.height)
+        return checked
 
 
 # --- process entry ---------------------------------------------------------------------------

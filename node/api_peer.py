@@ -1,0 +1,85 @@
+"""HTTP routes between validators (docs/protocol.md, "Peers and consensus messages").
+
+    POST /v1/peer/message    a signed proposal or vote, or {"messages": [...]}  -> 202
+    POST /v1/peer/records    {"records": [envelope, ...]} forwarded by a validator -> 200
+    GET  /v1/evidence        {"evidence": [...]}: pairs of conflicting signed messages
+
+A message is checked before it is queued for the consensus core: its form, its chain, its
+signer (a validator of the genesis; a proposal's signer must be the proposer of its height
+and round) and its signature. Anything else is refused with a 400 and a stable ``code``:
+``bad_message``, ``wrong_chain``, ``not_validator``, ``wrong_proposer``, ``bad_signature``,
+``no_consensus`` (a one-validator node takes no peer messages). Forwarded records are
+admitted as any submission is (form, signature, state rules) but not forwarded again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from ledger.errors import InputError, LedgerError
+
+__all__ = ["MAX_PEER_MESSAGES", "install"]
+
+MAX_PEER_MESSAGES = 10_000
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def install(app: FastAPI, node: Any) -> None:
+    """Add the peer routes to the node's app (``node.app.create_app`` calls this)."""
+    from .app import MAX_BATCH_RECORDS, _loads, _read_body
+
+    def replica() -> Any:
+        r = node.replica
+        if r is None:
+            raise InputError("this node is the only validator of its chain; it takes no peer messages",
+                             code="no_consensus")
+        return r
+
+    @app.post("/v1/peer/message", status_code=202, tags=["peers"])
+    async def post_peer_message(request: Request) -> Response:
+        """A signed consensus message from a validator (one, or ``{"messages": [...]}``)."""
+        rep = replica()
+        obj = _loads(await _read_body(request))
+        if type(obj) is dict and "messages" in obj and "type" not in obj:
+            items = obj["messages"]
+            if set(obj) != {"messages"} or type(items) is not list:
+                raise InputError('a batch of messages is {"messages": [message, ...]}', code="bad_message")
+            if len(items) > MAX_PEER_MESSAGES:
+                raise InputError(f"at most {MAX_PEER_MESSAGES} messages at once", code="batch_too_large")
+            refused = []
+            for i, m in enumerate(items):
+                try:
+                    rep.accept(m)
+                except LedgerError as e:
+                    refused.append({"index": i, **e.to_dict()})
+            if refused and len(refused) == len(items):
+                first = refused[0]
+                raise InputError(f"every message refused; the first: {first['message']}", code=first["code"])
+            return _json({"accepted": len(items) - len(refused), "refused": refused}, 202)
+        rep.accept(obj)
+        return _json({"accepted": 1, "refused": []}, 202)
+
+    @app.post("/v1/peer/records", tags=["peers"])
+    async def post_peer_records(request: Request) -> Response:
+        """Records another validator accepted; admitted here without forwarding them again."""
+        replica()
+        obj = _loads(await _read_body(request))
+        if type(obj) is not dict or set(obj) != {"records"} or type(obj["records"]) is not list:
+            raise InputError('forwarded records are {"records": [envelope, ...]}', code="bad_type")
+        if len(obj["records"]) > MAX_BATCH_RECORDS:
+            raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records", code="batch_too_large")
+        results = await node.submit_batch(obj["records"], forward=False)
+        return _json({"results": results})
+
+    @app.get("/v1/evidence", tags=["peers"])
+    async def get_evidence() -> Response:
+        """Equivocation evidence: two conflicting messages one validator signed for one
+        height, round and step (``{"validator", "a", "b"}`` each)."""
+        return _json({"evidence": node.store.evidence()})

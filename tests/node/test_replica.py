@@ -1,0 +1,324 @@
+"""Consensus between real validators: the driver (node.replica), the peer routes
+(node.api_peer), the persisted signing state and ``Node.apply_final``.
+
+In-process tests use a four-validator consortium whose node runs validator 0 (its peers
+are addresses nobody listens on); the end-to-end test runs four ``provledger node start``
+processes on 127.0.0.1 made by ``provledger init --validators 4``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from click.testing import CliRunner
+from conftest import PARTICIPANT_ROLES, free_port, init_home, make_home
+from factory import Consortium
+
+from ledger.chain import Ledger
+from ledger.errors import LedgerError
+from ledger.keys import SigningKey
+from ledger.records import make_record
+from ledger.store import Store
+from node.consensus import PersistSigned, sign_proposal, sign_vote
+
+# --- in-process: a node of a four-validator chain ---------------------------------------------
+
+
+@pytest.fixture
+def four() -> Consortium:
+    return Consortium(validators=4, url=f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+def peer_client(tmp_path: Path, four: Consortium) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from node.app import create_app
+
+    home = make_home(tmp_path / "home", four, extra={"gossip_ms": 10_000})
+    with TestClient(create_app(home)) as c:
+        yield c
+
+
+def _vote(c: Consortium, who: int, *, height: int = 1, round: int = 0, step: str = "prevote",
+          block: str = "", chain: str | None = None) -> dict[str, Any]:
+    return sign_vote(c.validators[who], chain or c.chain_id, height, round, step, block).to_dict()
+
+
+def test_peer_message_accepts_a_validators_vote(peer_client: Any, four: Consortium) -> None:
+    r = peer_client.post("/v1/peer/message", content=orjson.dumps(_vote(four, 1)))
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": 1, "refused": []}
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("unknown_signer", "not_validator"), ("bad_signature", "bad_signature"), ("other_chain", "wrong_chain"),
+     ("malformed", "bad_message"), ("wrong_proposer", "wrong_proposer")],
+)
+def test_peer_message_refusals(peer_client: Any, four: Consortium, case: str, code: str) -> None:
+    if case == "unknown_signer":
+        msg = sign_vote(SigningKey.from_seed(b"\x07" * 32), four.chain_id, 1, 0, "prevote", "").to_dict()
+    elif case == "bad_signature":
+        msg = _vote(four, 2)
+        msg["sig"] = _vote(four, 2, round=5)["sig"]  # a real signature, over another message
+    elif case == "other_chain":
+        msg = _vote(four, 1, chain="ab" * 32)
+    elif case == "malformed":
+        msg = {"type": "vote", "height": 1}
+    else:  # proposer(h, r) = validators[(h + r) % n]: validator 2 does not propose height 1 round 0
+        block = {"header": {}, "records": []}
+        msg = sign_proposal(four.validators[2], four.chain_id, 1, 0, block, "cd" * 32).to_dict()
+    r = peer_client.post("/v1/peer/message", content=orjson.dumps(msg))
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["code"] == code and body["message"]
+
+
+def test_peer_message_batch_reports_each_refusal(peer_client: Any, four: Consortium) -> None:
+    good = _vote(four, 1, step="precommit")
+    bad = _vote(four, 3, chain="ab" * 32)
+    r = peer_client.post("/v1/peer/message", content=orjson.dumps({"messages": [good, bad]}))
+    assert r.status_code == 202
+    out = r.json()
+    assert out["accepted"] == 1
+    assert [(x["index"], x["code"]) for x in out["refused"]] == [(1, "wrong_chain")]
+    r = peer_client.post("/v1/peer/message", content=b"not json")
+    assert r.status_code == 400 and r.json()["code"] == "bad_json"
+
+
+def test_equivocation_is_stored_and_listed(peer_client: Any, four: Consortium) -> None:
+    """Two prevotes of one validator for one height and round, for different values."""
+    assert peer_client.get("/v1/evidence").json() == {"evidence": []}
+    a = _vote(four, 3, block="")
+    b = _vote(four, 3, block="ee" * 32)
+    for m in (a, b):
+        assert peer_client.post("/v1/peer/message", content=orjson.dumps(m)).status_code == 202
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        ev = peer_client.get("/v1/evidence").json()["evidence"]
+        if ev:
+            break
+        time.sleep(0.02)
+    assert len(ev) == 1
+    assert ev[0]["validator"] == four.validators[3].public
+    assert {ev[0]["a"]["block"], ev[0]["b"]["block"]} == {"", "ee" * 32}
+    assert {ev[0]["a"]["sig"], ev[0]["b"]["sig"]} == {a["sig"], b["sig"]}
+
+
+def test_peer_records_are_admitted(peer_client: Any, four: Consortium) -> None:
+    env = four.envelope(four.alice, "dataset.contribute", Consortium.dataset_body("forwarded"))
+    forged = dict(env, nonce="other")  # signature no longer matches
+    r = peer_client.post("/v1/peer/records", content=orjson.dumps({"records": [env, forged]}))
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert res[0]["status"] == "pending"
+    assert res[1]["code"] == "bad_signature"
+    assert peer_client.get(f"/v1/records/{res[0]['id']}").json()["status"] == "pending"
+    st = peer_client.get("/v1/status").json()
+    assert st["validators"] == 4 and st["consensus"]["height"] == 1
+    assert [p["name"] for p in st["peers"]] == ["node-1", "node-2", "node-3"]
+
+
+def test_single_validator_node_takes_no_peer_messages(client: Any, consortium: Consortium) -> None:
+    r = client.post("/v1/peer/message", content=orjson.dumps(_vote(consortium, 0)))
+    assert r.status_code == 400 and r.json()["code"] == "no_consensus"
+    assert client.get("/v1/evidence").json() == {"evidence": []}
+
+
+# --- apply_final and the persisted signing state ------------------------------------------------
+
+
+def _certificate(c: Consortium, header_hash: str, height: int, signers: list[int]) -> dict[str, Any]:
+    votes = [sign_vote(c.validators[i], c.chain_id, height, 0, "precommit", header_hash) for i in signers]
+    return {"height": height, "round": 0, "block": header_hash,
+            "votes": [{"validator": v.validator, "sig": v.sig} for v in votes]}
+
+
+def test_apply_final_checks_and_stores_a_foreign_block(tmp_path: Path, four: Consortium) -> None:
+    """A block built elsewhere, in wire form, with a 3-of-4 certificate is stored with its
+    follow-up; a 2-of-4 certificate or a tampered record is refused and nothing is stored."""
+    from node.daemon import Node
+
+    other = Ledger(Store.create(tmp_path / "other.db", four.doc))
+    recs = [four.record(four.alice, "dataset.contribute", Consortium.dataset_body(f"d{i}")) for i in range(3)]
+    block, rejected = other.build_block(recs, proposer=four.validators[1].public)
+    assert not rejected
+    wire = {"header": block.header.to_dict(), "records": [r.envelope for r in recs]}
+    home = make_home(tmp_path / "home", four)
+
+    async def run() -> None:
+        node = Node.open(home)
+        try:
+            with pytest.raises(LedgerError) as e:  # the node is not started: no replica, no block loop
+                await node.apply_final(wire, _certificate(four, block.hash, 1, [1, 2]))
+            assert "2 distinct validator votes" in str(e.value)
+            tampered = {"header": wire["header"], "records": [*wire["records"][:2], dict(wire["records"][2], nonce="x")]}
+            with pytest.raises(LedgerError) as e:
+                await node.apply_final(tampered, _certificate(four, block.hash, 1, [0, 1, 2]))
+            assert e.value.code == "bad_signature"
+            assert node.store.height() == 0
+            stored = await node.apply_final(wire, _certificate(four, block.hash, 1, [0, 2, 3]))
+            assert stored is not None and stored.hash == block.hash
+            assert node.store.height() == 1 and node.store.log_size() == 3
+            assert node.status(recs[1].id) == "committed"
+            # The same block again is a no-op.
+            assert await node.apply_final(wire, _certificate(four, block.hash, 1, [0, 2, 3])) is None
+        finally:
+            await node.stop()
+
+    asyncio.run(run())
+
+
+def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
+    """What the replica persists before sending comes back, blocks included, as the core's
+    ``PersistSigned``: a restarted validator keeps its lock."""
+    from node.replica import Replica
+
+    store = Store.create(tmp_path / "s.db", four.doc)
+    assert store.last_signed_state() is None
+    block = {"header": {"height": 1}, "records": [], "ids": []}
+    bh = "ab" * 32
+    prop = sign_proposal(four.validators[1], four.chain_id, 1, 0, block, bh)
+    pv = [sign_vote(four.validators[i], four.chain_id, 1, 0, "prevote", bh) for i in range(3)]
+    pc = sign_vote(four.validators[0], four.chain_id, 1, 0, "precommit", bh)
+    ps = PersistSigned(1, 0, "precommit", bh, locked_round=0, locked_hash=bh, locked_block=block,
+                       lock_proof=tuple(pv), valid_round=0, valid_block=block, valid_proof=tuple(pv),
+                       round_proof=(prop,), signed=(pv[0], pc))
+
+    class FakeNode:
+        pass
+
+    rep = Replica.__new__(Replica)
+    rep.node = FakeNode()
+    rep.node.store = store  # type: ignore[attr-defined]
+    doc, blocks = rep._persist_doc(ps)
+    assert "header" not in orjson.dumps(doc).decode()  # blocks are kept apart
+    assert list(blocks) == [bh]
+    store.save_signed_state(doc, blocks)
+    assert store.last_signed() == (1, 0, "precommit", bh)
+    store.close()
+    store = Store(tmp_path / "s.db")
+    rep.node.store = store  # type: ignore[attr-defined]
+    back = PersistSigned.from_dict(rep._restore())
+    assert back == ps  # the signing guard
+    assert back.locked_block == block and back.valid_block == block
+    assert back.lock_proof == ps.lock_proof and back.signed == ps.signed and back.round_proof == ps.round_proof
+    store.close()
+
+
+# --- four real node processes ----------------------------------------------------------------------
+
+
+def _four_free_ports() -> int:
+    """A base port B with B+1 .. B+4 free (``provledger init --validators 4 --base-port B``)."""
+    for _ in range(200):
+        base = free_port()
+        if base > 65000:
+            continue
+        try:
+            socks = []
+            for i in range(1, 5):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no four consecutive free ports")
+
+
+def four_homes(root: Path) -> tuple[list[Path], list[int], Path]:
+    """Four validator homes of one genesis (``provledger init --validators 4``), their ports,
+    and a participant key with every contributing role."""
+    base = _four_free_ports()
+    key = root / "alice.key"
+    init_home(root / "net", "--validators", "4", "--base-port", str(base),
+              "--participant-key", f"{key}={PARTICIPANT_ROLES}")
+    return [root / "net" / f"node-{i}" for i in range(1, 5)], [base + i for i in range(1, 5)], key
+
+
+def _datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, Any]]:
+    return [
+        make_record(key, chain, "dataset.contribute", {
+            "dataset": f"{tag}-{i}", "version": "1", "content_hash": hashlib.sha256(f"{tag}{i}".encode()).hexdigest(),
+            "size_bytes": 1, "items": 1, "license": "MIT", "modality": "text", "derived_from": [],
+            "privacy_budget": None})
+        for i in range(n)
+    ]
+
+
+def _wait_all(urls: list[str], log_size: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = [httpx.get(u + "/v1/status", timeout=5).json() for u in urls]
+        if all(s["log_size"] >= log_size and s["mempool"] == 0 for s in st):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not all at log size {log_size}: {[(s['height'], s['log_size']) for s in st]}")
+        time.sleep(0.05)
+
+
+def _audit(db: Path) -> None:
+    from ledger.cli import cli
+
+    res = CliRunner().invoke(cli, ["audit", str(db)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.e2e
+def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start_node: Any) -> None:
+    homes, ports, key_path = four_homes(tmp_path)
+    nodes = [start_node(h, p) for h, p in zip(homes, ports, strict=True)]
+    urls = [n.url for n in nodes]
+    alice = SigningKey.load(key_path)
+    chain = httpx.get(urls[0] + "/v1/status").json()["chain_id"]
+
+    # 1. A batch sent to node-2 and single records sent to node-1 and node-4 are committed
+    #    on all four, in the same blocks.
+    batch = _datasets(alice, chain, "batch", 300)
+    r = httpx.post(urls[1] + "/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}), timeout=30)
+    assert r.status_code == 200
+    assert all(x.get("status") == "committed" for x in r.json()["results"]), r.json()["results"][:3]
+    for u, env in zip((urls[0], urls[3]), _datasets(alice, chain, "single", 2), strict=True):
+        r = httpx.post(u + "/v1/records?wait=true", content=orjson.dumps(env), timeout=30)
+        assert r.status_code == 200 and r.json()["status"] == "committed", r.text
+    st = _wait_all(urls, 302)
+    heads = {httpx.get(u + f"/v1/checkpoint/{st[0]['height']}").json()["hash"] for u in urls}
+    assert len(heads) == 1
+    assert all(s["consensus"]["height"] >= s["height"] + 1 for s in st)
+    assert all(p["up"] for s in st for p in s["peers"])
+    assert all(httpx.get(u + "/v1/evidence").json() == {"evidence": []} for u in urls)
+
+    # 2. node-4 is killed: the other three (2f + 1 = 3) keep finalizing.
+    nodes[3].kill()
+    live = urls[:3]
+    more = _datasets(alice, chain, "three", 100)
+    r = httpx.post(live[2] + "/v1/records/batch?wait=true", content=orjson.dumps({"records": more}), timeout=30)
+    assert all(x.get("status") == "committed" for x in r.json()["results"]), r.json()["results"][:3]
+    st = _wait_all(live, 402)
+    h = st[0]["height"]
+    assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in live}) == 1
+
+    # 3. It restarts from its disk (persisted signing state) and reaches the same head.
+    nodes[3] = start_node(homes[3], ports[3])
+    _wait_all(urls, 402)
+    assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in urls}) == 1
+
+    # 4. Every database audits clean.
+    for n in nodes:
+        n.terminate()
+    for home in homes:
+        _audit(home / "ledger.db")
