@@ -106,6 +106,8 @@ class ChainState:
         # Overlay: what was applied since the index last caught up (see settle()).
         self._nonces: set[tuple[str, str]] = set()
         self._models: dict[str, str] = {}
+        # Datasets this state may change in place; the others may be shared with forks.
+        self._own: set[str] = set()
         # PROTOCOL.md 2: admins hold the admin role of their organisation.
         for org in genesis.doc["organisations"]:
             for key in org["admins"]:
@@ -117,12 +119,16 @@ class ChainState:
 
     # -- copies -----------------------------------------------------------------------
     def fork(self) -> ChainState:
-        """An independent copy sharing the (read-only) index."""
+        """An independent copy sharing the (read-only) index. Dataset entries are shared
+        until one side changes them (``_dataset_to_change``), so a fork costs no more for
+        a chain with many datasets."""
         c = object.__new__(ChainState)
         c.genesis, c.chain_id, c.index, c.size = self.genesis, self.chain_id, self.index, self.size
         c.orgs = set(self.orgs)
         c.identities = dict(self.identities)
-        c.datasets = {k: replace(v, versions=dict(v.versions)) for k, v in self.datasets.items()}
+        c.datasets = dict(self.datasets)
+        c._own = set()
+        self._own = set()  # shared now: copy before changing, here too
         c.policies = list(self.policies)
         c._nonces = set(self._nonces)
         c._models = dict(self._models)
@@ -254,6 +260,13 @@ class ChainState:
                 raise _rule("missing_reference", f"body.coalition[{i}]: no dataset {name!r} on the chain", field=f"body.coalition[{i}]")
 
     # -- moving on --------------------------------------------------------------------
+    def _dataset_to_change(self, name: str) -> DatasetState:
+        ds = self.datasets[name]
+        if name not in self._own:
+            ds = self.datasets[name] = replace(ds, versions=dict(ds.versions))
+            self._own.add(name)
+        return ds
+
     def apply(self, rec: Record) -> None:
         """Move the state past ``rec``; the caller has run ``check``."""
         env = rec.envelope
@@ -263,13 +276,15 @@ class ChainState:
         if rtype == "model.update":
             self._models[rec.id] = body["model"]
             for inp in body["inputs"]:
-                ds = self.datasets[inp["dataset"]]
-                if ds.budget is not None:
+                if self.datasets[inp["dataset"]].budget is not None:
+                    ds = self._dataset_to_change(inp["dataset"])
                     ds.spent = (ds.spent[0] + parse_decimal(inp["epsilon"]), ds.spent[1] + parse_decimal(inp["delta"]))
         elif rtype == "dataset.contribute":
-            ds = self.datasets.get(body["dataset"])
-            if ds is None:
+            if body["dataset"] in self.datasets:
+                ds = self._dataset_to_change(body["dataset"])
+            else:
                 ds = self.datasets[body["dataset"]] = DatasetState(body["dataset"])
+                self._own.add(body["dataset"])
                 pb = body["privacy_budget"]
                 if pb is not None:
                     ds.budget = (parse_decimal(pb["epsilon"]), parse_decimal(pb["delta"]))
