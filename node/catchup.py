@@ -341,6 +341,8 @@ class CatchUp:
             check = lambda: self.ledger.check_block(h, fb.records, verify_signatures=False)  # noqa: E731
             block = await self._run_check(check) if self._run_check else check()
         except LedgerError as e:
+            if self.height >= h.height:
+                return  # consensus stored this height while we checked: not the peer's fault
             raise InvalidBlock(f"{e.message} ({e.code})", height=h.height) from e
         try:
             await self._commit(block, fb.certificate)

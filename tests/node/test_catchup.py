@@ -70,11 +70,12 @@ def follower_home(src: Path, dest: Path, peers: list[str], db: Path | None = Non
 def wait_height(url: str, height: int, timeout: float = 20.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = httpx.get(url + "/v1/status").json()
-        if status["height"] >= height:
-            return status
-        time.sleep(0.05)
+    with httpx.Client(base_url=url) as http:
+        while time.monotonic() < deadline:
+            status = http.get("/v1/status").json()
+            if status["height"] >= height:
+                return status
+            time.sleep(0.05)
     raise AssertionError(f"{url} at height {status.get('height')} after {timeout} s, expected {height}")
 
 
