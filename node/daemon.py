@@ -62,6 +62,7 @@ log = logging.getLogger("provledger.node")
 Committed = tuple[int, int]  # (height, log index)
 VERIFY_POOL_MIN = 64  # a batch with this many new records is verified in the verifier processes
 VERIFY_CHUNK = 128  # records per verifier job
+VERIFY_GROUP_MIN = 4  # single submissions arriving together are verified in a verifier process from this many
 
 
 def _verifier_init(parent: int) -> None:
@@ -140,6 +141,8 @@ class Node:
         workers = config.extra.get("verify_workers")
         self.verify_workers: int = workers if type(workers) is int and workers >= 0 else max(1, min(4, (os.cpu_count() or 2) - 1))
         self._pool: Any = None
+        self._group: list[tuple[Record, asyncio.Future[bool]]] = []  # single submissions awaiting verification
+        self.warm_verifier = False  # start the verifier process with the block loop (set by ``serve``)
         self._apply_lock = asyncio.Lock()
         # More than one validator: consensus between them (node.replica); None runs the
         # single-validator block loop.
@@ -232,6 +235,55 @@ class Node:
         rec = parse_record(obj, chain=self.chain_id)
         return rec.id, self.admit(rec)
 
+    async def submit_one(self, obj: Any) -> tuple[str, str]:
+        """``submit`` for a record sent on its own, off the event loop's critical path:
+        the signatures of records submitted at the same moment (one turn of the event loop)
+        are verified together, in a verifier process when there are ``VERIFY_GROUP_MIN``
+        or more, so under load the node's own core parses and applies the rules while
+        another checks signatures."""
+        rec = parse_record(obj, chain=self.chain_id)
+        known = self.status(rec.id)
+        if known is not None:
+            return rec.id, known  # PROTOCOL.md 3: the same envelope again is the same record
+        if not await self._verify_grouped(rec):
+            raise _bad_signature(rec)
+        return rec.id, self.admit(rec, verified=True)
+
+    def _verify_grouped(self, rec: Record) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        if not self._group:
+            loop.call_soon(self._verify_group)
+        self._group.append((rec, fut))
+        return fut
+
+    def _verify_group(self) -> None:
+        group, self._group = self._group, []
+        if len(group) < VERIFY_GROUP_MIN or self.verify_workers == 0:
+            for rec, fut in group:
+                try:
+                    rec.verify_signature()
+                except LedgerError:
+                    ok = False
+                else:
+                    ok = True
+                if not fut.done():
+                    fut.set_result(ok)
+            return
+
+        def done(task: asyncio.Task[set[int]]) -> None:
+            err = task.exception()
+            for k, (_, fut) in enumerate(group):
+                if fut.done():
+                    continue
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(k not in task.result())
+
+        task = asyncio.ensure_future(self._verify_many([rec for rec, _ in group], pool_min=1))
+        task.add_done_callback(done)
+
     async def submit_batch(self, items: list[Any], *, forward: bool = True) -> list[dict[str, Any]]:
         """Per-item results in order: ``{"id", "status"}`` or ``{"index", "code", "message"}``.
 
@@ -275,9 +327,9 @@ class Node:
                      ", ".join(f"{c} x{n}" for c, n in codes.most_common()))
         return results  # type: ignore[return-value]
 
-    async def _verify_many(self, recs: list[Record]) -> set[int]:
+    async def _verify_many(self, recs: list[Record], *, pool_min: int = VERIFY_POOL_MIN) -> set[int]:
         """Positions in ``recs`` whose signature does not verify."""
-        if len(recs) >= VERIFY_POOL_MIN and self.verify_workers > 0:
+        if len(recs) >= pool_min and self.verify_workers > 0:
             try:
                 return await self._verify_in_pool(recs)
             except Exception:
@@ -292,7 +344,7 @@ class Node:
                 bad.add(k)
         return bad
 
-    async def _verify_in_pool(self, recs: list[Record]) -> set[int]:
+    def _start_pool(self) -> Any:
         if self._pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -303,6 +355,10 @@ class Node:
                 initializer=_verifier_init,
                 initargs=(os.getpid(),),
             )
+        return self._pool
+
+    async def _verify_in_pool(self, recs: list[Record]) -> set[int]:
+        self._start_pool()
         loop = asyncio.get_running_loop()
         jobs = []
         for start in range(0, len(recs), VERIFY_CHUNK):
@@ -361,6 +417,10 @@ class Node:
     async def _block_loop(self) -> None:
         assert self._wake is not None and self._full is not None
         loop = asyncio.get_running_loop()
+        if self.warm_verifier and self.verify_workers > 0:
+            # Start the verifier processes now rather than on the first busy moment
+            # (a spawned interpreter takes about a second to import the library).
+            loop.run_in_executor(self._start_pool(), _verify_chunk, []).add_done_callback(lambda f: f.cancelled() or f.exception())
         last = 0.0
         while True:
             if not self.mempool:
@@ -556,6 +616,7 @@ def serve(home: str | Path, *, host: str | None = None, port: int | None = None,
     _Server = _server_class()
     setup_logging(log_level)
     node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
+    node.warm_verifier = True
     app = create_app(node=node)
     cfg = node.config
     server = _Server(
