@@ -1,0 +1,250 @@
+"""A local network of four validators on 127.0.0.1, run in the background (``scripts/devnet``).
+
+    scripts/devnet up            init ./.devnet the first time, start the four nodes, wait until healthy
+    scripts/devnet status        each node's height, round, peers and whether it is up [--json]
+    scripts/devnet stop NODE     stop one node (node-2, or 2): the other three go on
+    scripts/devnet start NODE    start it again: it catches up and rejoins consensus
+    scripts/devnet down          stop every node (SIGTERM, then wait)
+
+Layout: ``.devnet/node-1`` ... ``.devnet/node-4`` (homes made by ``provledger init
+--validators 4``), each with ``node.pid`` and ``node.log``; ``.devnet/alice.key`` is a
+participant key with every contributing role. ``DEVNET_DIR`` and ``DEVNET_BASE_PORT``
+(node-i listens on BASE + i; default 8100) override the defaults before the first ``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+NODES = 4
+ROLES = "contributor,annotator,trainer,evaluator"
+
+
+def devnet_dir() -> Path:
+    return Path(os.environ.get("DEVNET_DIR", ROOT / ".devnet")).resolve()
+
+
+def provledger() -> list[str]:
+    exe = Path(sys.executable).parent / "provledger"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("provledger")
+    return [found] if found else [sys.executable, "-m", "ledger.cli"]
+
+
+def homes(d: Path) -> list[Path]:
+    return [d / f"node-{i}" for i in range(1, NODES + 1)]
+
+
+def node_url(home: Path) -> str:
+    cfg = json.loads((home / "config.json").read_text())
+    return f"http://{cfg['host']}:{cfg['port']}"
+
+
+def pid_of(home: Path) -> int | None:
+    """The pid in ``home/node.pid`` if that process is alive and is this home's node."""
+    try:
+        pid = int((home / "node.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        args = cmdline.read_bytes().split(b"\0")
+        if str(home).encode() not in args:
+            return None  # the pid was reused by another process
+    return pid
+
+
+def pick(d: Path, name: str) -> Path:
+    n = name.removeprefix("node-")
+    if not n.isdigit() or not 1 <= int(n) <= NODES:
+        raise SystemExit(f"error: no node {name!r}; the nodes are node-1 ... node-{NODES}")
+    return d / f"node-{n}"
+
+
+def ensure_init(d: Path) -> None:
+    if (d / "node-1" / "config.json").exists():
+        return
+    base = os.environ.get("DEVNET_BASE_PORT", "8100")
+    print(f"creating a network of {NODES} validators in {d}", flush=True)
+    subprocess.run(
+        [*provledger(), "init", "--home", str(d), "--validators", str(NODES), "--base-port", base,
+         "--name", "devnet", "--participant-key", f"{d / 'alice.key'}={ROLES}"],
+        check=True,
+    )
+
+
+def start(home: Path) -> bool:
+    """Start the node of ``home`` in the background unless it runs; True if started."""
+    if pid_of(home) is not None:
+        return False
+    with open(home / "node.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*provledger(), "node", "start", "--home", str(home)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # not stopped by the terminal's Ctrl-C; `down` stops it
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    (home / "node.pid").write_text(f"{proc.pid}\n")
+    return True
+
+
+def stop(home: Path, timeout: float = 30.0) -> bool:
+    """SIGTERM the node of ``home`` and wait for it to finish its shutdown; True if it ran."""
+    pid = pid_of(home)
+    if pid is None:
+        (home / "node.pid").unlink(missing_ok=True)
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_of(home) is not None:
+        time.sleep(0.1)
+    if pid_of(home) is not None:
+        print(f"{home.name} did not stop within {timeout:.0f} s; killing it", file=sys.stderr)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    (home / "node.pid").unlink(missing_ok=True)
+    return True
+
+
+def wait_healthy(targets: list[Path], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(targets)
+    with httpx.Client(timeout=1.0) as http:
+        while pending:
+            for home in list(pending):
+                if pid_of(home) is None:
+                    tail = (home / "node.log").read_text(errors="replace").splitlines()[-15:]
+                    raise SystemExit(f"error: {home.name} exited; the end of {home / 'node.log'}:\n" + "\n".join(tail))
+                try:
+                    if http.get(node_url(home) + "/healthz").status_code == 200:
+                        pending.remove(home)
+                except httpx.HTTPError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(h.name for h in pending)
+                raise SystemExit(f"error: {names} not healthy after {timeout:.0f} s; see node.log in their homes")
+            time.sleep(0.1)
+
+
+def node_status(home: Path, http: httpx.Client) -> dict[str, Any]:
+    out: dict[str, Any] = {"node": home.name, "url": node_url(home), "pid": pid_of(home), "up": False}
+    if out["pid"] is None:
+        return out
+    try:
+        s = http.get(out["url"] + "/v1/status").json()
+    except (httpx.HTTPError, ValueError):
+        return out
+    cons = s.get("consensus") or {}
+    peers = s.get("peers") or []
+    out.update(up=True, height=s.get("height"), log_size=s.get("log_size"), mempool=s.get("mempool"),
+               round=cons.get("round"), step=cons.get("step"),
+               peers_up=sum(1 for p in peers if isinstance(p, dict) and p.get("up")), peers=len(peers))
+    return out
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'node':<8} {'state':<6} {'height':>7} {'log size':>9} {'round':>5} {'step':<10} {'peers up':>8} "
+          f"{'mempool':>7}  url")
+
+    def v(r: dict[str, Any], k: str) -> str:
+        x = r.get(k)
+        return "-" if x is None else str(x)
+
+    for r in rows:
+        state = "up" if r["up"] else ("no api" if r["pid"] else "down")
+        peers = f"{r['peers_up']}/{r['peers']}" if r["up"] and r.get("peers") else "-"
+        print(f"{r['node']:<8} {state:<6} {v(r, 'height'):>7} {v(r, 'log_size'):>9} {v(r, 'round'):>5} "
+              f"{v(r, 'step'):<10} {peers:>8} {v(r, 'mempool'):>7}  {r['url']}")
+
+
+def cmd_up(d: Path) -> None:
+    ensure_init(d)
+    started = [h for h in homes(d) if start(h)]
+    wait_healthy(homes(d))
+    urls = [node_url(h) for h in homes(d)]
+    rel = os.path.relpath(d, Path.cwd()) if d.is_relative_to(Path.cwd()) else str(d)
+    key = f"{rel}/alice.key"
+    print(f"\ndevnet up ({len(started)} started, {NODES - len(started)} already running):")
+    for h, u in zip(homes(d), urls, strict=True):
+        print(f"  {h.name}  {u}   (API docs {u}/docs, log {rel}/{h.name}/node.log)")
+    print(f"""
+participant key: {key}   (admin of org-i: {rel}/node-i/admin.key)
+
+Try, with the virtualenv active (. .venv/bin/activate):
+  echo "some data" > /tmp/devnet-data.bin
+  provledger submit dataset --key {key} --node {urls[0]} \\
+    --dataset demo --file /tmp/devnet-data.bin --items 1 --license CC-BY-4.0 --modality text --wait
+  provledger audit {urls[2]}
+  scripts/devnet status            # heights, rounds, peers
+  scripts/devnet stop node-4       # the other three go on; `scripts/devnet start node-4` rejoins
+  scripts/devnet down""")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="scripts/devnet", description="A local network of four validators.",
+                                 epilog="Example: scripts/devnet up; scripts/devnet status; scripts/devnet down")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="create .devnet the first time, start the nodes, wait until healthy")
+    sub.add_parser("down", help="stop every node (SIGTERM, then wait)")
+    st = sub.add_parser("status", help="a table of the nodes")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    for name in ("stop", "start"):
+        p = sub.add_parser(name, help=f"{name} one node (node-N or N)")
+        p.add_argument("node")
+    args = ap.parse_args(argv)
+    d = devnet_dir()
+    if args.cmd != "up" and not (d / "node-1" / "config.json").exists():
+        raise SystemExit(f"error: no devnet in {d}; run `scripts/devnet up` first")
+    if args.cmd == "up":
+        cmd_up(d)
+    elif args.cmd == "down":
+        running = [h for h in homes(d) if pid_of(h) is not None]
+        for h in running:  # all at once, then wait for each to finish its shutdown
+            pid = pid_of(h)
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+        for h in homes(d):
+            stop(h)
+        stopped = [h.name for h in running]
+        print(f"stopped {', '.join(stopped)}" if stopped else "no node was running")
+    elif args.cmd == "status":
+        with httpx.Client(timeout=2.0) as http:
+            rows = [node_status(h, http) for h in homes(d)]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_table(rows)
+    elif args.cmd == "stop":
+        home = pick(d, args.node)
+        print(f"stopped {home.name}" if stop(home) else f"{home.name} was not running")
+    elif args.cmd == "start":
+        home = pick(d, args.node)
+        if start(home):
+            wait_healthy([home])
+            print(f"started {home.name} at {node_url(home)}; it catches up from its peers")
+        else:
+            print(f"{home.name} is already running")
+
+
+if __name__ == "__main__":
+    main()
