@@ -211,11 +211,12 @@ class Node:
             return "committed"
         return None
 
-    def admit(self, rec: Record, *, verified: bool = False, forward: bool = True) -> str:
+    def admit(self, rec: Record, *, verified: bool = False, forward: bool = True, uncommitted: bool = False) -> str:
         """Admit a parsed record; returns its status. Raises SignatureError / RuleError.
         ``verified``: the signature was already checked (by the batch verifier).
-        ``forward``: pass it on to the other validators (not for records a peer forwarded)."""
-        known = self.status(rec.id)
+        ``forward``: pass it on to the other validators (not for records a peer forwarded).
+        ``uncommitted``: the caller has just seen that the store does not hold it."""
+        known = ("pending" if rec.id in self.mempool else None) if uncommitted else self.status(rec.id)
         if known is not None:
             return known  # PROTOCOL.md 3: the same envelope again is the same record
         if not verified:
@@ -302,30 +303,47 @@ class Node:
             codes[e.code] += 1
             self.metrics.rejected.labels(e.code).inc()
 
-        fresh: list[tuple[int, Record]] = []
+        parsed: list[tuple[int, Record]] = []
         for i, item in enumerate(items):
             try:
-                rec = parse_record(item, chain=self.chain_id)
+                parsed.append((i, parse_record(item, chain=self.chain_id)))
             except LedgerError as e:
                 fail(i, e)
-                continue
-            known = self.status(rec.id)
-            if known is not None:
-                results[i] = {"id": rec.id, "status": known}
+        pool = self.mempool
+        committed = self._committed_among([rec.id for _, rec in parsed if rec.id not in pool])
+        fresh: list[tuple[int, Record]] = []
+        for i, rec in parsed:
+            if rec.id in pool or rec.id in committed:
+                results[i] = {"id": rec.id, "status": "pending" if rec.id in pool else "committed"}
             else:
                 fresh.append((i, rec))
         bad = await self._verify_many([rec for _, rec in fresh])
+        # Blocks may have been stored while the signatures were checked: ask the store
+        # again, once for the whole batch, and not once more per record in ``admit``.
+        committed = self._committed_among([rec.id for _, rec in fresh])
         for k, (i, rec) in enumerate(fresh):
             try:
                 if k in bad:
                     raise _bad_signature(rec)
-                results[i] = {"id": rec.id, "status": self.admit(rec, verified=True, forward=forward)}
+                status = "committed" if rec.id in committed else self.admit(
+                    rec, verified=True, forward=forward, uncommitted=True)
+                results[i] = {"id": rec.id, "status": status}
             except LedgerError as e:
                 fail(i, e)
         if codes:
             log.info("rejected %d of %d batch records: %s", sum(codes.values()), len(items),
                      ", ".join(f"{c} x{n}" for c, n in codes.most_common()))
         return results  # type: ignore[return-value]
+
+    def _committed_among(self, ids: list[str]) -> set[str]:
+        """The ids among ``ids`` that the store holds: one query per 500 ids."""
+        found: set[str] = set()
+        reader = self.store.reader
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            found.update(row[0] for row in reader.execute(
+                f"SELECT id FROM records WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
 
     async def _verify_many(self, recs: list[Record], *, pool_min: int = VERIFY_POOL_MIN) -> set[int]:
         """Positions in ``recs`` whose signature does not verify."""
