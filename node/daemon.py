@@ -144,6 +144,7 @@ class Node:
         self._group: list[tuple[Record, asyncio.Future[bool]]] = []  # single submissions awaiting verification
         self.warm_verifier = False  # start the verifier process with the block loop (set by ``serve``)
         self._apply_lock = asyncio.Lock()
+        self.stale_pending = False  # the mempool holds records the rules refuse (rebuild at the next block)
         # More than one validator: consensus between them (node.replica); None runs the
         # single-validator block loop.
         self.replica: Any = None
@@ -579,15 +580,19 @@ class Node:
             checked = block if isinstance(block, Block) else await self.check_block(block)
             if checked.header != header:
                 raise VerificationError(f"block {header.height} was checked against another header", code="bad_block")
-            ids = [r.id for r in checked.records]
-            prefix = [r.id for r in self.mempool.take(len(ids))]
-            oldest = self.mempool.arrived(prefix[0]) if prefix else None
+            pool = self.mempool
+            # The pending state (committed + mempool) stays exact if every record of the
+            # block was in the mempool, in whatever order: the same records are applied,
+            # now on the committed side. A record it lacked, or one a proposal of ours
+            # left out (``stale_pending``), means it is rebuilt from the new state.
+            rebuild = self.stale_pending or any(r.id not in pool for r in checked.records)
+            times = [t for r in checked.records if (t := pool.arrived(r.id)) is not None]
+            oldest = min(times) if times else None
             t0 = time.perf_counter()
             await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
             dt = time.perf_counter() - t0
-            # The pending state stays exact if the block is what this mempool would have
-            # proposed (its first records, in order); otherwise it is rebuilt.
-            dropped = self.mempool.settle(checked.records, self.ledger.state, rebuild=ids != prefix)
+            dropped = pool.settle(checked.records, self.ledger.state, rebuild=rebuild)
+            self.stale_pending = False
             self._committed(checked, dt, oldest, dropped, how)
         if self.replica is not None:
             self.replica.stored(header.height)

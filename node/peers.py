@@ -7,7 +7,9 @@ dead peer. What a peer is sent:
   consensus messages   ``POST /v1/peer/message``: one message, or ``{"messages": [...]}``
                        when several queued up while the last request was in flight;
   records              ``POST /v1/peer/records`` ``{"records": [...]}``: the records this
-                       node accepted, gathered for ``FORWARD_DELAY_S`` and sent as one batch.
+                       node accepted; whatever queued up while the last request was in
+                       flight goes as one batch (up to ``FORWARD_CHUNK``), after any
+                       consensus message waiting for that peer.
 
 A peer that does not answer is marked down; what was queued for it is dropped, and so is
 anything queued for it during ``BACKOFF_S`` (growing while it stays down): consensus re-sends
@@ -31,10 +33,10 @@ __all__ = ["Peer", "Peers"]
 log = logging.getLogger("provledger.peers")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
-FORWARD_DELAY_S = 0.005  # records accepted within this window go to the peers as one batch
 FORWARD_CHUNK = 5000  # records per forwarded batch (the peer route takes up to 10,000)
-MAX_BATCH_BYTES = 8 * 1024 * 1024  # a request body stays well under the peer's 16 MiB limit
+MAX_BATCH_BYTES = 4 * 1024 * 1024  # a request body stays well under the peer's 16 MiB limit
 MAX_QUEUED = 10_000  # messages waiting for one peer; the oldest are dropped beyond this
+MAX_QUEUED_RECORDS = 200_000  # records waiting for one peer; newer ones are dropped beyond this
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 _JSON = {"content-type": "application/json"}
 
@@ -47,13 +49,14 @@ class Peer:
         self.url = url.rstrip("/")
         self.name = name or key[:16]
         self.messages: deque[bytes] = deque()
-        self.records: deque[bytes] = deque()  # batch bodies
+        self.records: deque[bytes] = deque()  # canonical envelopes
         self.ready = asyncio.Event()
         self.up: bool | None = None  # unknown until the first request
         self.failures = 0
         self.retry_at = 0.0
         self.sent = 0
         self.dropped = 0
+        self.busy = False  # a request is in flight
         self.last_error = ""
 
     def _accepting(self) -> bool:
@@ -69,12 +72,16 @@ class Peer:
         self.messages.append(body)
         self.ready.set()
 
-    def push_records(self, body: bytes) -> None:
-        if not self._accepting():
+    def push_record(self, canonical: bytes) -> None:
+        if not self._accepting() or len(self.records) >= MAX_QUEUED_RECORDS:
             self.dropped += 1
             return
-        self.records.append(body)
+        self.records.append(canonical)
         self.ready.set()
+
+    @property
+    def idle(self) -> bool:
+        return self.up is True and not self.messages and not self.busy
 
     def status(self) -> dict[str, Any]:
         return {
@@ -95,8 +102,6 @@ class Peers:
         self.peers = [Peer(k, u, names.get(k, "")) for k, u in urls.items()]
         self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._pending: list[bytes] = []  # canonical records waiting to be forwarded
-        self._flush_at: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(
@@ -107,8 +112,6 @@ class Peers:
             self._tasks.append(asyncio.create_task(self._sender(p), name=f"peer-{p.name}"))
 
     async def stop(self) -> None:
-        if self._flush_at is not None:
-            self._flush_at.cancel()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -131,19 +134,22 @@ class Peers:
         for p in self.peers:
             p.push_message(body)
 
-    def forward_record(self, canonical: bytes) -> None:
-        """Queue a record this node accepted; sent to every peer in the next batch."""
-        self._pending.append(canonical)
-        if self._flush_at is None:
-            self._flush_at = asyncio.get_running_loop().call_later(FORWARD_DELAY_S, self._flush)
+    def gossip(self, messages: list[Any]) -> int:
+        """Re-send ``messages`` to the peers that are up and have nothing waiting (a busy
+        peer will get newer messages soon; a re-send must never pile up behind them).
+        Returns how many peers were sent to."""
+        idle = [p for p in self.peers if p.idle]
+        if idle and messages:
+            bodies = [orjson.dumps(m.to_dict()) for m in messages]
+            for p in idle:
+                for b in bodies:
+                    p.push_message(b)
+        return len(idle)
 
-    def _flush(self) -> None:
-        self._flush_at = None
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), FORWARD_CHUNK):
-            body = b'{"records":[' + b",".join(pending[start:start + FORWARD_CHUNK]) + b"]}"
-            for p in self.peers:
-                p.push_records(body)
+    def forward_record(self, canonical: bytes) -> None:
+        """Queue a record this node accepted for every peer (sent in batches)."""
+        for p in self.peers:
+            p.push_record(canonical)
 
     # -- one sender per peer --------------------------------------------------------------------
     async def _sender(self, p: Peer) -> None:
@@ -151,6 +157,7 @@ class Peers:
             await p.ready.wait()
             p.ready.clear()
             while p.messages or p.records:
+                p.busy = True
                 if p.messages:  # consensus first
                     bodies: list[bytes] = []
                     size = 0
@@ -161,7 +168,10 @@ class Peers:
                     body = bodies[0] if len(bodies) == 1 else b'{"messages":[' + b",".join(bodies) + b"]}"
                     ok = await self._post(p, "/v1/peer/message", body, len(bodies))
                 else:
-                    ok = await self._post(p, "/v1/peer/records", p.records.popleft(), 1)
+                    recs = [p.records.popleft() for _ in range(min(FORWARD_CHUNK, len(p.records)))]
+                    body = b'{"records":[' + b",".join(recs) + b"]}"
+                    ok = await self._post(p, "/v1/peer/records", body, len(recs))
+                p.busy = False
                 if not ok:
                     p.dropped += len(p.messages) + len(p.records)
                     p.messages.clear()

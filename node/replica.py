@@ -264,7 +264,14 @@ class Replica:
                     actions = core.start()
                 else:  # pragma: no cover
                     continue
+                t_ev = time.monotonic()
                 await self._apply(actions)
+                if log.isEnabledFor(logging.DEBUG):
+                    m = ev[1] if kind == "msg" else None
+                    what = (f"{type(m).__name__} {m.height}/{m.round}/{getattr(m, 'step', 'propose')} from "
+                            f"{(getattr(m, 'validator', None) or m.proposer)[:6]}") if m is not None else str(ev)
+                    log.debug("event %s -> %s (%.1f ms)", what, [type(a).__name__ for a in actions],
+                              (time.monotonic() - t_ev) * 1000)
             except LedgerError as e:
                 log.info("consensus input refused: %s: %s", e.code, e.message)
             except asyncio.CancelledError:
@@ -313,6 +320,8 @@ class Replica:
                 # Durable before the Broadcast that follows (persist-before-send).
                 await loop.run_in_executor(node._executor, node.store.save_signed_state, doc, blocks)
             elif t is ScheduleTimeout:
+                if a.step == "propose" and a.round > 0:
+                    log.info("height %d: round %d (the rounds before it did not decide)", a.height, a.round)
                 self._schedule(a)
             elif t is Commit:
                 await self._commit(a)
@@ -370,6 +379,8 @@ class Replica:
             # Only if the block is not the next one on this node's disk (catch-up raced us).
             log.warning("decided block %d not stored: %s: %s", a.height, e.code, e.message)
         self.decided += 1
+        log.debug("height %d decided in round %d (%d ms at this height)", a.height, a.certificate["round"],
+                  (time.monotonic() - self._height_started) * 1000)
         self._new_height()
 
     # -- app callbacks (node.consensus.App) ---------------------------------------------
@@ -379,6 +390,7 @@ class Replica:
         batch = node.mempool.take(node.max_block)
         block, rejected = node.ledger.build_block(batch, proposer=node.key.public)
         if rejected:
+            node.stale_pending = True
             log.info("proposal for height %d leaves out %d records the rules refuse", height, len(rejected))
         self._checked[block.hash] = block
         return block_to_wire(block), block.hash
@@ -422,19 +434,21 @@ class Replica:
     # -- liveness -------------------------------------------------------------------------------
     async def _gossip(self) -> None:
         """Re-send this height's messages when the height and round have not moved."""
-        mark: tuple[int, int] | None = None
+        mark: tuple[int, int, str] | None = None
         while True:
             await asyncio.sleep(self.gossip_s)
             core = self.core
             if core is None or self._held is not None:
                 continue
-            now = (core.height, core.round)
+            now = (core.height, core.round, core.step)
             if now == mark:
-                msgs = core.gossip_messages()
-                if msgs:
-                    log.debug("no progress at %d/%d: re-sending %d messages", now[0], now[1], len(msgs))
-                    for m in msgs:
-                        self.peers.broadcast(m)
+                # Every vote of the height, but of the proposals (large: they carry their
+                # block) only those of this round and the one of our valid value.
+                msgs = [m for m in core.gossip_messages()
+                        if isinstance(m, Vote) or m.round == core.round or m.block_hash == core.valid_hash]
+                sent = self.peers.gossip(msgs)
+                if sent:
+                    log.debug("no progress at %d/%d/%s: re-sent %d messages to %d peers", *now, len(msgs), sent)
             mark = now
 
     def _catch_up(self, target: int) -> None:
