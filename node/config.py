@@ -19,6 +19,12 @@ default one less than the CPU count, at most 4; 0 verifies in the node process) 
 ``max_mempool`` (records that may wait for blocks before submissions get 503
 ``mempool_full``; default 100,000).
 
+Consensus (networks of more than one validator; docs/protocol.md, "Peers and consensus
+messages"): ``consensus_timeouts``, milliseconds over ``DEFAULT_CONSENSUS_TIMEOUTS``
+(round r waits ``propose + delta * r`` for its proposal, ``prevote``/``precommit + delta * r``
+once 2f+1 votes of a step are in, ``commit`` between heights), and ``gossip_ms`` (re-send
+the height's messages after this long without progress; default 500).
+
 A network of N > 1 validators (``provledger init --validators N``) has one home per node,
 ``DIR/node-1`` ... ``DIR/node-N``, each laid out as above (its own config, validator key,
 admin key of its organisation ``org-i`` and database, and a copy of the one genesis);
@@ -45,6 +51,8 @@ __all__ = ["CONFIG_FILE", "DEFAULT_BASE_PORT", "NodeConfig", "init_network", "pa
 
 CONFIG_FILE = "config.json"
 DEFAULT_BASE_PORT = 8100  # node-i of a multi-validator network listens on BASE_PORT + i
+# Tuned for validators on one host or a LAN; a WAN wants larger values.
+DEFAULT_CONSENSUS_TIMEOUTS = {"propose": 300, "prevote": 150, "precommit": 150, "delta": 150, "commit": 10}
 DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
 
 
@@ -122,6 +130,19 @@ class NodeConfig:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {p}: {e}", code="bad_config") from e
         return cls.from_dict(h, d)
+
+    def consensus_timeouts(self) -> dict[str, int]:
+        """``consensus_timeouts`` of the file over ``DEFAULT_CONSENSUS_TIMEOUTS`` (ms)."""
+        given = self.extra.get("consensus_timeouts") or {}
+        if type(given) is not dict:
+            raise InputError("config consensus_timeouts must be an object of milliseconds", code="bad_config")
+        out = dict(DEFAULT_CONSENSUS_TIMEOUTS)
+        for k, v in given.items():
+            if k not in out or type(v) is not int or v < 0:
+                raise InputError(f"config consensus_timeouts.{k}: the keys are {', '.join(out)}, each a "
+                                 "non-negative integer of milliseconds", code="bad_config", field=f"consensus_timeouts.{k}")
+            out[k] = v
+        return out
 
     def save(self) -> Path:
         p = self.home / CONFIG_FILE

@@ -146,8 +146,12 @@ class Node:
         self._apply_lock = asyncio.Lock()
         self.stale_pending = False  # the mempool holds records the rules refuse (rebuild at the next block)
         # More than one validator: consensus between them (node.replica); None runs the
-        # single-validator block loop.
+        # single-validator block loop. Made here so that a bad setting stops the node early.
         self.replica: Any = None
+        if self.multi:
+            from .replica import Replica
+
+            self.replica = Replica(self)
 
     @property
     def multi(self) -> bool:
@@ -165,10 +169,7 @@ class Node:
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
-        if self.multi:
-            from .replica import Replica
-
-            self.replica = Replica(self)
+        if self.replica is not None:
             await self.replica.start()
         else:
             self._task = asyncio.create_task(self._block_loop(), name="block-loop")

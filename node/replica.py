@@ -65,32 +65,17 @@ from .consensus import (
 )
 from .peers import Peers
 
-__all__ = ["DEFAULT_TIMEOUTS", "Replica", "block_to_wire", "timeouts_from_config"]
+__all__ = ["Replica", "block_to_wire", "timeouts_from_config"]
 
 log = logging.getLogger("provledger.consensus")
 
-# Tuned for validators on one host or a LAN: a round waits 300 ms for its proposal (+150
-# per round), a step 150 ms (+150 per round) once 2f+1 messages of it are in; 10 ms between
-# heights so that late precommits arrive without slowing the chain.
-DEFAULT_TIMEOUTS = Timeouts(propose=300, prevote=150, precommit=150, delta=150, commit=10)
 DEFAULT_GOSSIP_MS = 500
 _QUEUE_LIMIT = 100_000
 
 
 def timeouts_from_config(config: Any) -> Timeouts:
-    """``consensus_timeouts`` of a node's config (ms; any of propose, prevote, precommit,
-    delta, commit), over the defaults."""
-    given = config.extra.get("consensus_timeouts") or {}
-    if type(given) is not dict:
-        raise InputError("config consensus_timeouts must be an object of milliseconds", code="bad_config")
-    fields = {"propose", "prevote", "precommit", "delta", "commit"}
-    out = {k: getattr(DEFAULT_TIMEOUTS, k) for k in fields}
-    for k, v in given.items():
-        if k not in fields or type(v) is not int or v < 0:
-            raise InputError(f"config consensus_timeouts.{k}: must be one of {sorted(fields)} with a "
-                             "non-negative integer (ms)", code="bad_config")
-        out[k] = v
-    return Timeouts(**out)
+    """The core's timeouts from the node's config (``NodeConfig.consensus_timeouts``)."""
+    return Timeouts(**config.consensus_timeouts())
 
 
 def block_to_wire(block: Block) -> dict[str, Any]:
