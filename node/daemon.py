@@ -248,9 +248,11 @@ class Node:
         known = self.status(rec.id)
         if known is not None:
             return rec.id, known  # PROTOCOL.md 3: the same envelope again is the same record
+        committed = self.ledger.state  # replaced by every block stored
         if not await self._verify_grouped(rec):
             raise _bad_signature(rec)
-        return rec.id, self.admit(rec, verified=True)
+        # No block stored meanwhile: the store still does not hold it (ask the mempool only).
+        return rec.id, self.admit(rec, verified=True, uncommitted=self.ledger.state is committed)
 
     def _verify_grouped(self, rec: Record) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
