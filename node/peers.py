@@ -81,7 +81,9 @@ class Peer:
 
     @property
     def idle(self) -> bool:
-        return self.up is True and not self.messages and not self.busy
+        """Nothing queued and nothing in flight. A peer marked down counts once its back-off
+        has passed: a re-send is also how this node learns that a restarted peer is back."""
+        return not self.messages and not self.busy and (self.up is True or self._accepting())
 
     def status(self) -> dict[str, Any]:
         return {
