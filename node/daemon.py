@@ -586,13 +586,26 @@ class Node:
             pool = self.mempool
             # The pending state (committed + mempool) stays exact if every record of the
             # block was in the mempool, in whatever order: the same records are applied,
-            # now on the committed side. A record it lacked, or one a proposal of ours
-            # left out (``stale_pending``), means it is rebuilt from the new state.
-            rebuild = self.stale_pending or any(r.id not in pool for r in checked.records)
+            # now on the committed side. Records it lacked (not forwarded to us yet) are
+            # applied to it too if the rules allow them there; if not, or if a proposal of
+            # ours left records out (``stale_pending``), it is rebuilt from the new state.
+            # (Checked before the commit: afterwards the store answers that they are on the chain.)
+            rebuild = self.stale_pending
+            if not rebuild:
+                try:
+                    for r in checked.records:
+                        if r.id not in pool:
+                            pool.pending.check_apply(r)
+                except LedgerError:
+                    rebuild = True
             times = [t for r in checked.records if (t := pool.arrived(r.id)) is not None]
             oldest = min(times) if times else None
             t0 = time.perf_counter()
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
+            except BaseException:
+                self.stale_pending = True  # the pending state may hold records that are not on the chain
+                raise
             dt = time.perf_counter() - t0
             dropped = pool.settle(checked.records, self.ledger.state, rebuild=rebuild)
             self.stale_pending = False

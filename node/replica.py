@@ -116,6 +116,8 @@ class Replica:
         self._invalid: set[str] = set()
         self._held: tuple[Any, ...] | None = None  # the start or a commit timeout, waiting for work
         self._sync_task: asyncio.Task[Any] | None = None
+        self._persisted: set[str] = set()  # blocks already in the store's signed_blocks
+        self._persisted_height = 0
         self._height_started = time.monotonic()
         self.decided = 0
 
@@ -302,8 +304,12 @@ class Replica:
                 self.peers.broadcast(a.message)
             elif t is PersistSigned:
                 doc, blocks = self._persist_doc(a)
+                if self._persisted_height != a.height:  # the store forgets lower heights' blocks
+                    self._persisted.clear()
+                    self._persisted_height = a.height
                 # Durable before the Broadcast that follows (persist-before-send).
                 await loop.run_in_executor(node._executor, node.store.save_signed_state, doc, blocks)
+                self._persisted.update(blocks)
             elif t is ScheduleTimeout:
                 if a.step == "propose" and a.round > 0:
                     log.info("height %d: round %d (the rounds before it did not decide)", a.height, a.round)
@@ -331,7 +337,7 @@ class Replica:
             h = known or _block_hash_of(block)
             if h is None:
                 return block
-            if h not in blocks:
+            if h not in blocks and h not in self._persisted:
                 blocks[h] = orjson.dumps(block)
             return {"ref": h}
 

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from conftest import PARTICIPANT_ROLES, free_port, init_home, make_home
 from factory import Consortium
 
+from ledger.blocks import Certificate
 from ledger.chain import Ledger
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
@@ -179,6 +180,59 @@ def test_apply_final_checks_and_stores_a_foreign_block(tmp_path: Path, four: Con
     asyncio.run(run())
 
 
+def test_apply_final_keeps_the_mempool_consistent(tmp_path: Path, four: Consortium) -> None:
+    """A block of another proposer holds one record this node has (A), one it never saw (F),
+    and F claims the dataset version a waiting record (C) also claims: after the block, A
+    and C have left the mempool (C refused, its waiter told why), and new submissions are
+    judged against F."""
+    from node.daemon import Node
+
+    a = four.record(four.alice, "dataset.contribute", Consortium.dataset_body("a"))
+    c = four.record(four.bob, "dataset.contribute", Consortium.dataset_body("dup"))
+    f = four.record(four.alice, "dataset.contribute", Consortium.dataset_body("dup"))
+    other = Ledger(Store.create(tmp_path / "other.db", four.doc))
+    block, _ = other.build_block([f, a], proposer=four.validators[1].public)
+    wire = {"header": block.header.to_dict(), "records": [f.envelope, a.envelope]}
+
+    async def run() -> None:
+        node = Node.open(tmp_path / "home")
+        # Admission without the consensus task running (what start() would set up).
+        node._wake, node._full = asyncio.Event(), asyncio.Event()
+        try:
+            assert node.admit(a) == "pending" and node.admit(c) == "pending"
+            waiting = asyncio.ensure_future(node.wait_committed([a.id, c.id], 5))
+            await asyncio.sleep(0)
+            await node.apply_final(wire, _certificate(four, block.hash, 1, [1, 2, 3]))
+            done = await waiting
+            assert done[a.id] == (1, 1)
+            assert getattr(done[c.id], "code", None) == "duplicate_dataset"
+            assert len(node.mempool) == 0
+            again = four.record(four.bob, "dataset.contribute", Consortium.dataset_body("dup"))
+            with pytest.raises(LedgerError) as e:
+                node.admit(again)
+            assert e.value.code == "duplicate_dataset"
+            fresh = four.record(four.bob, "dataset.contribute", Consortium.dataset_body("fresh"))
+            assert node.admit(fresh) == "pending"
+            # A second block with only a record this node never saw: the waiting record
+            # stays, and the pending state knows the new one.
+            other.commit(block, Certificate.from_dict(_certificate(four, block.hash, 1, [1, 2, 3])))
+            g = four.record(four.alice, "dataset.contribute", Consortium.dataset_body("g"))
+            block2, _ = other.build_block([g], proposer=four.validators[2].public)
+            await node.apply_final({"header": block2.header.to_dict(), "records": [g.envelope]},
+                                   _certificate(four, block2.hash, 2, [0, 2, 3]))
+            assert node.status(fresh.id) == "pending" and node.status(g.id) == "committed"
+            with pytest.raises(LedgerError) as e:
+                node.admit(four.record(four.bob, "dataset.contribute", Consortium.dataset_body("g")))
+            assert e.value.code == "duplicate_dataset"
+            built, rejected = node.ledger.build_block(node.mempool.take(10), proposer=four.validators[0].public)
+            assert [r.id for r in built.records] == [fresh.id] and not rejected
+        finally:
+            await node.stop()
+
+    make_home(tmp_path / "home", four)
+    asyncio.run(run())
+
+
 def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
     """What the replica persists before sending comes back, blocks included, as the core's
     ``PersistSigned``: a restarted validator keeps its lock."""
@@ -199,6 +253,7 @@ def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
         pass
 
     rep = Replica.__new__(Replica)
+    rep._persisted = set()
     rep.node = FakeNode()
     rep.node.store = store  # type: ignore[attr-defined]
     doc, blocks = rep._persist_doc(ps)
