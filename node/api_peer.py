@@ -14,6 +14,7 @@ admitted as any submission is (form, signature, state rules) but not forwarded a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from ledger.errors import InputError, LedgerError
 __all__ = ["MAX_PEER_MESSAGES", "install"]
 
 MAX_PEER_MESSAGES = 10_000
+PEER_RECORDS_SLICE = 256  # forwarded records admitted per turn of the event loop
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -75,7 +77,16 @@ def install(app: FastAPI, node: Any) -> None:
             raise InputError('forwarded records are {"records": [envelope, ...]}', code="bad_type")
         if len(obj["records"]) > MAX_BATCH_RECORDS:
             raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records", code="batch_too_large")
-        results = await node.submit_batch(obj["records"], forward=False)
+        # In slices, letting consensus events in between: a large forwarded batch must not
+        # hold the event loop (and so this node's votes) for the whole batch.
+        items, results = obj["records"], []
+        for start in range(0, len(items), PEER_RECORDS_SLICE):
+            part = await node.submit_batch(items[start:start + PEER_RECORDS_SLICE], forward=False)
+            for r in part:
+                if "index" in r:
+                    r["index"] += start
+            results.extend(part)
+            await asyncio.sleep(0)
         return _json({"results": results})
 
     @app.get("/v1/evidence", tags=["peers"])

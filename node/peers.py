@@ -1,15 +1,15 @@
 """Sending to the other validators over HTTP (docs/protocol.md, "Peers and consensus messages").
 
 One ``Peers`` per node: a keep-alive ``httpx.AsyncClient`` shared by every peer, and per
-peer one outgoing queue drained by one task, so that consensus never waits for a slow or
-dead peer. What a peer is sent:
+peer two outgoing queues, each drained by its own task (so a large batch of records in
+flight never holds up a vote), so that consensus never waits for a slow or dead peer. What
+a peer is sent:
 
   consensus messages   ``POST /v1/peer/message``: one message, or ``{"messages": [...]}``
                        when several queued up while the last request was in flight;
   records              ``POST /v1/peer/records`` ``{"records": [...]}``: the records this
                        node accepted; whatever queued up while the last request was in
-                       flight goes as one batch (up to ``FORWARD_CHUNK``), after any
-                       consensus message waiting for that peer.
+                       flight goes as one batch (up to ``FORWARD_CHUNK``).
 
 A peer that does not answer is marked down; what was queued for it is dropped, and so is
 anything queued for it during ``BACKOFF_S`` (growing while it stays down): consensus re-sends
@@ -50,7 +50,8 @@ class Peer:
         self.name = name or key[:16]
         self.messages: deque[bytes] = deque()
         self.records: deque[bytes] = deque()  # canonical envelopes
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # messages queued
+        self.records_ready = asyncio.Event()
         self.up: bool | None = None  # unknown until the first request
         self.failures = 0
         self.retry_at = 0.0
@@ -77,7 +78,7 @@ class Peer:
             self.dropped += 1
             return
         self.records.append(canonical)
-        self.ready.set()
+        self.records_ready.set()
 
     @property
     def idle(self) -> bool:
@@ -111,7 +112,8 @@ class Peers:
             limits=httpx.Limits(max_connections=4 * max(1, len(self.peers)), max_keepalive_connections=4 * max(1, len(self.peers))),
         )
         for p in self.peers:
-            self._tasks.append(asyncio.create_task(self._sender(p), name=f"peer-{p.name}"))
+            self._tasks.append(asyncio.create_task(self._send_messages(p), name=f"peer-{p.name}"))
+            self._tasks.append(asyncio.create_task(self._send_records(p), name=f"peer-{p.name}-records"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -154,29 +156,35 @@ class Peers:
             p.push_record(canonical)
 
     # -- one sender per peer --------------------------------------------------------------------
-    async def _sender(self, p: Peer) -> None:
+    async def _send_messages(self, p: Peer) -> None:
         while True:
             await p.ready.wait()
             p.ready.clear()
-            while p.messages or p.records:
+            while p.messages:
                 p.busy = True
-                if p.messages:  # consensus first
-                    bodies: list[bytes] = []
-                    size = 0
-                    while p.messages and (not bodies or size + len(p.messages[0]) < MAX_BATCH_BYTES):
-                        b = p.messages.popleft()
-                        bodies.append(b)
-                        size += len(b)
-                    body = bodies[0] if len(bodies) == 1 else b'{"messages":[' + b",".join(bodies) + b"]}"
-                    ok = await self._post(p, "/v1/peer/message", body, len(bodies))
-                else:
-                    recs = [p.records.popleft() for _ in range(min(FORWARD_CHUNK, len(p.records)))]
-                    body = b'{"records":[' + b",".join(recs) + b"]}"
-                    ok = await self._post(p, "/v1/peer/records", body, len(recs))
+                bodies: list[bytes] = []
+                size = 0
+                while p.messages and (not bodies or size + len(p.messages[0]) < MAX_BATCH_BYTES):
+                    b = p.messages.popleft()
+                    bodies.append(b)
+                    size += len(b)
+                body = bodies[0] if len(bodies) == 1 else b'{"messages":[' + b",".join(bodies) + b"]}"
+                ok = await self._post(p, "/v1/peer/message", body, len(bodies))
                 p.busy = False
                 if not ok:
-                    p.dropped += len(p.messages) + len(p.records)
+                    p.dropped += len(p.messages)
                     p.messages.clear()
+                    break
+
+    async def _send_records(self, p: Peer) -> None:
+        while True:
+            await p.records_ready.wait()
+            p.records_ready.clear()
+            while p.records:
+                recs = [p.records.popleft() for _ in range(min(FORWARD_CHUNK, len(p.records)))]
+                body = b'{"records":[' + b",".join(recs) + b"]}"
+                if not await self._post(p, "/v1/peer/records", body, len(recs)):
+                    p.dropped += len(p.records)
                     p.records.clear()
                     break
 
