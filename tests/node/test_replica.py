@@ -333,10 +333,31 @@ def _audit(db: Path) -> None:
     assert res.exit_code == 0, res.output
 
 
+@pytest.fixture
+def start_nodes() -> Iterator[Any]:
+    """``start_nodes([(home, port), ...]) -> [NodeProcess]``: started together, then each
+    waited for; all stopped when the test ends."""
+    from conftest import NodeProcess
+
+    procs: list[Any] = []
+
+    def start(specs: list[tuple[Path, int]]) -> list[Any]:
+        new = [NodeProcess(h, p) for h, p in specs]
+        procs.extend(new)
+        for n in new:
+            n.wait_ready()
+        return new
+
+    yield start
+    for n in procs:
+        if n.proc.poll() is None:
+            n.terminate()
+
+
 @pytest.mark.e2e
-def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start_node: Any) -> None:
+def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start_nodes: Any) -> None:
     homes, ports, key_path = four_homes(tmp_path)
-    nodes = [start_node(h, p) for h, p in zip(homes, ports, strict=True)]
+    nodes = start_nodes(list(zip(homes, ports, strict=True)))
     urls = [n.url for n in nodes]
     alice = SigningKey.load(key_path)
     chain = httpx.get(urls[0] + "/v1/status").json()["chain_id"]
@@ -368,7 +389,8 @@ def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start
     assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in live}) == 1
 
     # 3. It restarts from its disk (persisted signing state) and reaches the same head.
-    nodes[3] = start_node(homes[3], ports[3])
+    nodes[3] = start_nodes([(homes[3], ports[3])])[0]
+    assert "consensus resumes at height" in nodes[3].log()  # from the signing state it persisted
     _wait_all(urls, 402)
     assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in urls}) == 1
 
