@@ -47,47 +47,23 @@ from ledger.blocks import Certificate, Header
 from ledger.chain import Block, Ledger
 from ledger.errors import InputError, LedgerError, SignatureError, VerificationError
 from ledger.genesis import parse_genesis
-from ledger.keys import SigningKey, verify_bytes
-from ledger.records import Record, parse_record, record_signing_bytes
+from ledger.keys import SigningKey
+from ledger.records import Record, parse_record
 from ledger.store import Store
 
 from .config import NodeConfig
 from .mempool import Mempool
 from .metrics import NodeMetrics
+from .verify import Verifiers
 
 __all__ = ["Node", "serve", "setup_logging"]
 
 log = logging.getLogger("provledger.node")
 
 Committed = tuple[int, int]  # (height, log index)
-VERIFY_POOL_MIN = 64  # a batch with this many new records is verified in the verifier processes
+VERIFY_POOL_MIN = 64  # a batch with this many new records is verified in the verifier processes (node.verify)
 VERIFY_CHUNK = 128  # records per verifier job
 VERIFY_GROUP_MIN = 4  # single submissions arriving together are verified in a verifier process from this many
-
-
-def _verifier_init(parent: int) -> None:
-    # Ctrl-C reaches the whole process group; the node, not its helpers, decides what to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    # A SIGKILLed node cannot stop its helpers, and a worker blocked on the pool's queue
-    # never sees EOF (it holds the queue's write end itself): leave when the parent is gone.
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _verify_chunk(work: list[tuple[str, bytes, str]]) -> list[int]:
-    """Runs in a verifier process: positions whose Ed25519 signature does not verify."""
-    bad = []
-    for k, (signer, message, sig) in enumerate(work):
-        try:
-            verify_bytes(signer, message, sig)
-        except LedgerError:
-            bad.append(k)
-    return bad
 
 
 def _bad_signature(rec: Record) -> SignatureError:
@@ -198,7 +174,9 @@ class Node:
         # Each thread holds its own read connection: close the commit thread's there.
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
-        self._close_pool()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         self.store.close()
         log.info("stopped at height %d, log size %d", height, size)
 
@@ -366,36 +344,21 @@ class Node:
                 bad.add(k)
         return bad
 
-    def _start_pool(self) -> Any:
+    def _start_pool(self) -> Verifiers:
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.verify_workers,
-                mp_context=multiprocessing.get_context("spawn"),  # never fork a threaded process
-                initializer=_verifier_init,
-                initargs=(os.getpid(),),
-            )
+            self._pool = Verifiers(self.verify_workers)
         return self._pool
 
     async def _verify_in_pool(self, recs: list[Record]) -> set[int]:
-        self._start_pool()
-        loop = asyncio.get_running_loop()
-        jobs = []
-        for start in range(0, len(recs), VERIFY_CHUNK):
-            chunk = recs[start:start + VERIFY_CHUNK]
-            work = [(r.signer, record_signing_bytes(r.envelope), r.envelope["sig"]) for r in chunk]
-            jobs.append((start, loop.run_in_executor(self._pool, _verify_chunk, work)))
-        bad: set[int] = set()
-        for start, job in jobs:
-            bad.update(start + k for k in await job)
-        return bad
+        ok = await self._start_pool().verify([(r.signer, r.signing_bytes(), r.envelope["sig"]) for r in recs],
+                                             VERIFY_CHUNK)
+        return {k for k, good in enumerate(ok) if not good}
 
     def _close_pool(self) -> None:
+        """Stop the verifier processes (they exit when their input closes)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            asyncio.ensure_future(pool.close())
 
     def rejected(self, code: str, message: str) -> None:
         self.metrics.rejected.labels(code).inc()
@@ -440,9 +403,9 @@ class Node:
         assert self._wake is not None and self._full is not None
         loop = asyncio.get_running_loop()
         if self.warm_verifier and self.verify_workers > 0:
-            # Start the verifier processes now rather than on the first busy moment
-            # (a spawned interpreter takes about a second to import the library).
-            loop.run_in_executor(self._start_pool(), _verify_chunk, []).add_done_callback(lambda f: f.cancelled() or f.exception())
+            # Start the verifier processes now rather than on the first busy moment.
+            asyncio.ensure_future(self._start_pool().start()).add_done_callback(
+                lambda f: f.cancelled() or (f.exception() and log.warning("verifier processes: %s", f.exception())))
         last = 0.0
         while True:
             if not self.mempool:
