@@ -94,7 +94,9 @@ class CatchUp:
     """Brings ``ledger`` level with its peers. See the module docstring.
 
     ``commit(block, certificate)`` stores one verified block (the node's commit path);
-    ``verify(records)`` returns the positions whose signature does not verify.
+    ``verify(records)`` returns the positions whose signature does not verify;
+    ``run_check(fn)`` runs ``Ledger.check_block`` where the commits run (default: inline).
+    ``transport`` replaces the HTTP transport (tests).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class CatchUp:
         unreachable_s: float = 3.0,
         timeout_s: float = 10.0,
         poll_s: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.ledger = ledger
         self.genesis = ledger.genesis
@@ -126,7 +129,7 @@ class CatchUp:
         self.poll_s = poll_s
         self.avoided: dict[str, float] = {}  # peer -> monotonic time until which it is avoided
         self.faults: list[tuple[str, int | None, str]] = []  # (peer, height, what was wrong)
-        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=16))
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=16), transport=transport)
         self._lock = asyncio.Lock()
 
     # -- construction for a running node ----------------------------------------------------

@@ -9,6 +9,7 @@ is sent no records, so it only ever stores what catch-up brings it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -28,8 +29,6 @@ from ledger.proofs import verify_proof_doc
 from ledger.records import make_record, record_id
 from ledger.store import Store
 from node.api_sync import blocks_range
-
-pytestmark = pytest.mark.e2e
 
 H = "cd" * 32
 
@@ -99,6 +98,7 @@ def snapshot(db: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.e2e
 def test_bulk_route_serves_ranges(node_home: Path, start_node: Any) -> None:
     node = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
@@ -123,6 +123,7 @@ def test_bulk_route_serves_ranges(node_home: Path, start_node: Any) -> None:
             assert r.status_code == 400 and r.json()["code"] == "bad_request", (bad, r.text)
 
 
+@pytest.mark.e2e
 def test_fresh_node_catches_up_and_follows(node_home: Path, start_node: Any, tmp_path: Path) -> None:
     source = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
@@ -174,6 +175,7 @@ def _tamper_root(db: Path, height: int) -> None:
     conn.close()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("tamper", "what"), [(_tamper_record, "signature does not verify"),
                                               (_tamper_root, "certificate")])
 def test_forging_peer_is_detected_and_avoided(
@@ -200,9 +202,138 @@ def test_forging_peer_is_detected_and_avoided(
     assert report.records == status["log_size"]
 
 
+@pytest.mark.e2e
 def test_blocks_range_matches_single_block_bodies(node_home: Path, start_node: Any) -> None:
     node = start_node(node_home)
     fill(node.url, SigningKey.load(node_home / "alice.key"), batches=3, size=5, tag="s")
     with Store(node_home / "ledger.db") as store:
         doc = orjson.loads(blocks_range(store, 1, limit=2))
     assert doc["blocks"] == [httpx.get(f"{node.url}/v1/blocks/{h}").json() for h in (1, 2)]
+
+
+# --- in process: CatchUp against peers made of functions (httpx.MockTransport) ------------------
+class Peer:
+    """Serves a chain's ``/v1/status`` and ``/v1/blocks`` from a Store, optionally lying."""
+
+    def __init__(self, store: Store, *, claim: int | None = None, edit: Any = None, down: bool = False) -> None:
+        self.store, self.claim, self.edit, self.down = store, claim, edit, down
+        self.asked: list[int] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        height = self.store.height() if self.claim is None else self.claim
+        if request.url.path == "/v1/status":
+            return httpx.Response(200, json={"chain_id": self.store.genesis.chain_id, "height": height})
+        start = int(request.url.params["from"])
+        self.asked.append(start)
+        doc = orjson.loads(blocks_range(self.store, start, int(request.url.params["limit"]),
+                                        int(request.url.params["records"])))
+        if self.claim is not None:
+            doc["blocks"] = []  # claims blocks it never serves
+        if self.edit is not None:
+            self.edit(doc)
+        return httpx.Response(200, content=orjson.dumps(doc))
+
+
+def _source_chain(tmp_path: Path, blocks: int = 6, per_block: int = 5) -> tuple[Any, Store]:
+    from factory import Consortium
+
+    c = Consortium()
+    led = c.ledger(tmp_path / "source.db")
+    n = 0
+    for _ in range(blocks):
+        recs = [c.record(c.alice, "dataset.contribute", c.dataset_body(f"d{n + i}")) for i in range(per_block)]
+        n += per_block
+        led.commit_single(c.validators[0], recs)
+    return c, led.store
+
+
+def _catchup(c: Any, tmp_path: Path, peers: dict[str, Peer], **kw: Any) -> Any:
+    from ledger.chain import Ledger
+    from node.catchup import CatchUp
+
+    led = Ledger(Store.create(tmp_path / "fresh.db", c.doc))
+
+    async def commit(block: Any, cert: Any) -> None:
+        led.commit(block, cert)
+
+    def route(request: httpx.Request) -> httpx.Response:
+        return peers[f"{request.url.scheme}://{request.url.host}"](request)
+
+    return CatchUp(led, commit, list(peers), transport=httpx.MockTransport(route), range_blocks=2, **kw)
+
+
+@pytest.mark.parametrize("edit", ["record", "header", "certificate", "count", "order"])
+def test_catchup_avoids_a_forger_and_completes_from_an_honest_peer(tmp_path: Path, edit: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    c, store = _source_chain(tmp_path)
+
+    def forge(doc: dict[str, Any]) -> None:
+        for b in doc["blocks"]:
+            if b["header"]["height"] != 3:
+                continue
+            if edit == "record":
+                b["records"][1]["body"]["items"] += 1
+            elif edit == "header":  # a consistent hash, but no certificate for it
+                b["header"]["log_root"] = "00" * 32
+                b["hash"] = tagged_hash(BLOCK_TAG, b["header"])
+            elif edit == "certificate":
+                b["certificate"]["votes"] = []
+            elif edit == "count":
+                b["records"].pop()
+        if edit == "order" and len(doc["blocks"]) > 1 and doc["blocks"][0]["header"]["height"] == 3:
+            doc["blocks"][0]["records"].reverse()
+
+    forger, honest = Peer(store, edit=forge), Peer(store)
+    cu = _catchup(c, tmp_path, {"http://forger": forger, "http://honest": honest})
+
+    async def go() -> int:
+        try:
+            return await cu.sync()  # type: ignore[no-any-return]
+        finally:
+            await cu.aclose()
+
+    with caplog.at_level("WARNING", logger="provledger.sync"):
+        height = asyncio.run(go())
+    assert height == store.height() == 6
+    assert cu.ledger.store.head().hash == store.head().hash
+    assert [(p, h) for p, h, _ in cu.faults] == [("http://forger", 3)]
+    assert "http://forger" in cu.avoided and "http://honest" not in cu.avoided
+    assert honest.asked and honest.asked[0] == 3  # the honest peer was asked from the height reached
+    assert any("http://forger" in r.message and "height 3" in r.message for r in caplog.records)
+    report = audit(DbSource(tmp_path / "fresh.db"))
+    assert report.ok and report.records == 30
+
+
+def test_catchup_target_unreachable_and_lying_peers(tmp_path: Path) -> None:
+    c, store = _source_chain(tmp_path)
+    down, liar, honest = Peer(store, down=True), Peer(store, claim=50), Peer(store)
+    cu = _catchup(c, tmp_path, {"http://down": down, "http://liar": liar, "http://honest": honest})
+
+    async def go() -> tuple[dict[str, int], int, int]:
+        try:
+            heights = await cu.peer_heights()
+            first = await cu.sync(target=4)  # stops at the target
+            rest = await cu.sync()  # the liar claims 50 but serves nothing: avoided, honest gives 6
+            return heights, first, rest
+        finally:
+            await cu.aclose()
+
+    heights, first, rest = asyncio.run(go())
+    assert heights == {"http://liar": 50, "http://honest": 6}
+    assert first == 4 and rest == 6
+    assert "http://liar" in cu.avoided and not cu.faults
+
+
+def test_catchup_nothing_to_do(tmp_path: Path) -> None:
+    c, store = _source_chain(tmp_path, blocks=1)
+    cu = _catchup(c, tmp_path, {"http://down": Peer(store, down=True)})
+
+    async def go() -> int:
+        try:
+            return await cu.sync()  # type: ignore[no-any-return]
+        finally:
+            await cu.aclose()
+
+    assert asyncio.run(go()) == 0
