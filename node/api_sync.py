@@ -5,9 +5,9 @@
 
     {"height": <this node's height>, "blocks": [{"header", "hash", "certificate", "records"}, ...]}
 
-At most ``limit`` blocks (1..1000, default 100); blocks are added while fewer than
-``records`` (1..20,000, default 5,000) records have been gathered, so the answer holds at
-least one block whenever block ``H`` exists and stays a few MB at most. ``from`` beyond the
+At most ``limit`` blocks (1..1000, default 100); blocks are added while the records
+gathered stay within ``records`` (1..20,000, default 5,000) and their envelopes within 16
+MiB, so the answer holds at least one block whenever block ``H`` exists and stays small. ``from`` beyond the
 head gives ``"blocks": []``. A lagging node (``node.catchup``) uses it to fetch whole ranges
 in one request; nothing in the answer is trusted by the receiver.
 
@@ -27,17 +27,20 @@ from typing import Any
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
-__all__ = ["MAX_LIMIT", "MAX_RECORDS", "blocks_range", "install"]
+__all__ = ["MAX_BYTES", "MAX_LIMIT", "MAX_RECORDS", "blocks_range", "install"]
 
 log = logging.getLogger("provledger.sync")
 
 MAX_LIMIT = 1000
 MAX_RECORDS = 20_000
+MAX_BYTES = 16 * 1024 * 1024  # envelopes per answer, beyond its first block
 
 
-def blocks_range(store: Any, start: int, limit: int = 100, records: int = 5000) -> bytes:
+def blocks_range(store: Any, start: int, limit: int = 100, records: int = 5000, max_bytes: int = MAX_BYTES) -> bytes:
     """The JSON body of ``GET /v1/blocks?from=start&limit=limit&records=records``, built
-    from the stored canonical header, certificate and envelope strings without parsing them."""
+    from the stored canonical header, certificate and envelope strings without parsing them.
+    Blocks are added while the records stay within ``records`` and the envelopes within
+    ``max_bytes``; the first block always goes in."""
     conn = store.reader
     height = store.height()
     rows = conn.execute(
@@ -45,24 +48,19 @@ def blocks_range(store: Any, start: int, limit: int = 100, records: int = 5000) 
         "WHERE height >= ? ORDER BY height LIMIT ?",
         (start, limit),
     ).fetchall()
-    chosen = []
-    total = 0
-    for row in rows:
-        if chosen and (total + row[5] > records or row[0] != chosen[-1][0] + 1):
-            break
-        chosen.append(row)
-        total += row[5]
     parts: list[bytes] = []
-    if chosen:
-        lo = chosen[0][4]
-        hi = chosen[-1][4] + chosen[-1][5]
-        envs = [r[0] for r in conn.execute("SELECT envelope FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi))]
-        for h, block_hash, header, cert, first, count in chosen:
-            at = first - lo
-            parts.append(
-                b'{"header":' + header.encode() + b',"hash":"' + block_hash.encode() + b'","certificate":'
-                + cert.encode() + b',"records":[' + ",".join(envs[at:at + count]).encode() + b"]}"
-            )
+    n = size = 0
+    expect = start
+    for h, block_hash, header, cert, first, count in rows:
+        if h != expect or (parts and (n + count > records or size >= max_bytes)):
+            break
+        envs = ",".join(r[0] for r in conn.execute(
+            "SELECT envelope FROM records WHERE idx >= ? AND idx < ? ORDER BY idx", (first, first + count))).encode()
+        parts.append(b'{"header":' + header.encode() + b',"hash":"' + block_hash.encode() + b'","certificate":'
+                     + cert.encode() + b',"records":[' + envs + b"]}")
+        n += count
+        size += len(envs)
+        expect += 1
     return b'{"height":' + str(height).encode() + b',"blocks":[' + b",".join(parts) + b"]}"
 
 

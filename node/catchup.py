@@ -54,6 +54,10 @@ __all__ = ["CatchUp", "FetchedBlock", "InvalidBlock"]
 
 log = logging.getLogger("provledger.sync")
 
+# The largest answer to GET /v1/blocks accepted: one block of the largest size a node makes
+# (2,000 records of up to 64 KiB) and then some; the serving side stops near 16 MiB.
+MAX_RANGE_BYTES = 256 * 1024 * 1024
+
 Verifier = Callable[[list[Record]], Awaitable[set[int]]]
 Committer = Callable[[Block, Certificate], Awaitable[None]]
 
@@ -113,6 +117,7 @@ class CatchUp:
         unreachable_s: float = 3.0,
         timeout_s: float = 10.0,
         poll_s: float = 1.0,
+        range_timeout_s: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.ledger = ledger
@@ -127,6 +132,7 @@ class CatchUp:
         self.avoid_s = avoid_s
         self.unreachable_s = unreachable_s
         self.poll_s = poll_s
+        self.range_timeout_s = range_timeout_s
         self.avoided: dict[str, float] = {}  # peer -> monotonic time until which it is avoided
         self.faults: list[tuple[str, int | None, str]] = []  # (peer, height, what was wrong)
         self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=16), transport=transport)
@@ -229,7 +235,7 @@ class CatchUp:
                     await self._sync_from(peer, goal)
                 except InvalidBlock as e:
                     self._fault(peer, e.details.get("height"), e.message)
-                except (PeerError, httpx.HTTPError, orjson.JSONDecodeError) as e:
+                except (PeerError, httpx.HTTPError, orjson.JSONDecodeError, TimeoutError) as e:
                     log.warning("catch-up: peer %s did not answer properly (%s); trying others", peer, e)
                     self.avoid(peer, self.unreachable_s)
                 done = self.height - before
@@ -289,11 +295,9 @@ class CatchUp:
             while start <= goal:
                 url = f"{peer}/v1/blocks?from={start}&limit={min(self.range_blocks, goal - start + 1)}&records={self.range_records}"
                 t0 = time.perf_counter()
-                r = await self._client.get(url)
+                body = await asyncio.wait_for(self._get(url), self.range_timeout_s)
                 self.waited["fetching"] += time.perf_counter() - t0
-                if r.status_code != 200:
-                    raise PeerError(f"GET /v1/blocks?from={start} answered {r.status_code}")
-                rng = self._parse_range(peer, start, orjson.loads(r.content))
+                rng = self._parse_range(peer, start, orjson.loads(body))
                 if not rng.blocks:
                     break  # the peer has nothing more (it reported more than it has)
                 recs = [rec for fb in rng.blocks for rec in fb.records]
@@ -309,6 +313,20 @@ class CatchUp:
             await out.put(_Range(peer, [], 0, fail))
             return
         await out.put(None)
+
+    async def _get(self, url: str) -> bytes:
+        """The body of a 200 answer, refusing one larger than ``MAX_RANGE_BYTES``."""
+        async with self._client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise PeerError(f"GET {url.split('/v1/', 1)[-1]} answered {r.status_code}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in r.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RANGE_BYTES:
+                    raise InvalidBlock(f"an answer to GET /v1/blocks exceeds {MAX_RANGE_BYTES} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     def _parse_range(self, peer: str, start: int, doc: Any) -> _Range:
         """Steps 1 and 3 (form) of the module docstring, for one answer."""

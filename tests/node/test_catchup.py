@@ -337,3 +337,19 @@ def test_catchup_nothing_to_do(tmp_path: Path) -> None:
             await cu.aclose()
 
     assert asyncio.run(go()) == 0
+
+
+def test_blocks_range_limits(tmp_path: Path) -> None:
+    c, store = _source_chain(tmp_path, blocks=6, per_block=5)
+
+    def heights(**kw: Any) -> list[int]:
+        return [b["header"]["height"] for b in orjson.loads(blocks_range(store, **kw))["blocks"]]
+
+    assert heights(start=2, limit=3) == [2, 3, 4]
+    assert heights(start=1, limit=100, records=12) == [1, 2]  # a third block would pass 12 records
+    assert heights(start=1, limit=100, records=1) == [1]  # but the first block always goes in
+    assert heights(start=1, limit=100, max_bytes=1) == [1]  # the same for the byte cap
+    assert heights(start=5, limit=100) == [5, 6]
+    assert heights(start=7, limit=100) == []
+    doc = orjson.loads(blocks_range(store, 1, limit=100))
+    assert doc["height"] == 6 and sum(len(b["records"]) for b in doc["blocks"]) == 30
