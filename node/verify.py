@@ -69,6 +69,11 @@ class Verifiers:
             self._readers.append(asyncio.ensure_future(self._read(k, proc)))
 
     @property
+    def busy(self) -> bool:
+        """Every process has work waiting (or none has started yet)."""
+        return not self._procs or all(self._load)
+
+    @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
 
