@@ -10,6 +10,11 @@ and round) and its signature. Anything else is refused with a 400 and a stable `
 ``bad_message``, ``wrong_chain``, ``not_validator``, ``wrong_proposer``, ``bad_signature``,
 ``no_consensus`` (a one-validator node takes no peer messages). Forwarded records are
 admitted as any submission is (form, signature, state rules) but not forwarded again.
+
+Consensus messages are the requests validators exchange most (a few per peer per height), so
+``POST /v1/peer/message`` is answered by a bare ASGI handler in front of FastAPI, as
+``POST /v1/records`` is (``node.app._NodeApp``): the same answers, errors, log lines and
+metrics, without the routing and parameter machinery that costs more than the message.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def install(app: FastAPI, node: Any) -> None:
     """Add the peer routes to the node's app (``node.app.create_app`` calls this)."""
-    from .app import MAX_BATCH_RECORDS, _loads, _read_body
+    from .app import MAX_BATCH_RECORDS, _Disconnected, _loads, _read_body, _receive_body, status_for
 
     def replica() -> Any:
         r = node.replica
@@ -44,11 +49,9 @@ def install(app: FastAPI, node: Any) -> None:
                              code="no_consensus")
         return r
 
-    @app.post("/v1/peer/message", status_code=202, tags=["peers"])
-    async def post_peer_message(request: Request) -> Response:
-        """A signed consensus message from a validator (one, or ``{"messages": [...]}``)."""
+    def accept(body: bytes) -> dict[str, Any]:
         rep = replica()
-        obj = _loads(await _read_body(request))
+        obj = _loads(body)
         if type(obj) is dict and "messages" in obj and "type" not in obj:
             items = obj["messages"]
             if set(obj) != {"messages"} or type(items) is not list:
@@ -64,9 +67,40 @@ def install(app: FastAPI, node: Any) -> None:
             if refused and len(refused) == len(items):
                 first = refused[0]
                 raise InputError(f"every message refused; the first: {first['message']}", code=first["code"])
-            return _json({"accepted": len(items) - len(refused), "refused": refused}, 202)
+            return {"accepted": len(items) - len(refused), "refused": refused}
         rep.accept(obj)
-        return _json({"accepted": 1, "refused": []}, 202)
+        return {"accepted": 1, "refused": []}
+
+    @app.post("/v1/peer/message", status_code=202, tags=["peers"])
+    async def post_peer_message(request: Request) -> Response:
+        """A signed consensus message from a validator (one, or ``{"messages": [...]}``)."""
+        return _json(accept(await _read_body(request)), 202)
+
+    class PeerMessages:
+        """``POST /v1/peer/message`` as a bare ASGI handler (see the module docstring)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/peer/message"):
+                await self.inner(scope, receive, send)
+                return
+            try:
+                try:
+                    status, out = 202, accept(await _receive_body(scope, receive))
+                except LedgerError as e:
+                    status, out = status_for(e), e.to_dict()
+                    node.rejected(e.code, f"POST /v1/peer/message -> {status}: {e.message}")
+            except _Disconnected:
+                return
+            body = orjson.dumps(out)
+            node.metrics.http.labels("POST", str(status)).inc()
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+    app.add_middleware(PeerMessages)
 
     @app.post("/v1/peer/records", tags=["peers"])
     async def post_peer_records(request: Request) -> Response:
