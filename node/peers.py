@@ -1,9 +1,8 @@
 """Sending to the other validators over HTTP (docs/protocol.md, "Peers and consensus messages").
 
-One ``Peers`` per node: a keep-alive ``httpx.AsyncClient`` shared by every peer, and per
-peer two outgoing queues, each drained by its own task (so a large batch of records in
-flight never holds up a vote), so that consensus never waits for a slow or dead peer. What
-a peer is sent:
+One ``Peers`` per node; per peer two outgoing queues, each drained by its own task over
+its own keep-alive HTTP/1.1 connection (so a large batch of records in flight never holds
+up a vote), so that consensus never waits for a slow or dead peer. What a peer is sent:
 
   consensus messages   ``POST /v1/peer/message``: one message, or ``{"messages": [...]}``
                        when several queued up while the last request was in flight;
@@ -14,6 +13,11 @@ a peer is sent:
 A peer that does not answer is marked down; what was queued for it is dropped, and so is
 anything queued for it during ``BACKOFF_S`` (growing while it stays down): consensus re-sends
 what matters (``gossip_messages``), and records reach it through the proposals' blocks.
+
+The connections are ``PeerConnection``: a small HTTP/1.1 client over asyncio streams
+(``Content-Length`` bodies, keep-alive, one request at a time). Four validators exchange
+dozens of small messages per height; measured on 127.0.0.1, a general-purpose client
+(httpx) spends about 1 ms of CPU on each such request, this one about 0.1 ms.
 """
 
 from __future__ import annotations
@@ -25,20 +29,101 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import ssl
+from urllib.parse import urlsplit
+
 import orjson
 
-__all__ = ["Peer", "Peers"]
+__all__ = ["Peer", "PeerConnection", "PeerError", "Peers"]
 
 log = logging.getLogger("provledger.peers")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
 FORWARD_CHUNK = 5000  # records per forwarded batch (the peer route takes up to 10,000)
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # a request body stays well under the peer's 16 MiB limit
 MAX_QUEUED = 10_000  # messages waiting for one peer; the oldest are dropped beyond this
 MAX_QUEUED_RECORDS = 200_000  # records waiting for one peer; newer ones are dropped beyond this
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
-_JSON = {"content-type": "application/json"}
+CONNECT_TIMEOUT_S = 1.0
+REQUEST_TIMEOUT_S = 10.0
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class PeerError(Exception):
+    """A request to a peer failed in transport (refused, reset, timed out, not HTTP)."""
+
+
+class PeerConnection:
+    """One keep-alive HTTP/1.1 connection to a peer; ``post`` sends one request at a time.
+
+    Responses must carry ``Content-Length`` (the node's always do). A request on a kept-alive
+    connection the peer has closed meanwhile is sent once more on a new connection: the peer
+    routes are idempotent (a message or record received twice counts once).
+    """
+
+    def __init__(self, url: str) -> None:
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"peer url {url!r} is not an http(s) URL")
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if u.scheme == "https" else None
+        self.base = (u.path or "").rstrip("/")
+        netloc = self.host if u.port is None else f"{self.host}:{u.port}"
+        self._host_header = netloc.encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` (JSON) to ``path``; the status and body of the answer. Raises PeerError."""
+        head = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % ((self.base + path).encode(), self._host_header, len(body)))
+        for attempt in (0, 1):
+            fresh = self._writer is None
+            try:
+                if fresh:
+                    self._reader, self._writer = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=1 << 20), CONNECT_TIMEOUT_S)
+                assert self._writer is not None
+                self._writer.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    self._writer.write(body)
+                return await asyncio.wait_for(self._answer(), REQUEST_TIMEOUT_S)
+            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                    TimeoutError) as e:
+                self.close()
+                if fresh or attempt or isinstance(e, TimeoutError):
+                    raise PeerError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _answer(self) -> tuple[int, bytes]:
+        assert self._reader is not None and self._writer is not None
+        await self._writer.drain()
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if not lines[0].startswith(b"HTTP/1."):
+            raise ValueError("not an HTTP/1.x response")
+        status = int(lines[0][9:12])
+        length, close = None, lines[0].startswith(b"HTTP/1.0")
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise ValueError("chunked answers are not supported")
+        if length is None or not 0 <= length <= MAX_RESPONSE_BYTES:
+            raise ValueError("the answer has no usable Content-Length")
+        body = await self._reader.readexactly(length)
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 class Peer:
@@ -103,14 +188,9 @@ class Peers:
     def __init__(self, urls: Mapping[str, str], *, names: Mapping[str, str] | None = None) -> None:
         names = names or {}
         self.peers = [Peer(k, u, names.get(k, "")) for k, u in urls.items()]
-        self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0, connect=1.0),
-            limits=httpx.Limits(max_connections=4 * max(1, len(self.peers)), max_keepalive_connections=4 * max(1, len(self.peers))),
-        )
         for p in self.peers:
             self._tasks.append(asyncio.create_task(self._send_messages(p), name=f"peer-{p.name}"))
             self._tasks.append(asyncio.create_task(self._send_records(p), name=f"peer-{p.name}-records"))
@@ -124,9 +204,6 @@ class Peers:
             except (asyncio.CancelledError, Exception):
                 pass
         self._tasks.clear()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     def status(self) -> list[dict[str, Any]]:
         return [p.status() for p in self.peers]
@@ -157,6 +234,20 @@ class Peers:
 
     # -- one sender per peer --------------------------------------------------------------------
     async def _send_messages(self, p: Peer) -> None:
+        conn = PeerConnection(p.url)
+        try:
+            await self._drain_messages(p, conn)
+        finally:
+            conn.close()
+
+    async def _send_records(self, p: Peer) -> None:
+        conn = PeerConnection(p.url)
+        try:
+            await self._drain_records(p, conn)
+        finally:
+            conn.close()
+
+    async def _drain_messages(self, p: Peer, conn: PeerConnection) -> None:
         while True:
             await p.ready.wait()
             p.ready.clear()
@@ -169,39 +260,38 @@ class Peers:
                     bodies.append(b)
                     size += len(b)
                 body = bodies[0] if len(bodies) == 1 else b'{"messages":[' + b",".join(bodies) + b"]}"
-                ok = await self._post(p, "/v1/peer/message", body, len(bodies))
+                ok = await self._post(p, conn, "/v1/peer/message", body, len(bodies))
                 p.busy = False
                 if not ok:
                     p.dropped += len(p.messages)
                     p.messages.clear()
                     break
 
-    async def _send_records(self, p: Peer) -> None:
+    async def _drain_records(self, p: Peer, conn: PeerConnection) -> None:
         while True:
             await p.records_ready.wait()
             p.records_ready.clear()
             while p.records:
                 recs = [p.records.popleft() for _ in range(min(FORWARD_CHUNK, len(p.records)))]
                 body = b'{"records":[' + b",".join(recs) + b"]}"
-                if not await self._post(p, "/v1/peer/records", body, len(recs)):
+                if not await self._post(p, conn, "/v1/peer/records", body, len(recs)):
                     p.dropped += len(p.records)
                     p.records.clear()
                     break
 
-    async def _post(self, p: Peer, path: str, body: bytes, count: int) -> bool:
-        assert self._client is not None
+    async def _post(self, p: Peer, conn: PeerConnection, path: str, body: bytes, count: int) -> bool:
         try:
-            r = await self._client.post(p.url + path, content=body, headers=_JSON)
-        except httpx.HTTPError as e:
-            self._down(p, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            status, answer = await conn.post(path, body)
+        except PeerError as e:
+            self._down(p, str(e))
             return False
-        if r.status_code >= 500:
-            self._down(p, f"HTTP {r.status_code}")
+        if status >= 500:
+            self._down(p, f"HTTP {status}")
             return False
-        if r.status_code >= 400:
+        if status >= 400:
             # The peer refused what we sent (it is behind or ahead, or disagrees): not a
             # transport failure; say so once in a while.
-            p.last_error = f"{path} HTTP {r.status_code}: {r.text[:200]}"
+            p.last_error = f"{path} HTTP {status}: {answer[:200].decode(errors='replace')}"
             log.debug("peer %s refused %s: %s", p.name, path, p.last_error)
         if p.up is not True:
             log.info("peer %s (%s) is up", p.name, p.url)

@@ -136,6 +136,66 @@ def test_single_validator_node_takes_no_peer_messages(client: Any, consortium: C
     assert client.get("/v1/evidence").json() == {"evidence": []}
 
 
+# --- the peer connection ---------------------------------------------------------------------
+
+
+def test_peer_connection_keeps_alive_and_reconnects() -> None:
+    """Requests share one connection; when the peer closes it (its keep-alive ran out) the
+    next request goes on a new one; a refused port or an answer that is not HTTP is a
+    PeerError."""
+    from node.peers import PeerConnection, PeerError
+
+    async def run() -> None:
+        connections = 0
+        answers = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections, answers
+            connections += 1
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    body = await reader.readexactly(n)
+                    answers += 1
+                    out = b'{"echo":' + body + b"}"
+                    writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n\r\n%s" % (len(out), out))
+                    await writer.drain()
+                    if answers == 2:  # the peer ends the kept-alive connection
+                        writer.close()
+                        return
+            except asyncio.IncompleteReadError:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = PeerConnection(f"http://127.0.0.1:{port}")
+        for i in range(4):
+            status, body = await conn.post("/v1/peer/message", b"%d" % i)
+            assert (status, orjson.loads(body)) == (202, {"echo": i})
+        assert connections == 2 and answers == 4
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+        with pytest.raises(PeerError):
+            await PeerConnection(f"http://127.0.0.1:{free_port()}").post("/v1/peer/message", b"{}")
+
+        async def junk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(100)
+            writer.write(b"SSH-2.0-nope\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(junk, "127.0.0.1", 0)
+        with pytest.raises(PeerError):
+            await PeerConnection(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}").post("/x", b"{}")
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
+
+
 # --- apply_final and the persisted signing state ------------------------------------------------
 
 
