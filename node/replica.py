@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import Any
 
@@ -70,6 +71,7 @@ __all__ = ["Replica", "block_to_wire", "timeouts_from_config"]
 log = logging.getLogger("provledger.consensus")
 
 DEFAULT_GOSSIP_MS = 500
+SWITCH_INTERVAL_S = 0.001
 _QUEUE_LIMIT = 100_000
 
 
@@ -140,6 +142,10 @@ class Replica:
 
     async def start(self) -> None:
         node = self.node
+        # The commit thread's SQLite calls each give up the GIL and wait to take it back
+        # from a busy event loop; at the default 5 ms switch interval a block commit of a few
+        # dozen statements then waits far longer than it works, and consensus waits on it.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         height = node.store.height() + 1
         last = self._restore()
         self.core = Consensus(self.chain, self.validators, node.key, self, height, last_signed=last,
@@ -297,7 +303,6 @@ class Replica:
     async def _apply(self, actions: list[Any]) -> None:
         """Carry out the core's actions, in order (see the module docstring)."""
         node = self.node
-        loop = asyncio.get_running_loop()
         for a in actions:
             t = type(a)
             if t is Broadcast:
@@ -307,8 +312,10 @@ class Replica:
                 if self._persisted_height != a.height:  # the store forgets lower heights' blocks
                     self._persisted.clear()
                     self._persisted_height = a.height
-                # Durable before the Broadcast that follows (persist-before-send).
-                await loop.run_in_executor(node._executor, node.store.save_signed_state, doc, blocks)
+                # Durable before the Broadcast that follows (persist-before-send). On the
+                # event loop: one small transaction that nothing of consensus can overtake,
+                # and a hand-off to the commit thread would cost more than it takes.
+                node.store.save_signed_state(doc, blocks)
                 self._persisted.update(blocks)
             elif t is ScheduleTimeout:
                 if a.step == "propose" and a.round > 0:
