@@ -52,7 +52,7 @@ __all__ = ["CONFIG_FILE", "DEFAULT_BASE_PORT", "NodeConfig", "init_network", "pa
 CONFIG_FILE = "config.json"
 DEFAULT_BASE_PORT = 8100  # node-i of a multi-validator network listens on BASE_PORT + i
 # Tuned for validators on one host or a LAN; a WAN wants larger values.
-DEFAULT_CONSENSUS_TIMEOUTS = {"propose": 300, "prevote": 150, "precommit": 150, "delta": 150, "commit": 10}
+DEFAULT_CONSENSUS_TIMEOUTS = {"propose": 500, "prevote": 150, "precommit": 150, "delta": 250, "commit": 10}
 DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
 
 
