@@ -16,8 +16,8 @@ and only then is it stored, through the node's one commit path (``Node.apply_fin
 the node has it, else ``Ledger.commit`` on the node's commit thread).
 
 Pipelining: ranges of blocks are fetched with ``GET /v1/blocks?from=H`` (``node.api_sync``)
-and their records parsed and signature-checked (in the node's verifier processes for large
-ranges) while the range before is being replayed and stored, so the network, the
+and their records parsed and signature-checked (in chunks, in the node's verifier
+processes) while the range before is being replayed and stored, so the network, the
 signature checks and SQLite work at the same time.
 
 A peer that serves something invalid is logged (a warning naming the peer, the height and
@@ -39,7 +39,8 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -59,6 +60,8 @@ log = logging.getLogger("provledger.sync")
 MAX_RANGE_BYTES = 256 * 1024 * 1024
 
 Verifier = Callable[[list[Record]], Awaitable[set[int]]]
+CHECK_CHUNK = 256  # records per signature-check job
+CHECKS_AHEAD = 4  # jobs in the verifier at once, per verifier process
 Committer = Callable[[Block, Certificate], Awaitable[None]]
 
 
@@ -77,11 +80,65 @@ class FetchedBlock:
 
 
 @dataclass
+class _Chunk:
+    records: list[Record]
+    start: int  # position of its first record in its range
+    job: asyncio.Future[set[int]] | None = None
+    bad: set[int] | None = None  # positions (in the chunk) whose signature does not verify
+
+
+@dataclass
 class _Range:
     peer: str
     blocks: list[FetchedBlock]
     peer_height: int
-    checked: asyncio.Future[set[int]] | None = None  # positions (over the range) with bad signatures
+    chunks: list[_Chunk] = field(default_factory=list)
+    error: BaseException | None = None  # the fetcher failed here
+
+
+class _Checks:
+    """The signature checks of fetched records, in order and in chunks: up to ``ahead``
+    chunks at a time in the verifier (the node's helper processes), the others waiting. The
+    storing side asks for each chunk's result when it reaches the chunk's records, so it
+    stores the first blocks of a range while the verifier checks the rest."""
+
+    def __init__(self, verify: Verifier, ahead: int = CHECKS_AHEAD) -> None:
+        self.verify = verify
+        self.ahead = ahead
+        self.waiting: deque[_Chunk] = deque()
+        self.running = 0
+        self.checked_here = 0  # records the storing side checked itself
+
+    def add(self, records: list[Record]) -> list[_Chunk]:
+        chunks = [_Chunk(records[i:i + CHECK_CHUNK], i) for i in range(0, len(records), CHECK_CHUNK)]
+        self.waiting.extend(chunks)
+        self._pump()
+        return chunks
+
+    def _pump(self) -> None:
+        while self.running < self.ahead and self.waiting:
+            c = self.waiting.popleft()
+            c.job = asyncio.ensure_future(self.verify(c.records))
+            self.running += 1
+            c.job.add_done_callback(self._finished)
+
+    def _finished(self, _job: asyncio.Future[set[int]]) -> None:
+        self.running -= 1
+        self._pump()
+
+    async def bad(self, c: _Chunk) -> set[int]:
+        """Positions in ``c`` whose signature does not verify."""
+        if c.bad is None:
+            if c.job is None:  # not started (the verifier is behind): check it here
+                self.waiting.remove(c)
+                c.bad = await _verify_inline(c.records)
+                self.checked_here += len(c.records)
+            else:
+                c.bad = await c.job
+        return c.bad
+
+    def close(self) -> None:
+        self.waiting.clear()  # jobs in flight finish on their own; nobody reads them
 
 
 async def _verify_inline(records: list[Record]) -> set[int]:
@@ -118,6 +175,7 @@ class CatchUp:
         timeout_s: float = 10.0,
         poll_s: float = 1.0,
         range_timeout_s: float = 120.0,
+        checks_ahead: int = CHECKS_AHEAD,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.ledger = ledger
@@ -133,12 +191,14 @@ class CatchUp:
         self.unreachable_s = unreachable_s
         self.poll_s = poll_s
         self.range_timeout_s = range_timeout_s
+        self.checks_ahead = checks_ahead
         self.avoided: dict[str, float] = {}  # peer -> monotonic time until which it is avoided
         self.faults: list[tuple[str, int | None, str]] = []  # (peer, height, what was wrong)
         self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=16), transport=transport)
         self._lock = asyncio.Lock()
         # Seconds spent on each stage (fetching and storing overlap): where a slow catch-up waits.
         self.waited = {"fetching": 0.0, "signatures": 0.0, "storing": 0.0}
+        self.checked_here = 0  # signatures checked by the storing side (see _Checks)
 
     # -- construction for a running node ----------------------------------------------------
     @classmethod
@@ -173,6 +233,7 @@ class CatchUp:
             node.metrics.height.set(h.height)
             node.metrics.log_size.set(h.log_size)
 
+        kw.setdefault("checks_ahead", CHECKS_AHEAD * max(1, node.verify_workers))
         return cls(node.ledger, commit, peers, verify=node._verify_many, run_check=run_check, **kw)
 
     async def aclose(self) -> None:
@@ -259,20 +320,23 @@ class CatchUp:
     async def _sync_from(self, peer: str, goal: int) -> None:
         """The pipeline: fetch+parse -> signature checks -> replay+store, a range or two apart."""
         fetched: asyncio.Queue[_Range | None] = asyncio.Queue(maxsize=2)
-        fetcher = asyncio.create_task(self._fetch_ranges(peer, goal, fetched), name="catch-up-fetch")
+        checks = _Checks(self._verify, self.checks_ahead)
+        fetcher = asyncio.create_task(self._fetch_ranges(peer, goal, fetched, checks), name="catch-up-fetch")
         try:
             while True:
                 rng = await fetched.get()
                 if rng is None:
                     break
-                assert rng.checked is not None
-                t0 = time.perf_counter()
-                bad = await rng.checked
-                self.waited["signatures"] += time.perf_counter() - t0
+                if rng.error is not None:
+                    raise rng.error
                 at = 0
                 for fb in rng.blocks:
                     n = len(fb.records)
-                    flawed = sorted(k - at for k in bad if at <= k < at + n)
+                    t0 = time.perf_counter()
+                    flawed: list[int] = []
+                    for c in rng.chunks[at // CHECK_CHUNK:(at + n + CHECK_CHUNK - 1) // CHECK_CHUNK]:
+                        flawed += sorted(c.start + k - at for k in await checks.bad(c) if at <= c.start + k < at + n)
+                    self.waited["signatures"] += time.perf_counter() - t0
                     at += n
                     if flawed:
                         rec = fb.records[flawed[0]]
@@ -288,8 +352,10 @@ class CatchUp:
             if not fetcher.done():
                 fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
+            checks.close()
+            self.checked_here += checks.checked_here
 
-    async def _fetch_ranges(self, peer: str, goal: int, out: asyncio.Queue[_Range | None]) -> None:
+    async def _fetch_ranges(self, peer: str, goal: int, out: asyncio.Queue[_Range | None], checks: _Checks) -> None:
         try:
             start = self.height + 1
             while start <= goal:
@@ -300,17 +366,14 @@ class CatchUp:
                 rng = self._parse_range(peer, start, orjson.loads(body))
                 if not rng.blocks:
                     break  # the peer has nothing more (it reported more than it has)
-                recs = [rec for fb in rng.blocks for rec in fb.records]
-                rng.checked = asyncio.ensure_future(self._verify(recs))
+                rng.chunks = checks.add([rec for fb in rng.blocks for rec in fb.records])
                 await out.put(rng)
                 start = rng.blocks[-1].header.height + 1
         except BaseException as e:
             # Hand the failure to the consumer in order, after the ranges already queued.
-            fail: asyncio.Future[set[int]] = asyncio.get_running_loop().create_future()
             if isinstance(e, asyncio.CancelledError):
                 raise
-            fail.set_exception(e)
-            await out.put(_Range(peer, [], 0, fail))
+            await out.put(_Range(peer, [], 0, error=e))
             return
         await out.put(None)
 
