@@ -129,15 +129,29 @@ class Replica:
         if saved is None:
             return None
         doc, blocks = saved
+        missing: list[str] = []
+
+        def block_of(ref: dict[str, Any]) -> Any:
+            b = blocks.get(ref["ref"])
+            if b is None:
+                missing.append(ref["ref"])
+            return b
+
         # Blocks are kept beside the document, by hash (Store.save_signed_state).
         for k in ("locked_block", "valid_block"):
             ref = doc.get(k)
             if type(ref) is dict and set(ref) == {"ref"}:
-                doc[k] = blocks.get(ref["ref"])
+                doc[k] = block_of(ref)
         for k in ("round_proof", "signed"):
             for m in doc.get(k, ()):
                 if m.get("type") == "proposal" and type(m.get("block")) is dict and set(m["block"]) == {"ref"}:
-                    m["block"] = blocks.get(m["block"]["ref"])
+                    m["block"] = block_of(m["block"])
+        if missing:
+            # Only a database edited by hand gets here: the document and its blocks are
+            # written in one transaction. Without its locked block the core cannot keep
+            # its lock (Algorithm 1, lines 36-43); say so loudly.
+            log.error("signing state names blocks the database lacks (%s); the lock of height %d is lost",
+                      ", ".join(h[:16] for h in missing), doc.get("height", 0))
         return doc
 
     async def start(self) -> None:
