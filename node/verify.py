@@ -52,6 +52,7 @@ class Verifiers:
         self._load = [0] * workers  # checks outstanding per process
         self._ids = itertools.count(1)
         self._starting: asyncio.Task[None] | None = None
+        self._broken: BaseException | None = None  # a process went away: no more jobs
 
     async def start(self) -> None:
         if self._starting is None:
@@ -71,7 +72,7 @@ class Verifiers:
     @property
     def busy(self) -> bool:
         """Every process has work waiting (or none has started yet)."""
-        return not self._procs or all(self._load)
+        return not self._procs or self._broken is not None or all(self._load)
 
     @property
     def pids(self) -> list[int]:
@@ -92,14 +93,18 @@ class Verifiers:
             err = RuntimeError(f"signature verifier process {proc.pid} exited: {e}")
         except asyncio.CancelledError:
             err = RuntimeError("signature verifiers stopped")
+        self._broken = err
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(err)
         self._waiting.clear()
 
     async def verify(self, checks: Sequence[tuple[str, bytes, str]], chunk: int = 128) -> list[bool]:
-        """For each (public key hex, message, signature hex): does the signature verify?"""
+        """For each (public key hex, message, signature hex): does the signature verify?
+        Raises RuntimeError once a verifier process has gone away."""
         await self.start()
+        if self._broken is not None:
+            raise self._broken
         out = [False] * len(checks)
         jobs: list[tuple[int, list[int], asyncio.Future[bytes]]] = []
         loop = asyncio.get_running_loop()
