@@ -38,8 +38,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -431,7 +431,9 @@ class CatchUp:
             verify_certificate(fb.certificate, chain=self.chain_id, height=h.height, block_hash=h.hash,
                                validators=self.genesis.validators)
             # 4. Replay on our state and rebuild the header (prev, count, log_size, log_root).
-            check = lambda: self.ledger.check_block(h, fb.records, verify_signatures=False)  # noqa: E731
+            def check() -> Block:
+                return self.ledger.check_block(h, fb.records, verify_signatures=False)
+
             block = await self._run_check(check) if self._run_check else check()
         except LedgerError as e:
             if self.height >= h.height:

@@ -15,6 +15,7 @@ participant key with every contributing role. ``DEVNET_DIR`` and ``DEVNET_BASE_P
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -111,10 +112,8 @@ def stop(home: Path, timeout: float = 30.0) -> bool:
     if pid is None:
         (home / "node.pid").unlink(missing_ok=True)
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it may have just exited
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid_of(home) is not None:
         time.sleep(0.1)

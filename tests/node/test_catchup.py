@@ -340,7 +340,7 @@ def test_catchup_nothing_to_do(tmp_path: Path) -> None:
 
 
 def test_blocks_range_limits(tmp_path: Path) -> None:
-    c, store = _source_chain(tmp_path, blocks=6, per_block=5)
+    _, store = _source_chain(tmp_path, blocks=6, per_block=5)
 
     def heights(**kw: Any) -> list[int]:
         return [b["header"]["height"] for b in orjson.loads(blocks_range(store, **kw))["blocks"]]
