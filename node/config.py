@@ -14,7 +14,7 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "validator_key": "validator.key", "genesis": "genesis.json",
      "block_interval_ms": 50, "max_block_records": 2000}
 
-Optional keys: ``verify_workers`` (processes that verify the signatures of large batches;
+Optional keys: ``verify_workers`` (``node.verify`` processes that check record signatures;
 default one less than the CPU count, at most 4; 0 verifies in the node process) and
 ``max_mempool`` (records that may wait for blocks before submissions get 503
 ``mempool_full``; default 100,000).
