@@ -156,9 +156,9 @@ class Replica:
 
     async def start(self) -> None:
         node = self.node
-        # The commit thread's SQLite calls each give up the GIL and wait to take it back
-        # from a busy event loop; at the default 5 ms switch interval a block commit of a few
-        # dozen statements then waits far longer than it works, and consensus waits on it.
+        # Blocks stored in the commit thread (catch-up's) make SQLite calls that each give
+        # up the GIL and wait to take it back from the busy event loop: at the default 5 ms
+        # switch interval a block of thousands of rows waits far longer than it works.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         height = node.store.height() + 1
         last = self._restore()
