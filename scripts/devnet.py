@@ -5,6 +5,8 @@
     scripts/devnet stop NODE     stop one node (node-2, or 2): the other three go on
     scripts/devnet start NODE    start it again: it catches up and rejoins consensus
     scripts/devnet down          stop every node (SIGTERM, then wait)
+    scripts/devnet catchup-rate  how fast a node catches up, next to the offline audit rate
+                                 (its own chain in a temporary directory; --records N)
 
 Layout: ``.devnet/node-1`` ... ``.devnet/node-4`` (homes made by ``provledger init
 --validators 4``), each with ``node.pid`` and ``node.log``; ``.devnet/alice.key`` is a
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -199,6 +202,114 @@ Try, with the virtualenv active (. .venv/bin/activate):
   scripts/devnet down""")
 
 
+def cmd_catchup_rate(records: int) -> None:
+    """Catch-up against the offline audit on one chain of ``records`` records (in a temporary
+    directory, not the devnet): a one-validator node serves it, a second node of the same
+    chain starts from an empty database with the first as its peer, and the rate at which it
+    catches up is set against ``provledger audit --jobs 1`` of the same database."""
+    import re
+    import resource
+    import tempfile
+
+    from ledger.audit import DbSource, audit
+    from ledger.chain import Ledger
+    from ledger.keys import SigningKey
+    from ledger.records import make_record, parse_record
+    from ledger.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="provledger-catchup-") as tmp:
+        root = Path(tmp)
+        source_port, follower_port = _free_port(), _free_port()
+        subprocess.run([*provledger(), "init", "--home", str(root / "source"), "--port", str(source_port),
+                        "--participant-key", f"{root / 'alice.key'}=contributor"], check=True, stdout=subprocess.DEVNULL)
+        key = SigningKey.load(root / "alice.key")
+        store = Store(root / "source" / "ledger.db")
+        ledger, validator = Ledger(store), SigningKey.load(root / "source" / "validator.key")
+        print(f"building a chain of {records:,} records ...", flush=True)
+        body = {"version": "1", "content_hash": "ab" * 32, "size_bytes": 1, "items": 1, "license": "MIT",
+                "modality": "text", "derived_from": [], "privacy_budget": None}
+        for start in range(0, records, 2000):
+            batch = [parse_record(make_record(key, ledger.chain_id, "dataset.contribute", {"dataset": f"d{i}", **body},
+                                              nonce=f"n{i}")) for i in range(start, min(records, start + 2000))]
+            ledger.commit_single(validator, batch)
+        store.close()
+        print("auditing it (provledger audit --jobs 1) ...", flush=True)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        report = audit(DbSource(root / "source" / "ledger.db"), jobs=1)
+        audit_s = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        if not report.ok:
+            raise SystemExit(f"error: the chain does not audit clean: {report.findings[0]}")
+        audit_cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        # The follower: the same genesis and validator key, an empty database, the source as peer.
+        fol = root / "follower"
+        fol.mkdir()
+        for name in ("genesis.json", "validator.key"):
+            shutil.copy(root / "source" / name, fol / name)
+        Store.create(fol / "ledger.db", json.loads((root / "source" / "genesis.json").read_text())).close()
+        cfg = json.loads((root / "source" / "config.json").read_text())
+        cfg.update(node_name="follower", port=follower_port, peers=[f"http://127.0.0.1:{source_port}"])
+        (fol / "config.json").write_text(json.dumps(cfg))
+        print("catching up a node from an empty database ...", flush=True)
+        cpu = {}
+        source = subprocess.Popen([*provledger(), "node", "start", "--home", str(root / "source"), "--log-level",
+                                   "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_healthy_url(f"http://127.0.0.1:{source_port}", source)
+            with open(fol / "node.log", "wb") as log:
+                follower = subprocess.Popen([*provledger(), "node", "start", "--home", str(fol)], stdout=log,
+                                            stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 600
+                done = re.compile(rf"catch-up: \d+ blocks from \S+ in [\d.]+ s, now at height {report.blocks}\b")
+                while time.monotonic() < deadline and follower.poll() is None:
+                    if done.search((fol / "node.log").read_text(errors="replace")):
+                        break
+                    time.sleep(0.2)
+            finally:
+                follower.send_signal(signal.SIGTERM)
+                cpu["follower"] = _cpu_seconds(follower.pid)
+        finally:
+            source.send_signal(signal.SIGTERM)
+            cpu["source"] = _cpu_seconds(source.pid)
+        text = (fol / "node.log").read_text()
+        if not done.search(text):
+            raise SystemExit("error: the follower did not report a complete catch-up; its log:\n" + text[-2000:])
+        spent = sum(float(x) for x in re.findall(r"catch-up: \d+ blocks from \S+ in ([\d.]+) s", text))
+        rate, audit_rate = records / spent, records / audit_s
+        print(f"audit --jobs 1      {audit_rate:9,.0f} records/s   CPU {audit_cpu / records * 1e6:5.0f} us/record")
+        print(f"catch-up            {rate:9,.0f} records/s   CPU {(cpu['follower'] + cpu['source']) / records * 1e6:5.0f}"
+              " us/record (both nodes, their verifier processes, start-up included)")
+        print(f"catch-up / audit    {rate / audit_rate:9.2f}   (load average now {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores)")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """Wait for the child ``pid`` and return the CPU seconds it and its children used."""
+    _, _, usage = os.wait4(pid, 0)
+    return float(usage.ru_utime + usage.ru_stime)
+
+
+def wait_healthy_url(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"error: the node at {url} exited")
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(url + "/healthz").status_code == 200:
+                    return
+            time.sleep(0.1)
+    raise SystemExit(f"error: the node at {url} is not healthy after {timeout:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="scripts/devnet", description="A local network of four validators.",
                                  epilog="Example: scripts/devnet up; scripts/devnet status; scripts/devnet down")
@@ -210,8 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("stop", "start"):
         p = sub.add_parser(name, help=f"{name} one node (node-N or N)")
         p.add_argument("node")
+    cr = sub.add_parser("catchup-rate", help="measure catch-up against the offline audit (in a temporary directory)")
+    cr.add_argument("--records", type=int, default=100_000, help="records in the chain (default 100,000)")
     args = ap.parse_args(argv)
     d = devnet_dir()
+    if args.cmd == "catchup-rate":
+        cmd_catchup_rate(args.records)
+        return
     if args.cmd != "up" and not (d / "node-1" / "config.json").exists():
         raise SystemExit(f"error: no devnet in {d}; run `scripts/devnet up` first")
     if args.cmd == "up":

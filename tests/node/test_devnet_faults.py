@@ -205,3 +205,13 @@ def test_devnet_script(tmp_path: Path) -> None:
         out = devnet("down")
     assert "stopped node-1, node-2, node-3, node-4" in out
     assert not any(r["up"] or r["pid"] for r in table().values())
+
+
+def test_devnet_catchup_rate(tmp_path: Path) -> None:
+    """``scripts/devnet catchup-rate`` builds a chain, audits it, catches a node up from it."""
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "devnet.py"), "catchup-rate", "--records", "3000"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = {line.split("  ")[0]: line for line in res.stdout.splitlines()}
+    assert "records/s" in lines["audit --jobs 1"] and "records/s" in lines["catch-up"]
+    assert float(lines["catch-up / audit"].split()[3]) > 0
