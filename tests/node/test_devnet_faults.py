@@ -65,7 +65,7 @@ def status(url: str) -> dict[str, Any]:
     return httpx.get(url + "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
 
 
-def wait_log_size(urls: list[str], size: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+def wait_log_size(urls: list[str], size: int, timeout: float = 30.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         st = [status(u) for u in urls]
@@ -141,14 +141,14 @@ def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
         nodes[3] = NodeProcess(homes[3], base + 4)
         for n in nodes[2:]:
             n.wait_ready()
-        st = wait_log_size(urls, 120, timeout=30)
+        st = wait_log_size(urls, 120, timeout=45)
         # 5. More records commit with all four; then all stop cleanly.
         r = post(urls[3], datasets(alice, chain, "again", 30), wait=True)
         assert all(x.get("status") == "committed" for x in r.json()["results"]), r.text[:300]
         st = wait_log_size(urls, 150)
         top = max(s["height"] for s in st)
-        wait_height = time.monotonic() + 10
-        while min(status(u)["height"] for u in urls) < top and time.monotonic() < wait_height:
+        deadline = time.monotonic() + 10
+        while min(status(u)["height"] for u in urls) < top and time.monotonic() < deadline:
             time.sleep(0.1)
         views = [hashes(u) for u in urls]
         assert_no_conflict(views)
