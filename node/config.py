@@ -29,9 +29,13 @@ A network of N > 1 validators (``provledger init --validators N``) has one home 
 ``DIR/node-1`` ... ``DIR/node-N``, each laid out as above (its own config, validator key,
 admin key of its organisation ``org-i`` and database, and a copy of the one genesis);
 validator ``node-i`` listens on ``http://HOST:(BASE_PORT + i)``, the ``url`` of its entry
-in the genesis, which is also how the other validators reach it. Keys this version does not know are kept in
-``NodeConfig.extra`` and written back unchanged, so later versions can add settings
-(peers, timeouts) without breaking older readers.
+in the genesis, which is also how the other validators reach it.
+
+Catch-up (``node.catchup``) fetches final blocks from the other validators of the genesis
+and from ``peers`` (optional: a list of node URLs, e.g. nodes that only follow the chain).
+
+Keys this version does not know are kept in ``NodeConfig.extra`` and written back
+unchanged, so later versions can add settings without breaking older readers.
 """
 
 from __future__ import annotations
