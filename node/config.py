@@ -32,7 +32,7 @@ validator ``node-i`` listens on ``http://HOST:(BASE_PORT + i)``, the ``url`` of 
 in the genesis, which is also how the other validators reach it.
 
 Catch-up (``node.catchup``) fetches final blocks from the other validators of the genesis
-and from ``peers`` (optional: a list of node URLs, e.g. nodes that only follow the chain).
+and from ``peers`` (optional: a list of further node URLs to fetch from).
 
 Keys this version does not know are kept in ``NodeConfig.extra`` and written back
 unchanged, so later versions can add settings without breaking older readers.
