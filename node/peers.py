@@ -216,9 +216,9 @@ class Peers:
             p.push_message(body)
 
     def gossip(self, messages: list[Any]) -> int:
-        """Re-send ``messages`` to the peers that are up and have nothing waiting (a busy
-        peer will get newer messages soon; a re-send must never pile up behind them).
-        Returns how many peers were sent to."""
+        """Re-send ``messages`` to the idle peers (``Peer.idle``; a busy peer will get newer
+        messages soon, and a re-send must never pile up behind them). Returns how many
+        peers were sent to."""
         idle = [p for p in self.peers if p.idle]
         if idle and messages:
             bodies = [orjson.dumps(m.to_dict()) for m in messages]
