@@ -12,8 +12,8 @@ Nothing a peer sends is trusted. Each block is checked as an auditor would (PROT
      rebuilds the header: ``prev`` links to our head, ``count``, ``log_size`` and the RFC
      9162 ``log_root`` (PROTOCOL.md 4, 5) must come out equal;
 
-and only then is it stored, through the node's one commit path (``Node.apply_final`` when
-the node has it, else ``Ledger.commit`` on the node's commit thread).
+and only then is it stored, through the node's one path for final blocks
+(``Node.apply_final``, which consensus uses too).
 
 Pipelining: ranges of blocks are fetched with ``GET /v1/blocks?from=H`` (``node.api_sync``)
 and their records parsed and signature-checked (in chunks, in the node's verifier
@@ -35,7 +35,6 @@ at start-up and then whenever a peer stays ahead for two polls in a row.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -220,18 +219,9 @@ class CatchUp:
             return await asyncio.get_running_loop().run_in_executor(loop_executor, fn)
 
         async def commit(block: Block, cert: Certificate) -> None:
-            apply_final = getattr(node, "apply_final", None)
-            if apply_final is not None:
-                kw = {"how": "caught up"} if "how" in inspect.signature(apply_final).parameters else {}
-                out = apply_final(block, cert, **kw)
-                if inspect.isawaitable(out):
-                    await out
-                return
-            await asyncio.get_running_loop().run_in_executor(loop_executor, node.ledger.commit, block, cert)
-            node.mempool.settle(block.records, node.ledger.state, rebuild=True)
-            h = block.header
-            node.metrics.height.set(h.height)
-            node.metrics.log_size.set(h.log_size)
+            # The node's one path for final blocks, shared with consensus: certificate
+            # checked again, block stored, mempool, waiters, metrics, consensus told.
+            await node.apply_final(block, cert, how="caught up")
 
         kw.setdefault("checks_ahead", CHECKS_AHEAD * max(1, node.verify_workers))
         return cls(node.ledger, commit, peers, verify=node._verify_many, run_check=run_check, **kw)
