@@ -106,7 +106,6 @@ class _Checks:
         self.ahead = ahead
         self.waiting: deque[_Chunk] = deque()
         self.running = 0
-        self.checked_here = 0  # records the storing side checked itself
 
     def add(self, records: list[Record]) -> list[_Chunk]:
         chunks = [_Chunk(records[i:i + CHECK_CHUNK], i) for i in range(0, len(records), CHECK_CHUNK)]
@@ -131,7 +130,6 @@ class _Checks:
             if c.job is None:  # not started (the verifier is behind): check it here
                 self.waiting.remove(c)
                 c.bad = await _verify_inline(c.records)
-                self.checked_here += len(c.records)
             else:
                 c.bad = await c.job
         return c.bad
@@ -197,7 +195,6 @@ class CatchUp:
         self._lock = asyncio.Lock()
         # Seconds spent on each stage (fetching and storing overlap): where a slow catch-up waits.
         self.waited = {"fetching": 0.0, "signatures": 0.0, "storing": 0.0}
-        self.checked_here = 0  # signatures checked by the storing side (see _Checks)
 
     # -- construction for a running node ----------------------------------------------------
     @classmethod
@@ -343,7 +340,6 @@ class CatchUp:
                 fetcher.cancel()
             await asyncio.gather(fetcher, return_exceptions=True)
             checks.close()
-            self.checked_here += checks.checked_here
 
     async def _fetch_ranges(self, peer: str, goal: int, out: asyncio.Queue[_Range | None], checks: _Checks) -> None:
         try:
