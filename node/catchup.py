@@ -29,7 +29,8 @@ height beyond ``node.store.height() + 1``; it returns the height reached (which 
 ``target`` if no honest peer has the blocks yet). ``peer_heights()`` asks every peer's
 ``GET /v1/status``. One ``sync`` runs at a time; concurrent calls wait for it and then
 return at once if the target is reached. ``follow()`` (started by ``node.api_sync``) syncs
-at start-up and then whenever a peer stays ahead for two polls in a row.
+at start-up and then whenever a peer is two or more blocks ahead, or ahead at two polls in
+a row (one block ahead for a moment is consensus deciding, not a lag).
 """
 
 from __future__ import annotations
