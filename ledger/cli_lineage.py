@@ -16,7 +16,7 @@ import click
 from .errors import InputError
 from .reader import ChainReader
 
-__all__ = ["open_reader", "register"]
+__all__ = ["attribution_table", "coalition_note", "open_reader", "register"]
 
 
 def open_reader(db: str | None, node: str | None, bundle: str | None) -> tuple[ChainReader, Callable[[], None]]:
@@ -39,6 +39,32 @@ def open_reader(db: str | None, node: str | None, bundle: str | None) -> tuple[C
     from .reader import MemoryReader
 
     return MemoryReader.from_bundle(bundle), lambda: None  # type: ignore[arg-type]
+
+
+def attribution_table(result: dict[str, Any]) -> Any:
+    """A rich Table of an attribution result (``ledger.attribution.attribute``)."""
+    from rich.table import Table
+
+    pools = result["pools"]
+    table = Table(title=f"{result['model_name']} round {result['round']} · {result['method']} · {result['total_units']} units",
+                  caption="pools (effective): " + ", ".join(f"{p} {pools[p]['effective']}" for p in pools)
+                  + f" · policy from {result['policy']['source'][:16]}")
+    for col, just in (("name", "left"), ("org", "left"), ("key", "left"), ("fraction", "right"),
+                      ("units", "right"), ("records", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for line in result["lines"]:
+        table.add_row(line["name"] or "?", line["org"] or "?", line["key"][:12] + "…", line["fraction"],
+                      str(line["units"]), str(line["record_count"]))
+    return table
+
+
+def coalition_note(result: dict[str, Any]) -> str | None:
+    """One line when a sampled Shapley estimate lacked coalition values, else None."""
+    c = result.get("coalitions", {})
+    if not c.get("missing_count"):
+        return None
+    return (f"note: {c['missing_count']} coalition(s) not recorded; "
+            f"{c['used_permutations']} of {c['permutations']} permutations used (see --json)")
 
 
 def _source_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -119,23 +145,11 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps(result, indent=2))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        pools = result["pools"]
-        table = Table(title=f"{result['model_name']} round {result['round']} · {result['method']} · {total} units",
-                      caption="pools (effective): " + ", ".join(f"{p} {pools[p]['effective']}" for p in pools)
-                      + f" · policy from {result['policy']['source'][:16]}")
-        for col, just in (("name", "left"), ("org", "left"), ("key", "left"), ("fraction", "right"),
-                          ("units", "right"), ("records", "right")):
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
-        for line in result["lines"]:
-            table.add_row(line["name"] or "?", line["org"] or "?", line["key"][:12] + "…", line["fraction"],
-                          str(line["units"]), str(line["record_count"]))
-        Console().print(table)
-        if result.get("coalitions", {}).get("missing_count"):
-            c = result["coalitions"]
-            click.echo(f"note: {c['missing_count']} coalition(s) not recorded; "
-                       f"{c['used_permutations']} of {c['permutations']} permutations used (see --json)")
+        Console().print(attribution_table(result))
+        note = coalition_note(result)
+        if note:
+            click.echo(note)
 
     group = cli.commands.get("export")
     if not isinstance(group, click.Group):

@@ -59,6 +59,7 @@ from ledger.errors import InputError, LedgerError, RuleError, StorageError
 from ledger.keys import is_hex
 from ledger.proofs import checkpoint_doc, proof_doc
 
+from .api_lineage import install as install_lineage
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
 from .daemon import Node
@@ -517,5 +518,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
 
     install_sync(app, the_node)  # GET /v1/blocks?from=H (bulk) and the catch-up task
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
+    install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
     return app
 
