@@ -1,7 +1,10 @@
 """``provledger lineage``, ``attribution`` and ``export bundle|prov`` (registered by ``ledger.cli``).
 
 Each reads a chain from exactly one of ``--db PATH`` (a node's SQLite file), ``--node URL``
-(every final block fetched over HTTP) or ``--bundle FILE`` (an exported audit bundle).
+(every final block fetched over HTTP) or ``--bundle FILE`` (an exported audit bundle), and
+computes the answer here. ``lineage`` and ``attribution`` with ``--node URL --remote`` ask
+the node for its answer instead (``GET /v1/lineage``, ``GET /v1/attribution``): the same
+JSON, without fetching the chain, but taken on trust.
 """
 
 from __future__ import annotations
@@ -67,6 +70,20 @@ def coalition_note(result: dict[str, Any]) -> str | None:
             f"{c['used_permutations']} of {c['permutations']} permutations used (see --json)")
 
 
+def _computed_by_node(node: str | None, local: tuple[str | None, ...], path: str, **params: Any) -> Any:
+    """``GET path`` on the node (``--remote``): its own answer, recomputed nowhere here."""
+    if node is None or any(x is not None for x in local):
+        raise InputError("--remote reads from --node URL only (the node computes the answer)", code="bad_argument")
+    from .client import Client
+
+    with Client(node) as client:
+        return client.get(path, **{k: v for k, v in params.items() if v is not None})
+
+
+_REMOTE_HELP = ("With --node: let the node compute the answer (GET /v1/...) instead of recomputing it "
+                "here from the node's blocks. Faster on a long chain, but trusts the node.")
+
+
 def _source_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--bundle", "bundle", type=click.Path(dir_okay=False), default=None, help="An exported audit bundle.")(f)
     f = click.option("--node", "node", default=None, metavar="URL", help="A node URL: its final blocks are fetched.")(f)
@@ -90,7 +107,9 @@ def register(cli: click.Group) -> None:
     @_source_options
     @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
     @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT text.")
-    def lineage(record_id: str, db: str | None, node: str | None, bundle: str | None, as_json: bool, as_dot: bool) -> None:
+    @click.option("--remote", is_flag=True, help=_REMOTE_HELP)
+    def lineage(record_id: str, db: str | None, node: str | None, bundle: str | None, as_json: bool, as_dot: bool,
+                remote: bool) -> None:
         """Show where a model version came from, or which models used a dataset.
 
         RECORD_ID is a model.update record id (its lineage back to datasets, annotations,
@@ -101,13 +120,19 @@ def register(cli: click.Group) -> None:
         Examples:
           provledger lineage 3f2a...e9 --db .provledger/ledger.db
           provledger lineage dataset:scans --bundle chain.bundle --dot | dot -Tsvg > scans.svg
+          provledger lineage 3f2a...e9 --node http://127.0.0.1:8000 --remote
         """
         from .lineage import lineage as build
         from .lineage import to_dot, to_tree
 
         if as_json and as_dot:
             raise InputError("give at most one of --json and --dot", code="bad_argument")
-        graph = _with_reader(db, node, bundle, lambda r: build(r, record_id))
+        if remote:
+            from urllib.parse import quote
+
+            graph = _computed_by_node(node, (db, bundle), f"/v1/lineage/{quote(record_id, safe=':')}")
+        else:
+            graph = _with_reader(db, node, bundle, lambda r: build(r, record_id))
         if as_json:
             click.echo(json.dumps(graph, indent=2))
         elif as_dot:
@@ -125,8 +150,9 @@ def register(cli: click.Group) -> None:
     @click.option("--metric", default=None, help="Evaluation metric for shapley / leave-one-out (default: the most recorded).")
     @_source_options
     @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+    @click.option("--remote", is_flag=True, help=_REMOTE_HELP)
     def attribution(model_record_id: str, total: int, method: str, metric: str | None, db: str | None,
-                    node: str | None, bundle: str | None, as_json: bool) -> None:
+                    node: str | None, bundle: str | None, as_json: bool, remote: bool) -> None:
         """Share TOTAL units of a model version's benefit among its contributors.
 
         Deterministic and exact (docs/attribution.md): pools by the policy in force at
@@ -137,10 +163,17 @@ def register(cli: click.Group) -> None:
         Examples:
           provledger attribution 3f2a...e9 --total 1000 --db .provledger/ledger.db
           provledger attribution 3f2a...e9 --total 1000 --method shapley --bundle chain.bundle --json
+          provledger attribution 3f2a...e9 --total 1000 --node http://127.0.0.1:8000 --remote
         """
         from .attribution import attribute
 
-        result = _with_reader(db, node, bundle, lambda r: attribute(r, model_record_id, total, method, metric=metric))
+        if remote:
+            from urllib.parse import quote
+
+            result = _computed_by_node(node, (db, bundle), f"/v1/attribution/{quote(model_record_id, safe='')}",
+                                       total=total, method=method, metric=metric)
+        else:
+            result = _with_reader(db, node, bundle, lambda r: attribute(r, model_record_id, total, method, metric=metric))
         if as_json:
             click.echo(json.dumps(result, indent=2))
             return

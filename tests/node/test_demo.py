@@ -5,7 +5,7 @@ End to end (real ``provledger node start`` process, real HTTP, the node's SQLite
 the demo builds its consortium; the attribution of its final model is the same JSON from
 ``GET /v1/attribution``, from ``provledger attribution --db`` on the node's database, from
 an exported bundle and from ``--node``, for every method; the lineage is the same from
-``GET /v1/lineage`` and ``provledger lineage --db``; an update over a dataset's privacy
+``GET /v1/lineage``, ``provledger lineage --db`` and ``--node --remote``; an update over a dataset's privacy
 budget is refused in one line naming the dataset and the amounts.
 
 In process: the endpoints' answers for unknown, malformed and unsuitable requests.
@@ -117,7 +117,8 @@ def test_attribution_is_identical_from_api_db_bundle_and_node(demo: dict[str, An
         from_db = json.loads(provledger(*args, "--db", db).stdout)
         from_bundle = json.loads(provledger(*args, "--bundle", str(bundle)).stdout)
         from_node = json.loads(provledger(*args, "--node", url).stdout)
-        assert api == from_db == from_bundle == from_node, method
+        remote = json.loads(provledger(*args, "--node", url, "--remote").stdout)
+        assert api == from_db == from_bundle == from_node == remote, method
         assert api == demo["out"]["attribution"][method], method
         assert api["model"] == final and api["total_units"] == 1000 and api["method"] == method
     # The exact Shapley table differs from the proportional one: the coalitions count.
@@ -132,6 +133,10 @@ def test_lineage_is_identical_from_api_and_db(demo: dict[str, Any]) -> None:
     for ref in (final, "dataset:northside-cxr"):
         api = httpx.get(f"{url}/v1/lineage/{ref}").json()
         assert api == json.loads(provledger("lineage", ref, "--db", db, "--json").stdout), ref
+        assert api == json.loads(provledger("lineage", ref, "--node", url, "--remote", "--json").stdout), ref
+    # --remote takes the node's answer, so it cannot be combined with a local source.
+    res = provledger("lineage", final, "--db", db, "--remote", ok=False)
+    assert res.returncode == 2 and res.stderr.startswith("error: --remote reads from --node URL only")
     graph = demo["out"]["lineage"]
     assert graph["root"] == final and graph["kind"] == "model"
     relations = {e["relation"] for e in graph["edges"]}
