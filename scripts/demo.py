@@ -362,11 +362,11 @@ def show(out: dict[str, Any], kept: bool) -> None:
               f"{r['dataset']}: {r['message']} ({r['code']})")
     if kept:
         final, db = out["final_model"], Path(out["home"]) / "ledger.db"
+        total = out["attribution"]["shapley"]["total_units"]
         con.rule("recompute it yourself")
-        con.print(f"provledger attribution {final} --total {out['attribution']['shapley']['total_units']} "
-                  f"--method shapley --db {db}", soft_wrap=True)
+        con.print(f"provledger attribution {final} --total {total} --method shapley --db {db}", soft_wrap=True)
         con.print(f"provledger export bundle --db {db} --out cxr.bundle && "
-                  f"provledger attribution {final} --total 1000 --method shapley --bundle cxr.bundle", soft_wrap=True)
+                  f"provledger attribution {final} --total {total} --method shapley --bundle cxr.bundle", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
