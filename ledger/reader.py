@@ -15,11 +15,14 @@ verifies it). Identities and policies are derived by replaying the genesis, the
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
+
+import orjson
 
 from .errors import InputError, LedgerError, PeerError
 from .genesis import Genesis, parse_genesis
@@ -194,6 +197,8 @@ class StoreReader(ReaderBase):
         self.store = store
         self._genesis = store.genesis
         self._size = store.log_size()  # a fixed view: records committed later are ignored
+        self._usage_idx: dict[str, list[int]] | None = None  # dataset name -> log indexes
+        self._using: dict[str, list[Row]] = {}
 
     def log_size(self) -> int:
         return self._size
@@ -215,6 +220,35 @@ class StoreReader(ReaderBase):
 
     def model_records(self, model: str) -> list[Row]:
         return self._rows("model", model)
+
+    def updates_using(self, name: str) -> list[Row]:
+        # One pass of SQLite's JSON functions over the model.update records maps every
+        # input dataset name to the log indexes using it; only the envelopes of the
+        # updates asked for are then read and parsed here.
+        if self._usage_idx is None:
+            try:
+                rows = self.store.reader.execute(
+                    "SELECT json_extract(j.value, '$.dataset'), r.idx FROM records AS r, "
+                    "json_each(r.envelope, '$.body.inputs') AS j "
+                    "WHERE r.type = 'model.update' AND r.idx < ? ORDER BY r.idx", (self._size,)).fetchall()
+            except sqlite3.OperationalError:  # an SQLite built without JSON functions
+                return super().updates_using(name)
+            usage: dict[str, list[int]] = {}
+            for ds, idx in rows:
+                seen = usage.setdefault(ds, [])
+                if not seen or seen[-1] != idx:  # an update may name a dataset twice
+                    seen.append(idx)
+            self._usage_idx = usage
+        found = self._using.get(name)
+        if found is None:
+            found = []
+            idxs = self._usage_idx.get(name, [])
+            for i in range(0, len(idxs), 500):
+                chunk = idxs[i:i + 500]
+                q = f"SELECT idx, id, envelope FROM records WHERE idx IN ({','.join('?' * len(chunk))}) ORDER BY idx"
+                found.extend((idx, rid, orjson.loads(text)) for idx, rid, text in self.store.reader.execute(q, chunk))
+            self._using[name] = found
+        return list(found)
 
 
 class MemoryReader(ReaderBase):
