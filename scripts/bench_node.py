@@ -67,14 +67,22 @@ class Conn:
         return self
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        request = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        for attempt in (1, 2):
+            if self.writer is None:
+                await self.open()
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.write(request)
+                head = await self.reader.readuntil(b"\r\n\r\n")
+                break
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed a connection that sat idle (uvicorn's keep-alive
+                # timeout) before reading this request: once more on a new one.
+                self.close()
+                if attempt == 2:
+                    raise
         status = int(head[9:12])
         length = None
         for line in head.split(b"\r\n")[1:]:
