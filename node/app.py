@@ -14,21 +14,35 @@ Endpoints::
     GET  /v1/genesis                               the genesis document
     GET  /v1/identities                            {"identities": [...]}
     GET  /v1/datasets/{name}                       versions, annotations, budget
-    GET  /v1/status                                chain id, height, log size, mempool
+    GET  /v1/status                                chain id, height, log size, mempool, peers
+    GET  /v1/lineage/{ref}                         `provledger lineage --json` (node.api_lineage)
+    GET  /v1/attribution/{id}?total=N[&method=M][&metric=NAME]
+                                                   the table of `provledger attribution --json`
+    POST /v1/peer/message                          a signed proposal or vote, or {"messages": [...]}
+                                                   -> 202 {accepted, refused} (node.api_peer)
+    POST /v1/peer/records                          {"records": [...]} forwarded by a validator
+                                                   -> 200 {"results": [...]}
+    GET  /v1/evidence                              {"evidence": [...]}: conflicting signed messages
     GET  /healthz, GET /metrics (Prometheus text), GET /docs (OpenAPI)
 
 Errors: every error body is ``{"code": str, "message": str}``, sometimes with ``field``
 or ``index``. Status by kind:
 
     400  the request or a record is malformed, or a signature does not verify:
-         bad_json, bad_type, unknown_field, missing_field, bad_hex, bad_value, bad_time,
-         wrong_chain, bad_signature, bad_request (query/path parameters), ...
+         bad_json, bad_type, unknown_field, missing_field, bad_hex, bad_value, bad_decimal,
+         bad_time, bad_version, unknown_type, wrong_chain, bad_signature, bad_range
+         (consistency proof sizes), bad_request (query/path parameters, Content-Length);
+         attribution: bad_total, bad_method; peer routes: bad_message, not_validator,
+         wrong_proposer, no_consensus (a one-validator node takes no peer messages)
     422  a well-formed, correctly signed record that the chain's state refuses
          (ledger.errors.RuleError): unknown_signer, revoked_signer, forbidden_role,
-         replayed_nonce, missing_reference, budget_exceeded, duplicate_dataset, ...
+         replayed_nonce, missing_reference, budget_exceeded, budget_mismatch,
+         duplicate_dataset, unknown_org, identity_exists, unknown_identity, already_revoked;
+         lineage/attribution of a record the chain cannot answer for: not_a_model,
+         coalitions_missing, nothing_to_attribute, broken_lineage
     404  not_found (no such record, block, dataset, route); 405 method_not_allowed
     413  record_too_large (canonical envelope over 64 KiB), request_too_large (body over
-         16 MiB), batch_too_large (over 10,000 records)
+         16 MiB), batch_too_large (over 10,000 records or peer messages)
     503  mempool_full (more than ``max_mempool`` records wait for blocks: retry), shutting_down
     504  commit_timeout (``?wait=true`` and the record was not committed in time)
     500  internal (a bug: logged with its traceback)
