@@ -8,6 +8,7 @@ written with mode 0600; saving refuses to overwrite. Public keys travel as hex
 from __future__ import annotations
 
 import binascii
+import re
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,12 +23,12 @@ from .errors import InputError, SignatureError
 
 __all__ = ["SigningKey", "is_hex", "public_key", "verify", "verify_bytes"]
 
-_HEX = frozenset("0123456789abcdef")
+_HEX = re.compile("[0-9a-f]*").fullmatch
 
 
 def is_hex(value: object, nbytes: int) -> bool:
     """True if ``value`` is a lowercase hex string of exactly ``nbytes`` bytes."""
-    return type(value) is str and len(value) == 2 * nbytes and _HEX.issuperset(value)
+    return type(value) is str and len(value) == 2 * nbytes and _HEX(value) is not None
 
 
 @lru_cache(maxsize=4096)

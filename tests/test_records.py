@@ -383,3 +383,30 @@ def test_any_body_mutation_changes_the_id(rtype: str, data: st.DataObject) -> No
     rec = Record(mutated, record_id(mutated), b"")
     with pytest.raises(SignatureError):
         rec.verify_signature()
+
+
+# --- hypothesis: the canonical and signed bytes are RFC 8785's, whatever the strings -------
+_any_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+# Keys whose UTF-16 order differs from their code point order (RFC 8785 3.2.3).
+_tricky_key = st.text(st.sampled_from("a\u00e9\ue000\uffff\U00010000\U0001f600"), min_size=1, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nonce=_any_text, name=_any_text, metrics=st.dictionaries(_tricky_key | _any_text, st.sampled_from(["0.5", "-1", "12.25"]),
+                                                                 max_size=4),
+       description=st.text(st.characters(blacklist_categories=("Cs",)), max_size=20))
+def test_canonical_and_signing_bytes_equal_the_reference(nonce: str, name: str, metrics: dict[str, str],
+                                                         description: str) -> None:
+    """``parse_record`` skips the canonical domain walk where its schemas allow (metric
+    names excepted) and cuts the signing bytes out of the canonical bytes: both must equal
+    RFC 8785 of the envelope (with and without ``sig``) for any strings, keys included."""
+    update = {**copy.deepcopy(VALID["model.update"]), "model": name, "metrics": metrics}
+    dataset = {**copy.deepcopy(VALID["dataset.contribute"]), "dataset": name, "description": description}
+    for rtype, body in (("model.update", update), ("dataset.contribute", dataset)):
+        e = C.envelope(C.alice, rtype, body, nonce=nonce)
+        rec = parse_record(e)
+        unsigned = {k: v for k, v in e.items() if k != "sig"}
+        assert rec.canonical == rfc8785.dumps(e)
+        assert rec.signing_bytes() == b"provledger/record/v1\n" + rfc8785.dumps(unsigned)
+        assert rec.signing_bytes() == record_signing_bytes(e)
+        rec.verify_signature()
