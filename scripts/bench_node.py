@@ -154,29 +154,36 @@ def closed_loop(port: int, path: str, bodies: list[bytes], conns: int, seconds: 
     return _run(main)
 
 
-def open_loop(port: int, path: str, bodies: list[bytes], rate: float) -> dict[str, Any]:
+def _status_200(status: int, _body: bytes) -> bool:
+    return status == 200
+
+
+def open_loop(port: int | list[int], path: str, bodies: list[bytes], rate: float,
+              accept: Callable[[int, bytes], bool] = _status_200) -> dict[str, Any]:
     """Send ``bodies`` at ``rate`` per second on schedule, whatever the answers' pace
-    (a new connection when every open one is busy); latency from the scheduled start."""
+    (a new connection when every open one is busy); latency from the scheduled start,
+    of the answers ``accept`` takes for a commit. Several ports: round-robin over them."""
+    ports = [port] if isinstance(port, int) else port
 
     async def main() -> dict[str, Any]:
-        idle: list[Conn] = []
+        idle: dict[int, list[Conn]] = {p: [] for p in ports}
         lat: list[float] = []
         codes: dict[int, int] = {}
         opened = 0
 
-        async def one(due: float, body: bytes) -> None:
+        async def one(due: float, body: bytes, p: int) -> None:
             nonlocal opened
-            if idle:
-                c = idle.pop()
+            if idle[p]:
+                c = idle[p].pop()
             else:
-                c = Conn("127.0.0.1", port)
+                c = Conn("127.0.0.1", p)
                 opened += 1
-            status, _ = await c.request("POST", path, body)
+            status, data = await c.request("POST", path, body)
             end = time.perf_counter()
             codes[status] = codes.get(status, 0) + 1
-            if status == 200:
+            if accept(status, data):
                 lat.append(end - due)
-            idle.append(c)
+            idle[p].append(c)
 
         tasks = []
         t0 = time.perf_counter() + 0.2
@@ -185,10 +192,11 @@ def open_loop(port: int, path: str, bodies: list[bytes], rate: float) -> dict[st
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due, body)))
+            tasks.append(asyncio.create_task(one(due, body, ports[i % len(ports)])))
         await asyncio.gather(*tasks)
-        for c in idle:
-            c.close()
+        for conns in idle.values():
+            for c in conns:
+                c.close()
         lat.sort()
         if not lat:
             raise SystemExit(f"no request was committed in the latency run: {codes}")

@@ -1,0 +1,340 @@
+"""The devnet section of ``scripts/bench``: four validators on 127.0.0.1, all on this machine.
+
+Measures, in one run:
+
+- the limit: raw Ed25519 verify/s on one core (``bench.raw_verify_per_s``);
+- throughput: records/s *final on every node* with batched submission (500 per batch)
+  spread round-robin over the four nodes by several client threads;
+- latency: submit-to-final p50/p99 of small batches submitted with ``?wait=true`` by a paced
+  open-loop client at half the measured throughput;
+- catch-up: one node is stopped, its database replaced by an empty one of the same genesis,
+  and restarted; records/s until it is level with the others, next to the offline audit
+  rate (``provledger audit --jobs 1``) of the same chain.
+
+Every node process, its client threads and the audit share the machine's cores, so the
+figures are those of four organisations squeezed onto one small box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+NODES = 4
+ROLES = "contributor,annotator,trainer,evaluator"
+
+
+def _free_base_port(n: int) -> int:
+    """A base port such that base+1 .. base+n are free now (best effort)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        ok = True
+        for p in range(base + 1, base + n + 1):
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise SystemExit("no free range of ports for the devnet")
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).parent / "provledger"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ledger.cli"]
+
+
+class Devnet:
+    """Four ``provledger node start`` processes made by ``provledger init --validators 4``."""
+
+    def __init__(self, root: Path, people: int = 8) -> None:
+        self.root = root
+        self.key_files = [root / f"p{i}.key" for i in range(people)]
+        base = _free_base_port(NODES)
+        args = [*_cli(), "init", "--home", str(root / "net"), "--validators", str(NODES),
+                "--base-port", str(base), "--json"]
+        for k in self.key_files:
+            args += ["--participant-key", f"{k}={ROLES}"]
+        made = orjson.loads(subprocess.run(args, check=True, capture_output=True).stdout)
+        self.homes = sorted(p for p in (root / "net").iterdir() if (p / "config.json").exists())
+        if len(self.homes) != NODES:
+            raise SystemExit(f"init --validators {NODES} made {len(self.homes)} node homes")
+        self.urls = [self._url(h) for h in self.homes]
+        self.chain_id: str = made["chain_id"]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * NODES
+        # A pristine copy of each empty database, for the catch-up measurement.
+        for h in self.homes:
+            db = next(h.glob("*.db"))
+            shutil.copy(db, h / "empty.db.orig")
+
+    @staticmethod
+    def _url(home: Path) -> str:
+        cfg = orjson.loads((home / "config.json").read_bytes())
+        return f"http://{cfg.get('host', '127.0.0.1')}:{cfg['port']}"
+
+    def start(self, i: int) -> None:
+        log = open(self.homes[i] / "node.log", "ab")  # noqa: SIM115 - the process owns it
+        self.procs[i] = subprocess.Popen(
+            [*_cli(), "node", "start", "--home", str(self.homes[i]), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, i: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.urls[i] + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit(f"node {i + 1} not ready; see {self.homes[i] / 'node.log'}")
+
+    def stop(self, i: int) -> None:
+        p = self.procs[i]
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs[i] = None
+
+    def status(self, i: int) -> dict[str, Any]:
+        return httpx.get(self.urls[i] + "/v1/status", timeout=5).json()
+
+    def log_size(self, i: int) -> int:
+        try:
+            return int(self.status(i)["log_size"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            return -1
+
+    def rss_mb(self) -> list[float]:
+        out = []
+        for p in self.procs:
+            kb = 0
+            if p is not None:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        kb = int(line.split()[1])
+            out.append(kb / 1024)
+        return out
+
+    def down(self) -> None:
+        for i in range(NODES):
+            self.stop(i)
+
+
+def _keys(files: list[Path]) -> list[Any]:
+    from ledger.keys import SigningKey
+
+    return [SigningKey.load(f) for f in files]
+
+
+def _records(chain_id: str, people: list[Any], n: int, start: int) -> list[bytes]:
+    from bench import workload  # scripts/ is on sys.path when run by bench.py
+
+    return [orjson.dumps(e) for e in workload(chain_id, people, n, start)]
+
+
+def _post_batches(urls: list[str], batches: list[list[bytes]], threads: int) -> None:
+    """Submit every batch (round-robin over the nodes) from ``threads`` clients."""
+    it = iter(enumerate(batches))
+    lock = threading.Lock()
+
+    def client(t: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            while True:
+                with lock:
+                    nxt = next(it, None)
+                if nxt is None:
+                    return
+                i, batch = nxt
+                body = b'{"records":[' + b",".join(batch) + b"]}"
+                for attempt in range(50):
+                    r = c.post(urls[(i + t) % len(urls)] + "/v1/records/batch", content=body,
+                               headers={"content-type": "application/json"})
+                    if r.status_code == 503:  # mempool full: back off, retry
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    r.raise_for_status()
+                    bad = [x for x in r.json()["results"] if "code" in x]
+                    if bad:
+                        raise SystemExit(f"devnet refused a bench record: {bad[0]}")
+                    break
+
+    with cf.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(client, range(threads)))
+
+
+def _wait_all(net: Devnet, size: int, nodes: list[int], timeout: float = 600.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(net.log_size(i) >= size for i in nodes):
+            return time.perf_counter()
+        time.sleep(0.02)
+    raise SystemExit(f"the devnet did not reach log size {size} on {nodes} in {timeout:.0f} s: "
+                     f"{[net.log_size(i) for i in nodes]}")
+
+
+def _all_committed(status: int, body: bytes) -> bool:
+    return status == 200 and all(x.get("status") == "committed" for x in orjson.loads(body)["results"])
+
+
+def _latency(net: Devnet, chain_id: str, people: list[Any], rate: float, seconds: float, start: int) -> dict[str, Any]:
+    """Open-loop paced batches of 10 with ``?wait=true`` spread over the nodes, from
+    one asyncio client on keep-alive connections (``bench_node.open_loop``): submit-to-final
+    per batch, from the moment it was due."""
+    from bench_node import open_loop
+
+    per_batch = 10
+    batches_per_s = max(1.0, rate / per_batch)
+    total = int(batches_per_s * seconds)
+    recs = _records(chain_id, people, total * per_batch, start)
+    bodies = [b'{"records":[' + b",".join(recs[i * per_batch:(i + 1) * per_batch]) + b"]}" for i in range(total)]
+    # The workload's records come in groups of 50 that use the group's first record, a
+    # dataset: each group goes to one node, which may take it before its peers have it.
+    group = 50 // per_batch
+    ports = [int(u.rsplit(":", 1)[1]) for u in net.urls for _ in range(group)]
+    r = open_loop(ports, "/v1/records/batch?wait=true&timeout=30", bodies, batches_per_s, accept=_all_committed)
+    return {
+        "offered_records_per_s": batches_per_s * per_batch,
+        "batches": total,
+        "completed": r["committed"],
+        "p50_ms": r["p50_ms"],
+        "p99_ms": r["p99_ms"],
+        "records": total * per_batch,
+    }
+
+
+def section_devnet(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import audit_rate, machine, raw_verify_per_s
+
+    n = args.devnet_records
+    res: dict[str, Any] = {"machine": machine()}
+    print("measuring the limit: Ed25519 verify/s on one core ...", flush=True)
+    res["raw_verify_per_s"] = raw_verify_per_s()
+    with tempfile.TemporaryDirectory(prefix="provledger-devnet-") as d:
+        net = Devnet(Path(d))
+        try:
+            for i in range(NODES):
+                net.start(i)
+            for i in range(NODES):
+                net.wait_ready(i)
+            chain_id = net.status(0)["chain_id"]
+            people = _keys(net.key_files)
+            print(f"signing {n:,} records ...", flush=True)
+            recs = _records(chain_id, people, n, 0)
+            batches = [recs[i:i + 500] for i in range(0, n, 500)]
+            print(f"throughput: {len(batches)} batches of 500 over {NODES} nodes ...", flush=True)
+            t0 = time.perf_counter()
+            _post_batches(net.urls, batches, threads=args.devnet_clients)
+            t_sub = time.perf_counter()
+            t_final = _wait_all(net, n, list(range(NODES)))
+            res["throughput"] = {
+                "records": n,
+                "submitted_per_s": n / (t_sub - t0),
+                "final_on_all_per_s": n / (t_final - t0),
+                "rss_mb_after": net.rss_mb(),
+                "height": net.status(0)["height"],
+            }
+            print(f"  {res['throughput']['final_on_all_per_s']:,.0f} records/s final on all four", flush=True)
+            half = res["throughput"]["final_on_all_per_s"] / 2
+            print(f"latency at half that rate ({half:,.0f} records/s) ...", flush=True)
+            res["latency"] = _latency(net, chain_id, people, half, args.latency_seconds, n)
+            size = max(net.log_size(i) for i in range(NODES))
+            _wait_all(net, size, list(range(NODES)))
+            print(f"catch-up: node 4 starts over from an empty database ({size:,} records behind) ...", flush=True)
+            net.stop(NODES - 1)
+            home = net.homes[NODES - 1]
+            db = next(p for p in home.glob("*.db"))
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(db) + suffix).unlink(missing_ok=True)
+            shutil.copy(home / "empty.db.orig", db)
+            t0 = time.perf_counter()
+            net.start(NODES - 1)
+            net.wait_ready(NODES - 1, timeout=120)
+            t_level = _wait_all(net, size, [NODES - 1], timeout=1200)
+            res["catch_up"] = {"records": size, "records_per_s": size / (t_level - t0)}
+            print(f"  {res['catch_up']['records_per_s']:,.0f} records/s", flush=True)
+        finally:
+            net.down()
+        print("auditing the same chain offline (--jobs 1) ...", flush=True)
+        res["audit_j1_per_s"] = audit_rate(next(net.homes[0].glob("*.db")), 1)
+    single = None
+    node_json = ROOT / "bench-out" / "node.json"
+    if node_json.exists():
+        single = orjson.loads(node_json.read_bytes()).get("summary", {}).get("batched_records_per_s")
+    raw = res["raw_verify_per_s"]
+    res["summary"] = {
+        "final_records_per_s": res["throughput"]["final_on_all_per_s"],
+        "vs_raw_verify": res["throughput"]["final_on_all_per_s"] / raw,
+        "single_node_batched_per_s": single,
+        "p50_ms": res["latency"]["p50_ms"],
+        "p99_ms": res["latency"]["p99_ms"],
+        "catch_up_per_s": res["catch_up"]["records_per_s"],
+        "catch_up_vs_audit": res["catch_up"]["records_per_s"] / res["audit_j1_per_s"],
+        "records": n,
+    }
+    return res
+
+
+def render_devnet(r: dict[str, Any]) -> list[str]:
+    s = r["summary"]
+    raw = r["raw_verify_per_s"]
+    lat = r["latency"]
+    single = s.get("single_node_batched_per_s")
+    single_txt = f"single node batched {single:,.0f}/s" if single else "single node: run `scripts/bench node`"
+    ratio_single = f"{s['final_records_per_s'] / single:.2f}" if single else ""
+    return [
+        "## Devnet: four validators on this machine (issue 4)",
+        "",
+        "| figure | value | next to | ratio | target |",
+        "| --- | ---: | --- | ---: | --- |",
+        f"| records/s final on all four nodes ({s['records']:,} records, batches of 500 spread over the nodes) "
+        f"| {s['final_records_per_s']:,.0f} | raw Ed25519 verify {raw:,.0f}/s (one core) | {s['vs_raw_verify']:.2f} | >= 1,500/s |",
+        f"| same figure | | {single_txt} | {ratio_single} | |",
+        f"| submit-to-final latency at {lat['offered_records_per_s']:,.0f} records/s (batches of 10, `?wait=true`) "
+        f"| p50 {lat['p50_ms']:,.0f} ms, p99 {lat['p99_ms']:,.0f} ms | | | p50 < 300 ms |",
+        f"| catch-up of a node from an empty database ({r['catch_up']['records']:,} records) "
+        f"| {s['catch_up_per_s']:,.0f} records/s | offline audit `--jobs 1` {r['audit_j1_per_s']:,.0f} records/s "
+        f"| {s['catch_up_vs_audit']:.2f} | >= 0.7 |",
+        "",
+        "All four nodes, the clients and the audit share the machine's 2 cores. Throughput: four client "
+        "threads post pre-signed batches round-robin over the nodes. Latency: one asyncio client on keep-alive "
+        "connections sends each group of 50 records (a dataset and what uses it) to one node, on schedule "
+        "whatever the answers' pace; latency runs from the moment a batch was due to the answer that all ten are final.",
+        "",
+    ]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--devnet-records", type=int, default=100_000, help="records for the devnet throughput run")
+    ap.add_argument("--devnet-clients", type=int, default=4, help="client threads for the devnet throughput run")
+    ap.add_argument("--latency-seconds", type=float, default=10.0, help="length of the devnet latency run")
+
+
+if __name__ == "__main__":  # pragma: no cover - run through scripts/bench devnet
+    os.execv(str(ROOT / "scripts" / "bench"), [str(ROOT / "scripts" / "bench"), "devnet", *sys.argv[1:]])
