@@ -52,6 +52,7 @@ class Ledger:
         (returned with their errors). Signatures are not re-checked: the caller verified
         each record once on arrival."""
         state = self.state.fork()
+        state.prefetch_nonces(records)
         accepted: list[Record] = []
         rejected: list[tuple[Record, LedgerError]] = []
         for rec in records:
@@ -83,6 +84,7 @@ class Ledger:
         """Rebuild a block someone else proposed and check it is exactly the next block:
         every record valid in order, and the header equal to the one we would build."""
         state = self.state.fork()
+        state.prefetch_nonces(records)
         for rec in records:
             if verify_signatures:
                 rec.verify_signature()

@@ -28,6 +28,10 @@ class LogIndex(Protocol):
 
     def nonce_used(self, signer: str, nonce: str) -> bool: ...
 
+    def nonces_used(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (signer, nonce) pairs among ``pairs`` that records in the log use."""
+        ...
+
     def model_of(self, record_id: str) -> str | None:
         """The ``model`` of a ``model.update`` record in the log, else None."""
         ...
@@ -38,6 +42,9 @@ class MemoryIndex:
 
     def nonce_used(self, signer: str, nonce: str) -> bool:
         return False
+
+    def nonces_used(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return set()
 
     def model_of(self, record_id: str) -> str | None:
         return None
@@ -106,6 +113,8 @@ class ChainState:
         # Overlay: what was applied since the index last caught up (see settle()).
         self._nonces: set[tuple[str, str]] = set()
         self._models: dict[str, str] = {}
+        # The index's answers for nonces asked ahead (prefetch_nonces), until it changes.
+        self._asked: dict[tuple[str, str], bool] = {}
         # Datasets this state may change in place; the others may be shared with forks.
         self._own: set[str] = set()
         # PROTOCOL.md 2: admins hold the admin role of their organisation.
@@ -132,16 +141,29 @@ class ChainState:
         c.policies = list(self.policies)
         c._nonces = set(self._nonces)
         c._models = dict(self._models)
+        c._asked = {}
         return c
 
     def settle(self) -> None:
         """Forget the overlay: the index now answers for every record applied so far."""
         self._nonces.clear()
         self._models.clear()
+        self._asked.clear()
+
+    def prefetch_nonces(self, records: Iterable[Record]) -> None:
+        """Ask the index once about the nonces of ``records``, about to be checked: a
+        block's worth of lookups in a few queries rather than one query per record."""
+        pairs = [(r.signer, r.nonce) for r in records]
+        used = self.index.nonces_used(pairs)
+        self._asked = {pair: pair in used for pair in pairs}
 
     # -- lookups ----------------------------------------------------------------------
     def nonce_used(self, signer: str, nonce: str) -> bool:
-        return (signer, nonce) in self._nonces or self.index.nonce_used(signer, nonce)
+        pair = (signer, nonce)
+        if pair in self._nonces:
+            return True
+        known = self._asked.get(pair)
+        return known if known is not None else self.index.nonce_used(signer, nonce)
 
     def model_of(self, record_id: str) -> str | None:
         return self._models.get(record_id) or self.index.model_of(record_id)

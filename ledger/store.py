@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,20 @@ class Store:
         return self.reader.execute(
             "SELECT 1 FROM records WHERE signer = ? AND nonce = ?", (signer, nonce)
         ).fetchone() is not None
+
+    def nonces_used(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """One query per signer (per 500 nonces): the (signer, nonce) index serves each."""
+        by_signer: dict[str, list[str]] = {}
+        for signer, nonce in pairs:
+            by_signer.setdefault(signer, []).append(nonce)
+        used: set[tuple[str, str]] = set()
+        for signer, nonces in by_signer.items():
+            for start in range(0, len(nonces), 500):
+                part = nonces[start:start + 500]
+                used.update(self.reader.execute(
+                    f"SELECT signer, nonce FROM records WHERE signer = ? AND nonce IN ({','.join('?' * len(part))})",
+                    (signer, *part)))
+        return used
 
     def model_of(self, record_id: str) -> str | None:
         row = self.reader.execute(

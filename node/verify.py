@@ -75,6 +75,11 @@ class Verifiers:
         return not self._procs or self._broken is not None or all(self._load)
 
     @property
+    def broken(self) -> bool:
+        """A process went away: ``verify`` raises from now on."""
+        return self._broken is not None
+
+    @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
 

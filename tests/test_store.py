@@ -188,6 +188,34 @@ def test_loaded_state_enforces_replay_against_the_store(db: Path, chain1: Any) -
         st.check(cons.record(cons.alice, "model.update", cons.update_body("m", 9, aggregates=[agg])))
 
 
+def test_blocks_refuse_nonces_the_store_holds_asked_in_one_pass(tmp_path: Path) -> None:
+    """``build_block`` asks the store about a block's nonces together (``nonces_used``,
+    one query per signer and 500 nonces): its answers equal ``nonce_used``'s, and a
+    replayed nonce is refused whether the store or the same block used it first."""
+    from ledger.errors import RuleError
+
+    cons = Consortium()
+    ledger = cons.ledger(tmp_path / "n.db")
+    first = [cons.record(cons.bob, "dataset.contribute", cons.dataset_body(f"d{i}"), nonce=f"n{i}")
+             for i in range(1200)]
+    ledger.commit_single(cons.validators[0], first, time="2026-11-21T12:00:01Z")
+    store = ledger.store
+    pairs = [(cons.bob.public, f"n{i}") for i in range(0, 2400, 2)] + [(cons.alice.public, "n1")]
+    assert store.nonces_used(pairs) == {p for p in pairs if store.nonce_used(*p)}
+    assert len(store.nonces_used(pairs)) == 600
+
+    again = cons.record(cons.bob, "dataset.contribute", cons.dataset_body("again"), nonce="n7")
+    fresh = cons.record(cons.bob, "dataset.contribute", cons.dataset_body("fresh"), nonce="n-new")
+    twice = cons.record(cons.bob, "dataset.contribute", cons.dataset_body("twice"), nonce="n-new")
+    block, rejected = ledger.build_block([again, fresh, twice], proposer=cons.validators[0].public)
+    assert [r.id for r in block.records] == [fresh.id]
+    assert [(r.id, e.code) for r, e in rejected] == [(again.id, "replayed_nonce"), (twice.id, "replayed_nonce")]
+    with pytest.raises(RuleError) as ei:
+        ledger.check_block(block.header, [fresh, again], verify_signatures=False)
+    assert ei.value.code == "replayed_nonce"
+    store.close()
+
+
 # --- queries and proofs -------------------------------------------------------------------------
 def test_records_are_found_by_id_index_and_column(db: Path, chain1: Any) -> None:
     with Store(db) as store:
