@@ -13,6 +13,8 @@ up a vote), so that consensus never waits for a slow or dead peer. What a peer i
 A peer that does not answer is marked down; what was queued for it is dropped, and so is
 anything queued for it during ``BACKOFF_S`` (growing while it stays down): consensus re-sends
 what matters (``gossip_messages``), and records reach it through the proposals' blocks.
+A peer sent nothing for ``PROBE_S`` is sent an empty batch of messages, so that whether it
+is up is known on a quiet network too.
 
 The connections are ``PeerConnection``: a small HTTP/1.1 client over asyncio streams
 (``Content-Length`` bodies, keep-alive, one request at a time). Four validators exchange
@@ -43,6 +45,8 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024  # a request body stays well under the peer's 
 MAX_QUEUED = 10_000  # messages waiting for one peer; the oldest are dropped beyond this
 MAX_QUEUED_RECORDS = 200_000  # records waiting for one peer; newer ones are dropped beyond this
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
+PROBE_S = 2.0  # a peer sent nothing for this long is sent an empty batch of messages
+PROBE_BODY = b'{"messages":[]}'
 CONNECT_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 10.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -249,7 +253,17 @@ class Peers:
 
     async def _drain_messages(self, p: Peer, conn: PeerConnection) -> None:
         while True:
-            await p.ready.wait()
+            try:
+                await asyncio.wait_for(p.ready.wait(), PROBE_S)
+            except TimeoutError:
+                # Nothing to send for a while: an empty batch tells whether the peer is
+                # there (``up`` in /v1/status stays true to what it says, and a peer that
+                # came back is seen without waiting for the next height).
+                if not p.messages and p._accepting():
+                    p.busy = True
+                    await self._post(p, conn, "/v1/peer/message", PROBE_BODY, 0)
+                    p.busy = False
+                continue
             p.ready.clear()
             while p.messages:
                 p.busy = True

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +196,21 @@ def test_devnet_script(tmp_path: Path) -> None:
         assert "stopped node-2" in devnet("stop", "node-2")
         rows = table()
         assert not rows["node-2"]["up"] and rows["node-1"]["up"]
+
+        def wait_for(check: Callable[[dict[str, dict[str, Any]]], bool], seconds: float = 15) -> dict[str, dict[str, Any]]:
+            deadline = time.monotonic() + seconds
+            while not check(rows := table()) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return rows
+
+        # No traffic: the others still learn that node-2 is gone, and then that it is back.
+        rows = wait_for(lambda t: t["node-1"]["peers_up"] == 2)
+        assert rows["node-1"]["peers_up"] == 2, rows["node-1"]
         assert "started node-2" in devnet("start", "2")
-        deadline = time.monotonic() + 15
-        while table()["node-2"].get("height") != 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert table()["node-2"]["height"] == 1
+        rows = wait_for(lambda t: t["node-2"].get("height") == 1 and t["node-1"]["peers_up"] == 3
+                        and t["node-2"]["peers_up"] == 3)
+        assert rows["node-2"]["height"] == 1
+        assert rows["node-1"]["peers_up"] == rows["node-2"]["peers_up"] == 3, rows
         assert "already running" in devnet("up")
     finally:
         out = devnet("down")
