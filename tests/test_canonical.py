@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,19 @@ from hypothesis import strategies as st
 
 from ledger.canonical import MAX_SAFE_INTEGER, RECORD_TAG, jcs, jcs_checked, jcs_part, signing_bytes
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "rfc8785"
+
+def _published_vectors() -> Path:
+    """``shared/vectors/rfc8785`` beside the checkout or beside any folder above it
+    (``$PROVLEDGER_VECTORS`` names another place)."""
+    if os.environ.get("PROVLEDGER_VECTORS"):
+        return Path(os.environ["PROVLEDGER_VECTORS"]) / "rfc8785"
+    for up in Path(__file__).resolve().parents[1].parents:
+        if (up / "shared" / "vectors" / "rfc8785").is_dir():
+            return up / "shared" / "vectors" / "rfc8785"
+    return Path(__file__).resolve().parents[2] / "shared" / "vectors" / "rfc8785"
+
+
+VECTORS = _published_vectors()
 NAMES = ["arrays", "french", "structures", "unicode", "values", "weird"]
 
 
