@@ -15,10 +15,11 @@ coalitions), at most ``MAX_CONCURRENT`` at a time, each with the thread's own re
 SQLite connection (``Store.reader``); the reader fixes the log size when it starts, so a
 block committed meanwhile does not change the answer halfway.
 
-Errors (docs/protocol.md 8): 404 ``not_found`` (no such committed record or dataset);
-400 ``bad_hex``, ``bad_total``, ``bad_method``, ``bad_request``; 422 when the record
-exists but the chain cannot answer for it: ``not_a_model`` (attribution of a record that
-is not a model.update), ``coalitions_missing``, ``nothing_to_attribute``.
+Errors (docs/protocol.md 8): 404 ``not_found`` (no such committed record or dataset; a
+lineage ref that is not 64 hex characters is taken for a dataset name); 400 ``bad_hex``
+(attribution), ``bad_total``, ``bad_method``; 422 when the record exists but the chain
+cannot answer for it: ``not_a_model`` (attribution of a record that is not a model.update),
+``coalitions_missing``, ``nothing_to_attribute``, ``broken_lineage``.
 """
 
 from __future__ import annotations
