@@ -290,16 +290,17 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=None,
                     help="records in the large chain (core, default 100,000); records ingested (node, default 1,000,000)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for <section>.json (default bench-out/)")
     for hook in _ARGUMENT_HOOKS:
         hook(ap)
     args = ap.parse_args()
-    OUT.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.sections:
         if name not in SECTIONS:
             raise SystemExit(f"unknown section {name!r}; sections: {', '.join(SECTIONS)}")
         res = SECTIONS[name](args)
-        (OUT / f"{name}.json").write_text(json.dumps(res, indent=2))
+        (args.out / f"{name}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res.get("summary", res), indent=2))
         results[name] = res
     if not args.no_docs:

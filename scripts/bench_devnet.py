@@ -284,7 +284,7 @@ def section_devnet(args: argparse.Namespace) -> dict[str, Any]:
         print("auditing the same chain offline (--jobs 1) ...", flush=True)
         res["audit_j1_per_s"] = audit_rate(next(net.homes[0].glob("*.db")), 1)
     single = None
-    node_json = ROOT / "bench-out" / "node.json"
+    node_json = args.out / "node.json"  # this run's node section, or an earlier run's
     if node_json.exists():
         single = orjson.loads(node_json.read_bytes()).get("summary", {}).get("batched_records_per_s")
     raw = res["raw_verify_per_s"]

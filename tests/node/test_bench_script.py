@@ -1,0 +1,36 @@
+"""``scripts/bench`` runs end to end on tiny sizes: every section measures its limits and
+reports its figures (speed itself is measured by the script, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+
+def test_core_node_and_devnet_sections_report_their_figures(tmp_path: Path) -> None:
+    doc = ROOT / "docs" / "benchmarks.md"
+    before = doc.read_bytes()
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "core", "node", "devnet", "--no-docs",
+         "--out", str(tmp_path), "--records", "2000", "--node-seconds", "0.5", "--node-single-max", "20000",
+         "--node-latency-seconds", "1", "--devnet-records", "2000", "--latency-seconds", "1"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert doc.read_bytes() == before  # --no-docs
+    core = json.loads((tmp_path / "core.json").read_text())["summary"]
+    node = json.loads((tmp_path / "node.json").read_text())["summary"]
+    devnet = json.loads((tmp_path / "devnet.json").read_text())["summary"]
+    for figure in (core["audit_j1_vs_raw_verify"], core["proofs_per_s"], node["batched_records_per_s"],
+                   node["single_vs_trivial"], node["p50_ms"], devnet["final_records_per_s"], devnet["p50_ms"],
+                   devnet["catch_up_vs_audit"]):
+        assert figure > 0
+    # The devnet section sets itself next to the node section of the same run.
+    assert devnet["single_node_batched_per_s"] == node["batched_records_per_s"]
