@@ -8,8 +8,8 @@ written with mode 0600; saving refuses to overwrite. Public keys travel as hex
 from __future__ import annotations
 
 import binascii
-import re
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
