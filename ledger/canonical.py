@@ -52,7 +52,9 @@ _SORT = orjson.OPT_SORT_KEYS
 
 def key_in_domain(key: str) -> bool:
     """True when an object key sorts the same by code point as by UTF-16 code unit in any
-    company (RFC 8785 3.2.3): no character at or above U+E000. ASCII keys always do."""
+    company (RFC 8785 3.2.3). That order differs only between characters above U+FFFF and
+    ones in U+E000..U+FFFF, so a key with no character at or above U+E000 is safe; ASCII
+    keys (the usual) always are."""
     return key.isascii() or not key or max(key) < "\ue000"
 
 
@@ -68,10 +70,7 @@ def _fast_ok(value: Any) -> bool:
             continue
         if t is dict:
             for k, item in v.items():
-                # UTF-16 order (RFC 8785 3.2.3) equals code point order unless a key mixes
-                # characters above U+FFFF with ones in U+E000..U+FFFF; send any key at or
-                # above U+E000 to the reference encoder. ASCII keys (the usual) are fine.
-                if type(k) is not str or (not k.isascii() and k and max(k) >= "\ue000"):
+                if type(k) is not str or not key_in_domain(k):
                     return False
                 t = type(item)
                 if t is dict or t is list:

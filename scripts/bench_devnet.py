@@ -21,7 +21,6 @@ import argparse
 import concurrent.futures as cf
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,10 +32,10 @@ from typing import Any
 
 import httpx
 import orjson
+from bench_node import ROLES, _cli, _keys, _stop  # scripts/ is on sys.path when run by bench.py
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = 4
-ROLES = "contributor,annotator,trainer,evaluator"
 
 
 def _free_base_port(n: int) -> int:
@@ -58,11 +57,6 @@ def _free_base_port(n: int) -> int:
         if ok:
             return base
     raise SystemExit("no free range of ports for the devnet")
-
-
-def _cli() -> list[str]:
-    exe = Path(sys.executable).parent / "provledger"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ledger.cli"]
 
 
 class Devnet:
@@ -113,13 +107,8 @@ class Devnet:
 
     def stop(self, i: int) -> None:
         p = self.procs[i]
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if p is not None:
+            _stop(p)
         self.procs[i] = None
 
     def status(self, i: int) -> dict[str, Any]:
@@ -145,12 +134,6 @@ class Devnet:
     def down(self) -> None:
         for i in range(NODES):
             self.stop(i)
-
-
-def _keys(files: list[Path]) -> list[Any]:
-    from ledger.keys import SigningKey
-
-    return [SigningKey.load(f) for f in files]
 
 
 def _records(chain_id: str, people: list[Any], n: int, start: int) -> list[bytes]:
