@@ -40,7 +40,8 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def install(app: FastAPI, node: Any) -> None:
     """Add the peer routes to the node's app (``node.app.create_app`` calls this)."""
-    from .app import MAX_BATCH_RECORDS, _Disconnected, _loads, _read_body, _receive_body, status_for
+    from .app import MAX_BATCH_RECORDS, _read_body
+    from .asgi import Disconnected, loads, receive_body, send_json, status_for
 
     def replica() -> Any:
         r = node.replica
@@ -51,7 +52,7 @@ def install(app: FastAPI, node: Any) -> None:
 
     def accept(body: bytes) -> dict[str, Any]:
         rep = replica()
-        obj = _loads(body)
+        obj = loads(body)
         if type(obj) is dict and "messages" in obj and "type" not in obj:
             items = obj["messages"]
             if set(obj) != {"messages"} or type(items) is not list:
@@ -88,17 +89,15 @@ def install(app: FastAPI, node: Any) -> None:
                 return
             try:
                 try:
-                    status, out = 202, accept(await _receive_body(scope, receive))
+                    status, out = 202, accept(await receive_body(scope, receive))
                 except LedgerError as e:
                     status, out = status_for(e), e.to_dict()
                     node.rejected(e.code, f"POST /v1/peer/message -> {status}: {e.message}")
-            except _Disconnected:
+            except Disconnected:
                 return
             body = orjson.dumps(out)
             node.metrics.http.labels("POST", str(status)).inc()
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, status, body)
 
     app.add_middleware(PeerMessages)
 
@@ -106,7 +105,7 @@ def install(app: FastAPI, node: Any) -> None:
     async def post_peer_records(request: Request) -> Response:
         """Records another validator accepted; admitted here without forwarding them again."""
         replica()
-        obj = _loads(await _read_body(request))
+        obj = loads(await _read_body(request))
         if type(obj) is not dict or set(obj) != {"records"} or type(obj["records"]) is not list:
             raise InputError('forwarded records are {"records": [envelope, ...]}', code="bad_type")
         if len(obj["records"]) > MAX_BATCH_RECORDS:

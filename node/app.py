@@ -51,14 +51,16 @@ Request bodies are read and parsed here with orjson, never by FastAPI/pydantic: 
 faster and the errors are ours. Responses are orjson bytes. ``POST /v1/records`` with plain
 query parameters skips FastAPI altogether (``_NodeApp``): it is the request a busy node
 answers most often, and Starlette's middleware, routing and FastAPI's parameter resolution
-cost more than the record's own checks.
+cost more than the record's own checks. On more than one core ``provledger node start`` puts
+ingress processes (``node.ingress``) in front of this app: they answer that request up to
+the state rules and pass every other one here (``create_app(ingress=...)``), with the same
+answers, log lines and metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -69,50 +71,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import InputError, LedgerError, RuleError, StorageError
+from ledger.errors import InputError, LedgerError
 from ledger.keys import is_hex
 from ledger.proofs import checkpoint_doc, proof_doc
+from ledger.records import Record
 
 from .api_lineage import install as install_lineage
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
+from .asgi import (
+    MAX_REQUEST_BYTES,
+    MAX_WAIT_S,
+    Disconnected,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    loads,
+    plain_submit_query,
+    receive_body,
+    send_json,
+    status_for,
+)
 from .daemon import Node
+from .ingress import Ingress
 from .metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["MAX_BATCH_RECORDS", "MAX_REQUEST_BYTES", "create_app", "status_for"]
 
 log = logging.getLogger("provledger.node")
 
-MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a request body over 16 MiB is refused (413)
 MAX_BATCH_RECORDS = 10_000
-MAX_WAIT_S = 60.0
 
-_CODE_STATUS = {
-    "not_found": 404,
-    "record_too_large": 413,
-    "request_too_large": 413,
-    "batch_too_large": 413,
-    "commit_timeout": 504,
-    "shutting_down": 503,
-    "mempool_full": 503,
-}
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def status_for(e: LedgerError) -> int:
-    s = _CODE_STATUS.get(e.code)
-    if s is not None:
-        return s
-    if isinstance(e, RuleError):
-        return 422
-    if isinstance(e, StorageError):
-        return 503
-    return 400
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -153,67 +144,6 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-class _Disconnected(Exception):
-    """The client went away before its request body was complete."""
-
-
-async def _receive_body(scope: Scope, receive: Receive) -> bytes:
-    """``_read_body`` for a raw ASGI request: the same limit, the same errors."""
-    too_large = InputError(f"request body exceeds {MAX_REQUEST_BYTES} bytes", code="request_too_large")
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                if int(value) > MAX_REQUEST_BYTES:
-                    raise too_large
-            except ValueError as e:
-                raise InputError("Content-Length is not a number", code="bad_request") from e
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-# The strings pydantic reads as booleans, as FastAPI would parse ``?wait=``.
-_BOOL_WORDS = {w: True for w in ("true", "1", "yes", "on", "t", "y")} | {
-    w: False for w in ("false", "0", "no", "off", "f", "n")}
-_PLAIN_NUMBER = re.compile(rb"^(\d+(\.\d*)?|\.\d+)$")
-
-
-def _plain_submit_query(query: bytes) -> tuple[bool, float] | None:
-    """``wait`` and ``timeout`` of ``POST /v1/records`` when they are plainly valid; None
-    when anything needs FastAPI's validation (which then answers, errors included)."""
-    wait, timeout = False, 10.0
-    if not query:
-        return wait, timeout
-    seen: set[bytes] = set()
-    for pair in query.split(b"&"):
-        name, _, value = pair.partition(b"=")
-        if name in seen or b"%" in name or b"+" in name:
-            return None
-        seen.add(name)
-        if name == b"wait":
-            w = _BOOL_WORDS.get(value.decode("latin-1").lower())
-            if w is None:
-                return None
-            wait = w
-        elif name == b"timeout":
-            if not _PLAIN_NUMBER.match(value):
-                return None
-            timeout = float(value)
-            if not 0 < timeout <= MAX_WAIT_S:
-                return None
-    return wait, timeout
-
-
 class _NodeApp(FastAPI):
     """FastAPI, except that ``POST /v1/records`` with plain query parameters goes straight
     to ``fast_submit`` (set by ``create_app``); every other request, and one whose query
@@ -224,18 +154,11 @@ class _NodeApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (self.fast_submit is not None and scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"] == "/v1/records"):
-            query = _plain_submit_query(scope["query_string"])
+            query = plain_submit_query(scope["query_string"])
             if query is not None:
                 await self.fast_submit(scope, receive, send, *query)
                 return
         await super().__call__(scope, receive, send)
-
-
-def _loads(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise InputError(f"request body is not JSON: {e}", code="bad_json") from e
 
 
 class _Edge:
@@ -267,10 +190,7 @@ class _Edge:
             status = 500
             if not started:
                 body = orjson.dumps({"code": "internal", "message": "internal error; see the node's log"})
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, 500, body)
         finally:
             node = self.node_of()
             if node is not None:
@@ -293,10 +213,13 @@ def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def create_app(home: str | Path | None = None, *, node: Node | None = None, **overrides: Any) -> FastAPI:
+def create_app(home: str | Path | None = None, *, node: Node | None = None, ingress: Ingress | None = None,
+               **overrides: Any) -> FastAPI:
     """The node's FastAPI app. Give ``home`` (a node home made by ``provledger init``) or
     an opened ``node``. The lifespan starts the block loop and, on shutdown, finishes the
-    block in flight, commits what is waiting and closes the store."""
+    block in flight, commits what is waiting and closes the store. With ``ingress``
+    (``node.ingress``) it also starts the ingress processes that serve the node's port,
+    after the node, and stops them first."""
     if node is None:
         if home is None:
             raise TypeError("create_app needs home or node")
@@ -307,6 +230,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_node.start()
         cfg = the_node.config
+        if ingress is not None:
+            await ingress.start(app, submit_verified, refused)
         log.info("listening on http://%s:%d chain %s height %d log size %d (node %s, validator %s…)",
                  cfg.host, cfg.port, the_node.chain_id, the_node.store.height(), the_node.store.log_size(),
                  cfg.node_name, the_node.key.public[:16])
@@ -314,7 +239,11 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             yield
         finally:
             log.info("shutting down")
-            await the_node.stop()
+            try:
+                if ingress is not None:
+                    await ingress.stop()
+            finally:
+                await the_node.stop()
 
     app = _NodeApp(
         title="provledger node",
@@ -353,7 +282,10 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     timeout_q = Query(10.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait with `wait=true`.")
 
     async def submit_one(body: bytes, wait: bool, timeout: float) -> tuple[int, dict[str, Any]]:
-        rid, status = await the_node.submit_one(_loads(body))
+        rid, status = await the_node.submit_one(loads(body))
+        return await settle(rid, status, wait, timeout)
+
+    async def settle(rid: str, status: str, wait: bool, timeout: float) -> tuple[int, dict[str, Any]]:
         if status == "pending" and wait:
             result = (await the_node.wait_committed([rid], timeout))[rid]
             if isinstance(result, LedgerError):  # dropped at block time (counted and logged there)
@@ -372,27 +304,61 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         handlers do for the ordinary route: the same answers, errors, log lines, metrics."""
         try:
             try:
-                status, out = await submit_one(await _receive_body(scope, receive), wait, timeout)
+                status, out = await submit_one(await receive_body(scope, receive), wait, timeout)
             except LedgerError as e:
                 status, out = status_for(e), e.to_dict()
                 the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
-        except _Disconnected:
+        except Disconnected:
             return
         except Exception:
             log.exception("internal error on POST /v1/records")
             status, out = 500, {"code": "internal", "message": "internal error; see the node's log"}
         body = orjson.dumps(out)
         the_node.metrics.http.labels("POST", str(status)).inc()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
 
     app.fast_submit = fast_submit
+
+    # -- what the ingress processes (node.ingress) leave to this process ---------------------
+    def refusal(e: LedgerError) -> tuple[int, bytes]:
+        status = status_for(e)
+        the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
+        the_node.metrics.http.labels("POST", str(status)).inc()
+        return status, orjson.dumps(e.to_dict())
+
+    def submit_verified(rec: Record, wait: bool, timeout: float) -> tuple[int, bytes] | Awaitable[tuple[int, bytes]]:
+        """``fast_submit`` for a record an ingress process has parsed and whose signature it
+        has verified: the rules against the pending state, the same answers, log lines and
+        metrics. The answer now, or (``wait``) an awaitable of it."""
+        try:
+            status = the_node.admit(rec, verified=True)
+        except LedgerError as e:
+            return refusal(e)
+        if status == "pending" and wait:
+            return waited(rec.id, timeout)
+        code = 200 if status == "committed" else 202
+        the_node.metrics.http.labels("POST", str(code)).inc()
+        return code, orjson.dumps({"id": rec.id, "status": status})
+
+    async def waited(rid: str, timeout: float) -> tuple[int, bytes]:
+        try:
+            status, out = await settle(rid, "pending", True, timeout)
+        except LedgerError as e:
+            return refusal(e)
+        the_node.metrics.http.labels("POST", str(status)).inc()
+        return status, orjson.dumps(out)
+
+    def refused(method: str, path: str, status: int, code: str, message: str) -> None:
+        """An error an ingress process answered: logged and counted as ``ledger_error`` and
+        ``fast_submit`` would have."""
+        if code != "internal" and (method == "POST" or status == 413):
+            the_node.rejected(code, f"{method} {path} -> {status}: {message}")
+        the_node.metrics.http.labels(method, str(status)).inc()
 
     @app.post("/v1/records/batch", openapi_extra=_body_doc(_BATCH_SCHEMA), tags=["records"])
     async def post_batch(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
         """Submit up to 10,000 envelopes; per-item results in the same order."""
-        obj = _loads(await _read_body(request))
+        obj = loads(await _read_body(request))
         if type(obj) is not dict:
             raise InputError('a batch must be a JSON object {"records": [...]}', code="bad_type")
         for k in obj:

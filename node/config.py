@@ -14,10 +14,14 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "validator_key": "validator.key", "genesis": "genesis.json",
      "block_interval_ms": 50, "max_block_records": 2000}
 
-Optional keys: ``verify_workers`` (``node.verify`` processes that check record signatures;
-default one less than the CPU count, at most 4; 0 verifies in the node process) and
-``max_mempool`` (records that may wait for blocks before submissions get 503
-``mempool_full``; default 100,000).
+Optional keys: ``ingress_workers`` (``node.ingress`` processes that serve the node's port:
+they parse and verify records sent one per request and pass everything else to the node's
+process; default the CPU count, at most 4, or 0 on one core; 0 serves HTTP from the node's
+process; ``init --validators N`` writes 0, the N nodes sharing one host),
+``verify_workers`` (``node.verify`` processes that check the signatures of batches, and of
+single records when there are no ingress processes; default one less than the CPU count,
+at most 4; 0 verifies in the node process) and ``max_mempool`` (records that may wait for
+blocks before submissions get 503 ``mempool_full``; default 100,000).
 
 Consensus (networks of more than one validator; docs/protocol.md, "Peers and consensus
 messages"): ``consensus_timeouts``, milliseconds over ``DEFAULT_CONSENSUS_TIMEOUTS``
@@ -224,8 +228,11 @@ def init_network(
         if base_port < 0 or base_port + validators > 65535:
             raise InputError(f"--base-port {base_port}: ports {base_port + 1}..{base_port + validators} must be within 1..65535",
                              code="bad_argument")
+        # The N nodes share this host's cores: each serves HTTP from its own process
+        # rather than adding ingress processes of its own (node.ingress).
         cfgs = [
-            NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i)
+            NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i,
+                       extra={"ingress_workers": 0})
             for i in range(1, validators + 1)
         ]
         orgs = [f"org-{i}" for i in range(1, validators + 1)]

@@ -19,6 +19,11 @@ precommit as certificate, one SQLite transaction). Records the rules refuse at b
 are dropped and logged. On shutdown the loop finishes the block in flight, commits what is
 still waiting, and the store is closed.
 
+``serve`` runs the node in a process: on more than one core the node's port is served by
+ingress processes (``node.ingress``), which parse records sent one per request and verify
+their signatures before handing them to ``admit`` here (``verified=True``), and pass every
+other request to the app in this process.
+
 With more than one validator in the genesis there is no block loop: a ``node.replica.Replica``
 runs the Tendermint core between the validators, and records accepted here are forwarded to
 the other validators' mempools. Every final block of another proposer (decided by consensus,
@@ -32,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter as Tally
@@ -618,18 +625,55 @@ def _server_class() -> Any:
     return Server
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The node's listening socket, bound here so that ingress processes can share it.
+    A port still held by a node that has just been stopped or killed (its processes
+    exiting) is retried for a few seconds."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    deadline = time.monotonic() + 5
+    while True:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(2048)
+            return sock
+        except OSError as e:
+            sock.close()
+            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def serve(home: str | Path, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
-    """Run the node in this process until SIGTERM / SIGINT (uvicorn, one worker)."""
+    """Run the node in this process until SIGTERM / SIGINT: uvicorn on the node's port, or,
+    with ``ingress_workers`` > 0 (the default on more than one core), that many ingress
+    processes on it (``node.ingress``) passing requests to the app in this process."""
     import uvicorn
 
     from .app import create_app
+    from .ingress import Ingress, default_workers
 
     _Server = _server_class()
     setup_logging(log_level)
     node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
-    node.warm_verifier = True
-    app = create_app(node=node)
     cfg = node.config
+    workers = cfg.extra.get("ingress_workers")
+    if not (type(workers) is int and workers >= 0):
+        workers = default_workers()
+    ingress = None
+    sockets: list[socket.socket] | None = None
+    if workers:
+        try:
+            sock = _listen(cfg.host, cfg.port)
+        except OSError as e:
+            node.store.close()
+            log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port, e)
+            raise SystemExit(1) from e
+        ingress = Ingress(sock, workers, node.chain_id, log_level=log_level)
+        sockets = []  # this process's uvicorn serves no socket: the ingress processes pass requests on
+    node.warm_verifier = not workers  # batches still use the verifier processes, started when needed
+    app = create_app(node=node, ingress=ingress)
     server = _Server(
         uvicorn.Config(
             app,
@@ -642,6 +686,6 @@ def serve(home: str | Path, *, host: str | None = None, port: int | None = None,
             timeout_graceful_shutdown=15,
         )
     )
-    server.run()
+    server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(1)
