@@ -96,7 +96,7 @@ def install(app: FastAPI, node: Any) -> None:
             except Disconnected:
                 return
             body = orjson.dumps(out)
-            node.metrics.http.labels("POST", str(status)).inc()
+            node.metrics.answered("POST", status)
             await send_json(send, status, body)
 
     app.add_middleware(PeerMessages)

@@ -194,7 +194,7 @@ class _Edge:
         finally:
             node = self.node_of()
             if node is not None:
-                node.metrics.http.labels(scope.get("method", ""), str(status)).inc()
+                node.metrics.answered(scope.get("method", ""), status)
 
 
 _RECORD_SCHEMA = {
@@ -314,7 +314,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             log.exception("internal error on POST /v1/records")
             status, out = 500, {"code": "internal", "message": "internal error; see the node's log"}
         body = orjson.dumps(out)
-        the_node.metrics.http.labels("POST", str(status)).inc()
+        the_node.metrics.answered("POST", status)
         await send_json(send, status, body)
 
     app.fast_submit = fast_submit
@@ -323,7 +323,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     def refusal(e: LedgerError) -> tuple[int, bytes]:
         status = status_for(e)
         the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
-        the_node.metrics.http.labels("POST", str(status)).inc()
+        the_node.metrics.answered("POST", status)
         return status, orjson.dumps(e.to_dict())
 
     def submit_verified(rec: Record, wait: bool, timeout: float) -> tuple[int, bytes] | Awaitable[tuple[int, bytes]]:
@@ -337,7 +337,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         if status == "pending" and wait:
             return waited(rec.id, timeout)
         code = 200 if status == "committed" else 202
-        the_node.metrics.http.labels("POST", str(code)).inc()
+        the_node.metrics.answered("POST", code)
         return code, orjson.dumps({"id": rec.id, "status": status})
 
     async def waited(rid: str, timeout: float) -> tuple[int, bytes]:
@@ -345,7 +345,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             status, out = await settle(rid, "pending", True, timeout)
         except LedgerError as e:
             return refusal(e)
-        the_node.metrics.http.labels("POST", str(status)).inc()
+        the_node.metrics.answered("POST", status)
         return status, orjson.dumps(out)
 
     def refused(method: str, path: str, status: int, code: str, message: str) -> None:
@@ -353,7 +353,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         ``fast_submit`` would have."""
         if code != "internal" and (method == "POST" or status == 413):
             the_node.rejected(code, f"{method} {path} -> {status}: {message}")
-        the_node.metrics.http.labels(method, str(status)).inc()
+        the_node.metrics.answered(method, status)
 
     @app.post("/v1/records/batch", openapi_extra=_body_doc(_BATCH_SCHEMA), tags=["records"])
     async def post_batch(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:

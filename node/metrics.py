@@ -3,6 +3,8 @@ as in the tests, never share counters). Served at ``GET /metrics``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE_LATEST", "NodeMetrics"]
@@ -34,6 +36,16 @@ class NodeMetrics:
         self.http = Counter(
             "provledger_http_requests", "HTTP requests answered, by method and status", ["method", "status"], registry=r
         )
+
+        self._answered: dict[tuple[str, int], Any] = {}
+
+    def answered(self, method: str, status: int) -> None:
+        """Count an HTTP answer (``http``, by method and status; the labelled counters are
+        kept, since resolving labels costs more than the count)."""
+        counter = self._answered.get((method, status))
+        if counter is None:
+            counter = self._answered[(method, status)] = self.http.labels(method, str(status))
+        counter.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
