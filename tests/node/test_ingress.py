@@ -152,3 +152,16 @@ def test_sigkill_leaves_nothing_on_the_port(tmp_path: Path, start_node: Any) -> 
     assert not any(map(_alive, pids)), "ingress processes outlived their node"
     again = start_node(home, node.port)  # the same port, at once
     assert httpx.get(again.url + "/v1/status").json()["log_size"] == 1
+
+
+@pytest.mark.e2e
+def test_sigterm_to_every_process_stops_the_node_cleanly(tmp_path: Path, start_node: Any) -> None:
+    # As a service manager stops a service: SIGTERM to each of its processes at once.
+    c = Consortium()
+    node = start_node(_with_ingress(make_home(tmp_path / "home", c, block_interval_ms=10), 2))
+    pids = _ingress_pids(node.log())
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    assert node.terminate() == 0
+    assert not any(map(_alive, pids))
+    assert "exited with" not in node.log() and "stopped at height 0" in node.log()
