@@ -2,10 +2,12 @@
 
 A record sent on its own costs its node more in HTTP handling, parsing and the Ed25519
 check than in everything the chain does with it, and one Python process runs on one core.
-So ``provledger node start`` binds the port itself and hands the listening socket to
-``ingress_workers`` child processes (``python -m node.ingress``, default: one per core, at
-most 4), each running uvicorn on it; the kernel spreads the connections over them. Each
-ingress process
+So ``provledger node start`` binds the port itself and runs ``ingress_workers`` child
+processes (``python -m node.ingress``, default: one per core, at most 4). The node's
+process accepts each connection and hands it (SCM_RIGHTS) to the next child in turn:
+left to the kernel, one process would take a burst of new connections and leave the
+others idle. Each ingress process serves its connections with a small HTTP/1.1 server
+(``node.ingress_http``) and
 
 * answers ``POST /v1/records`` with plain query parameters itself, as far as a record can
   be checked without the chain: it reads the body (the same 16 MiB limit), parses and
@@ -57,26 +59,25 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from ledger.errors import LedgerError
+from ledger.errors import InputError, LedgerError
 from ledger.records import Record, parse_record
 
 from .asgi import (
-    Disconnected,
+    MAX_REQUEST_BYTES,
     Message,
     Receive,
     Scope,
     Send,
     loads,
     plain_submit_query,
-    receive_body,
-    send_json,
     status_for,
 )
+from .ingress_http import HttpServer, Request, Responder
 
 __all__ = ["Ingress", "default_workers", "main"]
 
@@ -95,6 +96,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SubmitFn = Callable[[Any, bool, float], "tuple[int, bytes] | Awaitable[tuple[int, bytes]]"]
 # (method, path, status, code, message): an error an ingress process answered
 RefusedFn = Callable[[str, str, int, str, str], None]
+
+
+# ``python -m node.ingress``, except that SIGINT and SIGTERM are ignored from the first line:
+# they are for the node's process (a service manager sends them to every process of the
+# node), which stops its ingress processes itself.
+_CHILD = ("import signal as s; s.signal(s.SIGINT, s.SIG_IGN); s.signal(s.SIGTERM, s.SIG_IGN); "
+          "import sys; sys.argv[0] = 'node.ingress'; from node.ingress import main; main()")
 
 
 def default_workers() -> int:
@@ -328,7 +336,7 @@ class Ingress:
         try:
             transport, child = await asyncio.get_running_loop().subprocess_exec(
                 lambda: _Child(self, ours),
-                sys.executable, "-m", "node.ingress", "--conns", str(theirs.fileno()), "--chain", self.chain_id,
+                sys.executable, "-c", _CHILD, "--conns", str(theirs.fileno()), "--chain", self.chain_id,
                 "--parent", str(os.getpid()), "--log-level", self.log_level,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
                 pass_fds=(theirs.fileno(),), start_new_session=True,  # Ctrl-C in the terminal is for the node
@@ -413,26 +421,30 @@ class _Node(asyncio.Protocol):
         self._out = out
         self._pending: list[bytes] = []
         self.frames = _Frames()
-        self.answers: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self.streams: dict[int, asyncio.Queue[Message]] = {}
+        self.answers: dict[int, Responder] = {}  # SUBMITs awaiting the node's answer, by number
+        self.streams: dict[int, tuple[Responder, asyncio.Future[None]]] = {}  # REQUESTs passed on, by number
         self.on_stop: Callable[[], None] = lambda: None
 
     def data_received(self, data: bytes) -> None:
         for n, kind, payload in self.frames.feed(data):
             if kind == ANSWER:
-                fut = self.answers.pop(n, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((_U16.unpack_from(payload)[0], payload[2:]))
+                res = self.answers.pop(n, None)
+                if res is not None:
+                    res.answer(_U16.unpack_from(payload)[0], payload[2:])
             elif kind == START:
-                q = self.streams.get(n)
-                if q is not None:
+                stream = self.streams.get(n)
+                if stream is not None:
                     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in orjson.loads(payload[2:])]
-                    q.put_nowait({"type": "http.response.start", "status": _U16.unpack_from(payload)[0],
-                                  "headers": headers})
+                    stream[0].start(_U16.unpack_from(payload)[0], headers)
             elif kind == BODY:
-                q = self.streams.get(n)
-                if q is not None:
-                    q.put_nowait({"type": "http.response.body", "body": payload[1:], "more_body": payload[:1] == b"\x01"})
+                stream = self.streams.get(n)
+                if stream is not None:
+                    more = payload[:1] == b"\x01"
+                    stream[0].body(payload[1:], more)
+                    if not more:
+                        del self.streams[n]
+                        if not stream[1].done():
+                            stream[1].set_result(None)
             elif kind == STOP:
                 self.on_stop()
 
@@ -451,87 +463,75 @@ class _Node(asyncio.Protocol):
         self._out.write(b"".join(frames))
 
 
-class _App:
-    """The ASGI app of an ingress process (see the module docstring)."""
+class _Handler:
+    """What an ingress process does with a request (see the module docstring)."""
 
-    def __init__(self, chain_id: str) -> None:
+    def __init__(self, chain_id: str, node: _Node) -> None:
         self.chain_id = chain_id
-        self.node: _Node = None  # type: ignore[assignment]
+        self.node = node
         self._numbers = itertools.count(1)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        if scope["method"] == "POST" and scope["path"] == "/v1/records":
-            query = plain_submit_query(scope["query_string"])
+    def __call__(self, req: Request, res: Responder) -> Awaitable[None] | None:
+        if req.method == "POST" and req.path == "/v1/records":
+            query = plain_submit_query(req.query)
             if query is not None:
-                await self._submit(scope, receive, send, *query)
-                return
-        await self._pass_on(scope, receive, send)
+                self._submit(req, res, *query)
+                return None
+        return self._pass_on(req, res)
 
     def _refused(self, method: str, path: str, status: int, code: str, message: str) -> None:
         self.node.write(_frame(0, REFUSED, _U16.pack(status), orjson.dumps(
             {"method": method, "path": path, "code": code, "message": message})))
 
-    async def _submit(self, scope: Scope, receive: Receive, send: Send, wait: bool, timeout: float) -> None:
+    def _too_large(self, req: Request, res: Responder) -> None:
+        e = InputError(f"request body exceeds {MAX_REQUEST_BYTES} bytes", code="request_too_large")
+        self._refused(req.method, req.path, 413, e.code, e.message)
+        res.answer(413, orjson.dumps(e.to_dict()))
+
+    def _submit(self, req: Request, res: Responder, wait: bool, timeout: float) -> None:
+        """Parse and verify now; the node's ANSWER frame answers the client (no task)."""
+        if req.too_large:
+            self._too_large(req, res)
+            return
         try:
-            try:
-                rec = parse_record(loads(await receive_body(scope, receive)), chain=self.chain_id)
-                rec.verify_signature()
-            except LedgerError as e:
-                status, body = status_for(e), orjson.dumps(e.to_dict())
-                self._refused("POST", "/v1/records", status, e.code, e.message)
-            else:
-                n = next(self._numbers)
-                fut = self.node.answers[n] = asyncio.get_running_loop().create_future()
-                self.node.write(_frame(n, SUBMIT, _SUBMIT.pack((_WAIT if wait else 0) | (_FAST if rec.fast else 0),
-                                                                   timeout), rec.id.encode("ascii"), rec.canonical))
-                status, body = await fut
-        except Disconnected:
+            rec = parse_record(loads(req.body), chain=self.chain_id)
+            rec.verify_signature()
+        except LedgerError as e:
+            self._refused("POST", "/v1/records", status_for(e), e.code, e.message)
+            res.answer(status_for(e), orjson.dumps(e.to_dict()))
             return
         except Exception:
-            log.exception("internal error on POST /v1/records")
-            status, body = 500, _INTERNAL
             self._refused("POST", "/v1/records", 500, "internal", "internal error")
-        await send_json(send, status, body)
+            raise  # logged and answered 500 by the server
+        n = next(self._numbers)
+        self.node.answers[n] = res
+        res.on_gone = lambda: self.node.answers.pop(n, None)  # type: ignore[assignment,return-value]
+        self.node.write(_frame(n, SUBMIT, _SUBMIT.pack((_WAIT if wait else 0) | (_FAST if rec.fast else 0), timeout),
+                               rec.id.encode("ascii"), rec.canonical))
 
-    async def _pass_on(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method, path = scope["method"], scope["path"]
-        try:
-            body = await receive_body(scope, receive)
-        except Disconnected:
-            return
-        except LedgerError as e:  # too large, or a Content-Length that is not a number
-            status = status_for(e)
-            self._refused(method, path, status, e.code, e.message)
-            await send_json(send, status, orjson.dumps(e.to_dict()))
+    async def _pass_on(self, req: Request, res: Responder) -> None:
+        if req.too_large:
+            self._too_large(req, res)
             return
         meta = orjson.dumps({
-            "method": method, "path": path, "raw_path": (scope.get("raw_path") or path.encode()).decode("latin-1"),
-            "query_string": scope["query_string"].decode("latin-1"),
-            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
-            "client": scope.get("client"), "server": scope.get("server"),
-            "scheme": scope.get("scheme", "http"), "http_version": scope.get("http_version", "1.1"),
+            "method": req.method, "path": req.path, "raw_path": req.raw_path.partition(b"?")[0].decode("latin-1"),
+            "query_string": req.query.decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in req.headers],
+            "client": req.client, "server": req.server, "scheme": "http", "http_version": req.http_version,
         })
         n = next(self._numbers)
-        q: asyncio.Queue[Message] = asyncio.Queue()
-        self.node.streams[n] = q
-        self.node.write(_frame(n, REQUEST, _U32.pack(len(meta)), meta, body))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.node.streams[n] = (res, done)
 
-        async def watch() -> None:
-            if (await receive())["type"] == "http.disconnect":
+        def gone() -> None:
+            if self.node.streams.pop(n, None) is not None:
                 self.node.write(_frame(n, GONE))
+            if not done.done():
+                done.set_result(None)
 
-        watcher = asyncio.ensure_future(watch())
-        try:
-            while True:
-                message = await q.get()
-                await send(message)
-                if message["type"] == "http.response.body" and not message["more_body"]:
-                    return
-        finally:
-            watcher.cancel()
-            del self.node.streams[n]
+        res.on_gone = gone
+        self.node.write(_frame(n, REQUEST, _U32.pack(len(meta)), meta, req.body))
+        await done  # the node's answer has been written, or the client has gone
 
 
 def _die_with_parent(parent: int) -> None:
@@ -546,8 +546,6 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     from .daemon import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m node.ingress", description="An ingress process of a provledger node.")
@@ -557,59 +555,50 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     _die_with_parent(args.parent)
+    # SIGINT / SIGTERM are for the node's process (see _CHILD): this one stops when told to
+    # (STOP), or with the node.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     # stdout is the pipe to the node: keep it for frames only, and let stray prints go to stderr.
     out_fd = os.dup(1)
     os.dup2(2, 1)
     setup_logging(args.log_level)
     conns = socket.socket(fileno=args.conns)
     conns.setblocking(False)
-    app = _App(args.chain)
 
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # SIGINT / SIGTERM are for the node's process (a service manager sends them to
-            # every process of the node): this one stops when told to (STOP) or with it.
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_IGN)
-            yield
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(out_fd, "wb", buffering=0))
+        node = _Node(out)  # type: ignore[arg-type]
+        await loop.connect_read_pipe(lambda: node, sys.stdin.buffer)
+        server = HttpServer(_Handler(args.chain, node))
+        stopped = loop.create_future()
 
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            loop = asyncio.get_running_loop()
-            out, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(out_fd, "wb", buffering=0))
-            node = _Node(out)
-            await loop.connect_read_pipe(lambda: node, sys.stdin.buffer)
-            app.node = node
-            await super().startup([])  # no socket of its own: connections come from the node
+        def take() -> None:  # connections handed over by the node's process
+            while True:
+                try:
+                    _, fds, _, _ = socket.recv_fds(conns, 16, 64)
+                except (BlockingIOError, InterruptedError):
+                    return
+                for fd in fds:
+                    server.run(loop.connect_accepted_socket(server.protocol, socket.socket(fileno=fd)))
 
-            def protocol() -> asyncio.Protocol:  # what uvicorn's own server would make
-                return config.http_protocol_class(config=config, server_state=self.server_state,  # type: ignore[call-arg]
-                                                  app_state=self.lifespan.state, _loop=loop)
+        def stop() -> None:
+            loop.remove_reader(conns.fileno())
+            if not stopped.done():
+                stopped.set_result(None)
 
-            def take() -> None:
-                while True:
-                    try:
-                        _, fds, _, _ = socket.recv_fds(conns, 16, 64)
-                    except (BlockingIOError, InterruptedError):
-                        return
-                    for fd in fds:
-                        _spawn(loop.connect_accepted_socket(protocol, socket.socket(fileno=fd)))
+        node.on_stop = stop
+        loop.add_reader(conns.fileno(), take)
+        await stopped
+        await server.stop()
 
-            def stop() -> None:
-                loop.remove_reader(conns.fileno())
-                self.should_exit = True
-
-            node.on_stop = stop
-            loop.add_reader(conns.fileno(), take)
-
-    config = uvicorn.Config(app, lifespan="off", log_config=None, log_level=args.log_level.lower(),
-                            access_log=False, proxy_headers=False, timeout_graceful_shutdown=15)
-    server = Server(config)
-    # uvicorn's own lines ("Started server process") would repeat the node's for each child.
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
-    started = time.monotonic()
-    server.run()
-    log.debug("ingress process %d stopped after %.1f s", os.getpid(), time.monotonic() - started)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
     os._exit(0)
 
 
