@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import http
 import logging
 import time
@@ -80,6 +81,7 @@ def _date_header() -> bytes:
     return _date[1]  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=64)
 def _status_line(status: int) -> bytes:
     try:
         phrase = http.HTTPStatus(status).phrase

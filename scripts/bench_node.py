@@ -259,7 +259,10 @@ def _helper_kind(pid: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    return "ingress" if b"node.ingress" in cmdline else "verifier" if b"node.verify" in cmdline else "?"
+    for kind, module in (("ingress", b"node.ingress"), ("verifier", b"node.verify")):
+        if any(module in arg for arg in cmdline):
+            return kind
+    return "?"
 
 
 def children(pid: int) -> list[int]:
