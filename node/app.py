@@ -125,23 +125,8 @@ def _record_id(record_id: str) -> str:
 
 
 async def _read_body(request: Request) -> bytes:
-    """The request body, refusing more than MAX_REQUEST_BYTES (by header and by count)."""
-    too_large = InputError(f"request body exceeds {MAX_REQUEST_BYTES} bytes", code="request_too_large")
-    cl = request.headers.get("content-length")
-    if cl is not None:
-        try:
-            if int(cl) > MAX_REQUEST_BYTES:
-                raise too_large
-        except ValueError as e:
-            raise InputError("Content-Length is not a number", code="bad_request") from e
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """``receive_body`` for a FastAPI route: the same limit, the same errors."""
+    return await receive_body(request.scope, request.receive)
 
 
 class _NodeApp(FastAPI):
@@ -185,6 +170,8 @@ class _Edge:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Disconnected:  # the client left before its request was read: nobody to answer
+            status = 0
         except Exception:
             log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             status = 500
@@ -193,7 +180,7 @@ class _Edge:
                 await send_json(send, 500, body)
         finally:
             node = self.node_of()
-            if node is not None:
+            if node is not None and status:
                 node.metrics.answered(scope.get("method", ""), status)
 
 
