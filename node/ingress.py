@@ -294,6 +294,7 @@ class _Child(asyncio.SubprocessProtocol):
     def process_exited(self) -> None:
         for event in self.gone.values():
             event.set()
+        self._writable.set()  # nothing more is written to it: no answer may wait on it
         self.conns.close()
         if not self.exited.done():
             self.exited.set_result(None)
