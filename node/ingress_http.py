@@ -15,8 +15,8 @@ node's port needs and no more:
 * an answer is written whole in one write (``Responder.answer``) or streamed
   (``start``/``body``), chunked when it has no Content-Length;
 * a client that goes away before its answer is told to the handler (``Responder.on_gone``);
-* a malformed request gets 400 ``bad_request`` (JSON, as every error of the node) and the
-  connection is closed; an idle keep-alive connection is closed after 5 s;
+* a malformed request (or one whose request line and headers pass 64 KiB) gets 400
+  ``bad_request`` (JSON, as every error of the node) and the connection is closed; an idle keep-alive connection is closed after 5 s;
 * ``stop`` closes idle connections at once and the others after their answers.
 """
 
@@ -42,6 +42,7 @@ __all__ = ["HttpServer", "Request", "Responder"]
 log = logging.getLogger("provledger.node")
 
 KEEP_ALIVE_S = 5.0
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more is a malformed request
 MAX_PIPELINED = 16  # requests waiting on one connection before it stops reading
 _JSON = b"application/json"
 _HOP = {b"connection", b"transfer-encoding", b"keep-alive", b"date", b"server"}
@@ -206,9 +207,10 @@ class HttpConnection(asyncio.Protocol):
             else:
                 self.close()
         except httptools.HttpParserError as e:
-            log.debug("malformed HTTP request: %s", e)
+            reason = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) and e.__context__ else e
+            log.debug("malformed HTTP request: %s", reason)
             if self.current is None:
-                body = orjson.dumps({"code": "bad_request", "message": f"malformed HTTP request: {e}"})
+                body = orjson.dumps({"code": "bad_request", "message": f"malformed HTTP request: {reason}"})
                 self.write(_status_line(400) + b"content-type: application/json\r\ncontent-length: %d\r\n"
                            b"connection: close\r\n\r\n%s" % (len(body), body))
             self.close()
@@ -220,17 +222,25 @@ class HttpConnection(asyncio.Protocol):
         self._chunks = []
         self._size = 0
 
+    def _head(self, n: int) -> None:
+        self._size += n
+        if self._size > MAX_HEAD_BYTES:
+            raise ValueError(f"request line and headers exceed {MAX_HEAD_BYTES // 1024} KiB")
+
     def on_url(self, url: bytes) -> None:
         assert self._req is not None
+        self._head(len(url))
         self._req.raw_path += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._req is not None
+        self._head(len(name) + len(value))
         self._req.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         req = self._req
         assert req is not None
+        self._size = 0  # from here on it counts the body
         req.method = self.parser.get_method().decode("ascii")
         req.http_version = self.parser.get_http_version()
         req.keep_alive = self.parser.should_keep_alive()

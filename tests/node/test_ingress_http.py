@@ -189,3 +189,17 @@ def test_a_client_that_leaves_is_reported() -> None:
         await asyncio.wait_for(left.wait(), 5)
 
     _serve(handler, client)
+
+
+def test_endless_headers_are_a_malformed_request() -> None:
+    async def client(port: int) -> None:
+        def pad(n: int) -> bytes:  # n headers of about 1 KB
+            return b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000) for i in range(n))
+
+        got = await _exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n" + pad(70) + b"\r\n", until_closed=True)
+        assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert "exceed 64 KiB" in orjson.loads(got.split(b"\r\n\r\n", 1)[1])["message"]
+        ok = await _exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n" + pad(30) + b"\r\n")
+        assert _bodies(ok)[0]["path"] == "/x"
+
+    _serve(_echo, client)
