@@ -286,6 +286,13 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         status, out = await submit_one(await _read_body(request), wait, timeout)
         return _json(out, status)
 
+    def refusal(e: LedgerError) -> tuple[int, bytes]:
+        """A refused record: logged, counted, and the answer."""
+        status = status_for(e)
+        the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
+        the_node.metrics.answered("POST", status)
+        return status, orjson.dumps(e.to_dict())
+
     async def fast_submit(scope: Scope, receive: Receive, send: Send, wait: bool, timeout: float) -> None:
         """``post_record`` as a bare ASGI handler, with what ``_Edge`` and the error
         handlers do for the ordinary route: the same answers, errors, log lines, metrics."""
@@ -293,8 +300,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             try:
                 status, out = await submit_one(await receive_body(scope, receive), wait, timeout)
             except LedgerError as e:
-                status, out = status_for(e), e.to_dict()
-                the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
+                await send_json(send, *refusal(e))
+                return
         except Disconnected:
             return
         except Exception:
@@ -307,12 +314,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     app.fast_submit = fast_submit
 
     # -- what the ingress processes (node.ingress) leave to this process ---------------------
-    def refusal(e: LedgerError) -> tuple[int, bytes]:
-        status = status_for(e)
-        the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
-        the_node.metrics.answered("POST", status)
-        return status, orjson.dumps(e.to_dict())
-
     def submit_verified(rec: Record, wait: bool, timeout: float) -> tuple[int, bytes] | Awaitable[tuple[int, bytes]]:
         """``fast_submit`` for a record an ingress process has parsed and whose signature it
         has verified: the rules against the pending state, the same answers, log lines and

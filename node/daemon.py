@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -626,23 +625,18 @@ def _server_class() -> Any:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """The node's listening socket, bound here so that ingress processes can share it.
-    A port still held by a node that has just been stopped or killed (its processes
-    exiting) is retried for a few seconds."""
+    """The node's listening socket: its process accepts there and hands each connection to
+    an ingress process (``node.ingress``)."""
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    deadline = time.monotonic() + 5
-    while True:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(2048)
-            return sock
-        except OSError as e:
-            sock.close()
-            if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(home: str | Path, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:

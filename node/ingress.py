@@ -115,7 +115,7 @@ def default_workers() -> int:
 _running: set[asyncio.Future[Any]] = set()  # tasks in flight (the event loop holds only weak references)
 
 
-def _spawn(coro: Awaitable[Any]) -> None:
+def _background(coro: Awaitable[Any]) -> None:
     task = asyncio.ensure_future(coro)
     _running.add(task)
     task.add_done_callback(_running.discard)
@@ -194,7 +194,7 @@ class _Child(asyncio.SubprocessProtocol):
                     self._submit(n, payload)
                 elif kind == REQUEST:
                     self.gone[n] = asyncio.Event()
-                    _spawn(self._request(n, payload))
+                    _background(self._request(n, payload))
                 elif kind == GONE:
                     event = self.gone.get(n)
                     if event is not None:
@@ -221,7 +221,7 @@ class _Child(asyncio.SubprocessProtocol):
         if isinstance(answer, tuple):
             self.send(_frame(n, ANSWER, _U16.pack(answer[0]), answer[1]))
         else:
-            _spawn(self._answer_later(n, answer))
+            _background(self._answer_later(n, answer))
 
     async def _answer_later(self, n: int, answer: Awaitable[tuple[int, bytes]]) -> None:
         try:

@@ -92,7 +92,7 @@ def _status_line(status: int) -> bytes:
 
 
 class Responder:
-    """The answer to one request; ``gone`` is set when the client goes away first."""
+    """The answer to one request; ``on_gone`` is called if the client goes away first."""
 
     def __init__(self, conn: HttpConnection, request: Request) -> None:
         self._conn = conn
@@ -100,8 +100,7 @@ class Responder:
         self._keep = request.keep_alive
         self._chunked = False
         self.started = self.done = False
-        self.gone = asyncio.Event()
-        self.on_gone: Callable[[], None] | None = None  # called if the client goes away before the answer is done
+        self.on_gone: Callable[[], None] | None = None
 
     def _headers(self, status: int, headers: list[tuple[bytes, bytes]], length: int | None) -> bytes:
         out = [_status_line(status)]
@@ -178,10 +177,8 @@ class HttpConnection(asyncio.Protocol):
         if self._idle is not None:
             self._idle.cancel()
         current, self.current = self.current, None
-        if current is not None and not current.done:
-            current.gone.set()
-            if current.on_gone is not None:
-                current.on_gone()
+        if current is not None and not current.done and current.on_gone is not None:
+            current.on_gone()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
