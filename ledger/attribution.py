@@ -18,13 +18,14 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from .errors import InputError
 from .lineage import Trace, trace
 from .reader import ChainReader, Row
+from .records import parse_decimal
+from .values import decimal_str
 
 __all__ = [
     "EXACT_MAX_DATASETS",
@@ -55,7 +56,7 @@ def fraction_str(f: Fraction) -> str:
 
 
 def _dec(s: str) -> Fraction:
-    return Fraction(Decimal(s))  # exact: a finite decimal is a rational
+    return parse_decimal(s)  # exact (docs/protocol.md 2); the record's form was checked
 
 
 # --- integer units -------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def attribute(
         credit("training", r[2]["signer"], Fraction(sum(i["samples"] for i in r[2]["body"]["inputs"])), [r])
     # 2. Pools: the policy at the model's index; empty pools pass their share on.
     totals = {p: sum(weights[p].values(), Fraction(0)) for p in POOLS}
-    pol = {p: _dec(str(policy[p])) for p in POOLS}
+    pol = {p: Fraction(policy[p]) for p in POOLS}
     live = [p for p in POOLS if totals[p] > 0]
     live_weight = sum((pol[p] for p in live), Fraction(0))
     if not live_weight:
@@ -346,7 +347,7 @@ def attribute(
         "model": t.root, "model_name": root_body["model"], "round": root_body["round"],
         "index": t.index, "height": t.height, "log_size": reader.log_size(),
         "method": method, "total_units": total_units,
-        "policy": {"source": _policy_source(reader, t.index), **{p: str(policy[p]) for p in POOLS}},
+        "policy": {"source": _policy_source(reader, t.index), **{p: decimal_str(policy[p]) for p in POOLS}},
         "pools": {p: {"policy": fraction_str(pol[p]), "effective": fraction_str(eff[p]),
                       "weight": fraction_str(totals[p]), "empty": p not in live} for p in POOLS},
         "datasets": datasets_out,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .canonical import BLOCK_TAG, VOTE_TAG, signing_bytes, tagged_hash
 from .errors import CertificateError, InputError, SignatureError
-from .keys import SigningKey, is_hex, verify_bytes
+from .keys import SigningKey, is_hex, is_key, verify_bytes
+from .values import parse_time
 
 __all__ = [
     "Certificate",
@@ -20,7 +20,6 @@ __all__ = [
     "vote_payload",
 ]
 
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
 HEADER_FIELDS = ("v", "chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root")
 
 
@@ -66,7 +65,7 @@ class Header:
         for k in ("chain", "prev", "proposer", "log_root"):
             if not is_hex(d[k], 32):
                 raise InputError(f"header.{k} must be 64 lowercase hex characters", code="bad_header", field=f"header.{k}")
-        if type(d["time"]) is not str or not _TS.match(d["time"]):
+        if parse_time(d["time"]) is None:
             raise InputError("header.time must be an RFC 3339 UTC time with a Z suffix", code="bad_header", field="header.time")
         return cls(**d)
 
@@ -114,6 +113,10 @@ class Certificate:
             for v in d["votes"]:
                 if type(v) is not dict or set(v) != {"validator", "sig"}:
                     raise ValueError("each vote must be {validator, sig}")
+                if not is_key(v["validator"]):  # ledger.keys.key_ok
+                    raise ValueError(f"vote validator {str(v['validator'])[:16]}… is not an acceptable public key")
+                if not is_hex(v["sig"], 64):
+                    raise ValueError("each vote sig must be 128 lowercase hex characters")
                 votes.append((v["validator"], v["sig"]))
         except (ValueError, KeyError, TypeError) as e:
             raise CertificateError(f"malformed certificate: {e}", code="bad_certificate") from e

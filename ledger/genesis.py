@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from .canonical import GENESIS_TAG, tagged_hash
 from .errors import InputError
-from .keys import is_hex
+from .keys import is_key
 from .records import ROLES, parse_decimal
+from .values import parse_time
 
 __all__ = ["Genesis", "parse_genesis"]
 
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+# ledger.keys.key_ok, docs/protocol.md 1
+_KEY_RULE = "must be a public key: 64 lowercase hex characters encoding a point of the prime-order subgroup (not small order, canonical)"
 
 
-def _bad(path: str, rule: str) -> InputError:
-    return InputError(f"genesis {path}: {rule}", code="bad_genesis", field=path)
+def _bad(path: str, rule: str, code: str = "bad_genesis") -> InputError:
+    return InputError(f"genesis {path}: {rule}", code=code, field=path)
 
 
 def _fields(obj: Any, path: str, required: set[str], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -48,7 +49,7 @@ class Genesis:
     validators: tuple[str, ...]  # validator public keys, in genesis order
     validator_names: dict[str, str]
     validator_urls: dict[str, str]
-    policy: dict[str, Decimal]
+    policy: dict[str, Fraction]
 
     @property
     def quorum(self) -> int:
@@ -62,8 +63,8 @@ def parse_genesis(doc: Any) -> Genesis:
     if doc["v"] != 1 or type(doc["v"]) is not int:
         raise _bad("v", "must be 1")
     _name(doc["name"], "name")
-    if type(doc["created"]) is not str or not _TS.match(doc["created"]):
-        raise _bad("created", "must be an RFC 3339 UTC time with a Z suffix")
+    if parse_time(doc["created"]) is None:
+        raise _bad("created", "must be an RFC 3339 UTC time with a Z suffix and a real date, e.g. 2026-11-21T12:00:00Z")
     vals = doc["validators"]
     if type(vals) is not list or not vals:
         raise _bad("validators", "must be a non-empty array")
@@ -72,8 +73,8 @@ def parse_genesis(doc: Any) -> Genesis:
     urls: dict[str, str] = {}
     for i, v in enumerate(vals):
         _fields(v, f"validators[{i}]", {"name", "key", "url"})
-        if not is_hex(v["key"], 32):
-            raise _bad(f"validators[{i}].key", "must be a public key (64 lowercase hex characters)")
+        if not is_key(v["key"]):
+            raise _bad(f"validators[{i}].key", _KEY_RULE, "bad_key")
         if v["key"] in names:
             raise _bad(f"validators[{i}].key", "repeats another validator's key")
         keys.append(v["key"])
@@ -89,16 +90,16 @@ def parse_genesis(doc: Any) -> Genesis:
         if n in org_names:
             raise _bad(f"organisations[{i}].name", "repeats another organisation")
         org_names.add(n)
-        if type(o["admins"]) is not list or not all(is_hex(a, 32) for a in o["admins"]):
-            raise _bad(f"organisations[{i}].admins", "must be an array of public keys")
+        if type(o["admins"]) is not list or not all(map(is_key, o["admins"])):
+            raise _bad(f"organisations[{i}].admins", f"must be an array of public keys; each {_KEY_RULE}", "bad_key")
     parts = doc["participants"]
     if type(parts) is not list:
         raise _bad("participants", "must be an array")
     seen: set[str] = set()
     for i, p in enumerate(parts):
         _fields(p, f"participants[{i}]", {"key", "name", "org", "roles"})
-        if not is_hex(p["key"], 32):
-            raise _bad(f"participants[{i}].key", "must be a public key")
+        if not is_key(p["key"]):
+            raise _bad(f"participants[{i}].key", _KEY_RULE, "bad_key")
         if p["key"] in seen:
             raise _bad(f"participants[{i}].key", "repeats another participant")
         seen.add(p["key"])

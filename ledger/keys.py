@@ -1,4 +1,13 @@
-"""Ed25519 keys (RFC 8032) with ``cryptography``: generate, save, load, sign, verify.
+"""Ed25519 keys (RFC 8032): generate, save, load and sign with ``cryptography``; check keys
+and verify signatures with libsodium (PyNaCl), strictly (PROTOCOL.md 1, docs/protocol.md 1).
+
+``key_ok`` is the one check of a public key and ``signature_ok`` the one verification;
+every other check in provledger (records, certificates, votes, proposals, the verifier
+processes, the audit) goes through them. A public key is accepted only if it is the
+canonical encoding of a point of the prime-order subgroup other than the identity
+(``crypto_core_ed25519_is_valid_point``: no small-order, mixed-order or non-canonical key).
+A signature is accepted only if libsodium's ``crypto_sign_open`` accepts it: S < L, R
+canonical and not of small order, and the cofactorless equation [S]B = R + [k]A holds.
 
 A key file holds the 32-byte private seed as 64 lowercase hex characters and a newline,
 written with mode 0600; saving refuses to overwrite. Public keys travel as hex
@@ -15,13 +24,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from .canonical import signing_bytes
 from .errors import InputError, SignatureError
 
-__all__ = ["SigningKey", "is_hex", "public_key", "verify", "verify_bytes"]
+__all__ = ["SigningKey", "is_hex", "is_key", "key_ok", "public_key", "signature_ok", "verify", "verify_bytes"]
 
 _HEX = re.compile("[0-9a-f]*").fullmatch
 
@@ -31,25 +41,50 @@ def is_hex(value: object, nbytes: int) -> bool:
     return type(value) is str and len(value) == 2 * nbytes and _HEX(value) is not None
 
 
-@lru_cache(maxsize=4096)
-def public_key(hex_key: str) -> Ed25519PublicKey:
+@lru_cache(maxsize=8192)
+def key_ok(key: bytes) -> bool:
+    """True if ``key`` is an acceptable Ed25519 public key: 32 bytes, the canonical encoding
+    of a point on the curve, in the prime-order subgroup and not of small order."""
+    return type(key) is bytes and len(key) == 32 and crypto_core_ed25519_is_valid_point(key)
+
+
+def signature_ok(key: bytes, message: bytes, sig: bytes) -> bool:
+    """The one Ed25519 verification of provledger: does ``sig`` by ``key`` verify over
+    ``message``? False for an unacceptable key (``key_ok``) or signature."""
+    if len(sig) != 64 or not key_ok(key):
+        return False
+    try:
+        crypto_sign_open(sig + message, key)
+    except BadSignatureError:
+        return False
+    return True
+
+
+def is_key(value: object) -> bool:
+    """True if ``value`` is a public key in hex (PROTOCOL.md 1) that ``key_ok`` accepts."""
+    return is_hex(value, 32) and key_ok(bytes.fromhex(value))  # type: ignore[arg-type]
+
+
+def public_key(hex_key: str) -> bytes:
     """Parse a public key from hex; raises InputError (code ``bad_key``)."""
     if not is_hex(hex_key, 32):
         raise InputError(f"public key must be 64 lowercase hex characters, got {hex_key!r:.80}", code="bad_key")
-    try:
-        return Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
-    except ValueError as e:
-        raise InputError(f"not an Ed25519 public key: {hex_key}", code="bad_key") from e
+    key = bytes.fromhex(hex_key)
+    if not key_ok(key):
+        raise InputError(
+            f"not an acceptable Ed25519 public key (non-canonical, small order or outside the prime-order subgroup): {hex_key}",
+            code="bad_key",
+        )
+    return key
 
 
 def verify_bytes(hex_key: str, message: bytes, sig_hex: str) -> None:
-    """Verify a signature over raw ``message``; raises SignatureError."""
+    """Verify a signature over raw ``message``: raises SignatureError, or InputError (code
+    ``bad_key``) when the key itself is unacceptable (``public_key``)."""
     if not is_hex(sig_hex, 64):
         raise SignatureError("signature must be 128 lowercase hex characters", code="bad_signature")
-    try:
-        public_key(hex_key).verify(bytes.fromhex(sig_hex), message)
-    except InvalidSignature as e:
-        raise SignatureError("signature does not verify", code="bad_signature") from e
+    if not signature_ok(public_key(hex_key), message, bytes.fromhex(sig_hex)):
+        raise SignatureError("signature does not verify", code="bad_signature")
 
 
 def verify(hex_key: str, tag: bytes, payload: Any, sig_hex: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,7 +85,7 @@ class ChainReader(Protocol):
         """Who ``key`` is, if registered before log index ``index`` (any time if None)."""
         ...
 
-    def policy_at(self, index: int) -> dict[str, Decimal]:
+    def policy_at(self, index: int) -> dict[str, Fraction]:
         """The attribution pools in force for a record at log index ``index``."""
         ...
 
@@ -104,7 +104,7 @@ class ReaderBase:
 
     _genesis: Genesis
     _identities: dict[str, Participant] | None = None
-    _policies: list[tuple[int, dict[str, Decimal]]] | None = None
+    _policies: list[tuple[int, dict[str, Fraction]]] | None = None
     _usage: dict[str, list[Row]] | None = None
 
     @property
@@ -140,7 +140,7 @@ class ReaderBase:
         return p
 
     # -- policy -------------------------------------------------------------------------
-    def policy_at(self, index: int) -> dict[str, Decimal]:
+    def policy_at(self, index: int) -> dict[str, Fraction]:
         if self._policies is None:
             pol = [(-1, dict(self._genesis.policy))]
             for idx, _rid, env in self.records_of_type("policy.set"):
@@ -177,7 +177,7 @@ class ReaderBase:
             ds.versions[b["version"]] = rid
         if ds is None:
             return None
-        eps, delta = Decimal(0), Decimal(0)
+        eps, delta = Fraction(0), Fraction(0)  # exact sums (docs/protocol.md 2)
         for idx, _rid, env in self.updates_using(name):
             if upto is not None and idx >= upto:
                 continue

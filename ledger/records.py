@@ -12,12 +12,13 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any
 
+from . import values
 from .canonical import MAX_SAFE_INTEGER, RECORD_TAG, jcs, jcs_checked, jcs_part, key_in_domain
 from .errors import RecordFormError, SignatureError
-from .keys import SigningKey, is_hex, verify_bytes
+from .keys import SigningKey, is_hex, is_key, verify_bytes
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -47,9 +48,7 @@ ROLE_FOR_TYPE = {  # PROTOCOL.md 3.1: the role each type needs
 RECORD_TYPES = tuple(ROLE_FOR_TYPE)
 ENVELOPE_FIELDS = frozenset({"v", "chain", "type", "signer", "nonce", "ts", "body", "sig"})
 
-_TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
-_DEC = re.compile(r"^-?(0|[1-9]\d{0,29})(\.\d{1,30})?$")
-_SPDX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+\-]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+\-]*)*$")
+_SPDX = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+\-]*( (AND|OR|WITH) [A-Za-z0-9][A-Za-z0-9.+\-]*)*")
 MAX_STR = 1024  # docs/protocol.md: a string field is at most 1024 characters
 
 
@@ -92,19 +91,22 @@ def _hex32(v: Any, path: str) -> None:
         raise _fail(path, "must be 64 lowercase hex characters (a SHA-256 hash)", "bad_hex")
 
 
-_pubkey = _hex32
+def _pubkey(v: Any, path: str) -> None:
+    if not is_hex(v, 32):
+        raise _fail(path, "must be a public key (64 lowercase hex characters)", "bad_hex")
+    if not is_key(v):  # docs/protocol.md 1: only prime-order, canonical keys
+        raise _fail(path, "is not an acceptable Ed25519 public key (small order, non-canonical or outside the prime-order subgroup)", "bad_key")
 
 
-def parse_decimal(v: Any, path: str = "value") -> Decimal:
-    """A PROTOCOL.md 1 decimal string (e.g. ``"0.75"``) as an exact ``Decimal``."""
+def parse_decimal(v: Any, path: str = "value") -> Fraction:
+    """A PROTOCOL.md 1 decimal string (e.g. ``"0.75"``) as an exact ``Fraction``
+    (``values.parse_decimal``: the one reading of decimals, docs/protocol.md 2)."""
     if type(v) is not str:
         raise _fail(path, 'must be a decimal string such as "0.75"', "bad_type")
-    if not _DEC.match(v):
+    value = values.parse_decimal(v)
+    if value is None:
         raise _fail(path, f'must be a decimal string such as "0.75", got {v!r:.40}', "bad_decimal")
-    try:
-        return Decimal(v)
-    except InvalidOperation as e:  # pragma: no cover - the regex admits only valid decimals
-        raise _fail(path, "is not a decimal", "bad_decimal") from e
+    return value
 
 
 def _dec_nonneg(v: Any, path: str) -> None:
@@ -123,7 +125,7 @@ def _dec(v: Any, path: str) -> None:
 
 def _spdx(v: Any, path: str) -> None:
     _str(v, path)
-    if not _SPDX.match(v):
+    if not _SPDX.fullmatch(v):
         raise _fail(path, f"must be an SPDX licence identifier or expression, got {v!r:.40}", "bad_value")
 
 
@@ -263,9 +265,9 @@ def _body_rules(rtype: str, body: dict[str, Any]) -> None:
                 raise _fail(f"body.inputs[{i}].samples", "must be at least 1", "bad_value")
     elif rtype == "policy.set":
         pools = body["attribution"]
-        total = sum(parse_decimal(pools[k]) for k in ("data", "annotation", "training"))
+        total = sum((parse_decimal(pools[k]) for k in ("data", "annotation", "training")), Fraction(0))
         if total != 1:
-            raise _fail("body.attribution", f"pools must sum to 1, they sum to {total}", "bad_value")
+            raise _fail("body.attribution", f"pools must sum to 1, they sum to {values.decimal_str(total)}", "bad_value")
 
 
 # --- the envelope ----------------------------------------------------------------------
@@ -358,13 +360,12 @@ def parse_record(obj: Any, *, chain: str | None = None) -> Record:
     rtype = obj["type"]
     if type(rtype) is not str or rtype not in BODY_SCHEMAS:
         raise _fail("type", f"unknown record type; one of {', '.join(RECORD_TYPES)}", "unknown_type")
-    if not is_hex(obj["signer"], 32):
-        raise _fail("signer", "must be a public key (64 lowercase hex characters)", "bad_hex")
+    _pubkey(obj["signer"], "signer")
     nonce = obj["nonce"]
     if type(nonce) is not str or not 1 <= len(nonce) <= 128:
         raise _fail("nonce", "must be a string of 1 to 128 characters", "bad_value")
     ts = obj["ts"]
-    if type(ts) is not str or not _TS.match(ts):
+    if values.parse_time(ts) is None:
         raise _fail("ts", "must be an RFC 3339 UTC time with a Z suffix, e.g. 2026-11-21T12:00:00Z", "bad_time")
     if not is_hex(obj["sig"], 64):
         raise _fail("sig", "must be an Ed25519 signature (128 lowercase hex characters)", "bad_hex")

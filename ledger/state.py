@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Protocol
 
 from .errors import RuleError
 from .genesis import Genesis
 from .records import ROLE_FOR_TYPE, Record, parse_decimal
+from .values import decimal_str
 
 __all__ = ["ChainState", "DatasetState", "Identity", "LogIndex", "MemoryIndex"]
 
@@ -74,11 +75,12 @@ class Identity:
 class DatasetState:
     name: str
     versions: dict[str, str] = field(default_factory=dict)  # version -> record id
-    budget: tuple[Decimal, Decimal] | None = None  # (epsilon, delta); None = no DP accounting
-    spent: tuple[Decimal, Decimal] = (Decimal(0), Decimal(0))
+    # Exact values (docs/protocol.md 2): sums against the budget never round.
+    budget: tuple[Fraction, Fraction] | None = None  # (epsilon, delta); None = no DP accounting
+    spent: tuple[Fraction, Fraction] = (Fraction(0), Fraction(0))
 
     @property
-    def remaining(self) -> tuple[Decimal, Decimal] | None:
+    def remaining(self) -> tuple[Fraction, Fraction] | None:
         if self.budget is None:
             return None
         return (self.budget[0] - self.spent[0], self.budget[1] - self.spent[1])
@@ -88,10 +90,14 @@ class DatasetState:
         return {
             "name": self.name,
             "versions": dict(self.versions),
-            "budget": None if self.budget is None else {"epsilon": str(self.budget[0]), "delta": str(self.budget[1])},
-            "spent": {"epsilon": str(self.spent[0]), "delta": str(self.spent[1])},
-            "remaining": None if rem is None else {"epsilon": str(rem[0]), "delta": str(rem[1])},
+            "budget": _pair(self.budget),
+            "spent": _pair(self.spent),
+            "remaining": _pair(rem),
         }
+
+
+def _pair(value: tuple[Fraction, Fraction] | None) -> dict[str, str] | None:
+    return None if value is None else {"epsilon": decimal_str(value[0]), "delta": decimal_str(value[1])}
 
 
 def _rule(code: str, message: str, **details: Any) -> RuleError:
@@ -109,7 +115,7 @@ class ChainState:
         self.orgs: set[str] = {o["name"] for o in genesis.doc["organisations"]}
         self.identities: dict[str, Identity] = {}
         self.datasets: dict[str, DatasetState] = {}
-        self.policies: list[tuple[int, dict[str, Decimal]]] = [(0, dict(genesis.policy))]
+        self.policies: list[tuple[int, dict[str, Fraction]]] = [(0, dict(genesis.policy))]
         # Overlay: what was applied since the index last caught up (see settle()).
         self._nonces: set[tuple[str, str]] = set()
         self._models: dict[str, str] = {}
@@ -168,7 +174,7 @@ class ChainState:
     def model_of(self, record_id: str) -> str | None:
         return self._models.get(record_id) or self.index.model_of(record_id)
 
-    def policy_at(self, size: int) -> dict[str, Decimal]:
+    def policy_at(self, size: int) -> dict[str, Fraction]:
         """The attribution policy in force for a record at log index ``size``."""
         current = self.policies[0][1]
         for at, pools in self.policies:
@@ -256,12 +262,12 @@ class ChainState:
         for i, ref in enumerate(body["aggregates"]):
             if self.model_of(ref) != model:
                 raise _rule("missing_reference", f"body.aggregates[{i}]: {ref[:16]}… is not an update of model {model!r} on the chain", field=f"body.aggregates[{i}]")
-        cost: dict[str, tuple[Decimal, Decimal]] = {}
+        cost: dict[str, tuple[Fraction, Fraction]] = {}
         for i, inp in enumerate(body["inputs"]):
             name = inp["dataset"]
             if name not in self.datasets:
                 raise _rule("missing_reference", f"body.inputs[{i}].dataset: no dataset {name!r} on the chain", field=f"body.inputs[{i}].dataset")
-            e0, d0 = cost.get(name, (Decimal(0), Decimal(0)))
+            e0, d0 = cost.get(name, (Fraction(0), Fraction(0)))
             cost[name] = (e0 + parse_decimal(inp["epsilon"]), d0 + parse_decimal(inp["delta"]))
         for name, (eps, delta) in cost.items():
             # PROTOCOL.md 3.1: basic composition — costs add up and may not exceed the budget.
@@ -269,7 +275,8 @@ class ChainState:
             if rem is not None and (eps > rem[0] or delta > rem[1]):
                 raise _rule(
                     "budget_exceeded",
-                    f"dataset {name!r}: update costs epsilon {eps}, delta {delta}; remaining budget is epsilon {rem[0]}, delta {rem[1]}",
+                    f"dataset {name!r}: update costs epsilon {decimal_str(eps)}, delta {decimal_str(delta)}; "
+                    f"remaining budget is epsilon {decimal_str(rem[0])}, delta {decimal_str(rem[1])}",
                     dataset=name,
                     field="body.inputs",
                 )

@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .errors import StorageError
 from .genesis import Genesis, parse_genesis
 from .records import Record
 from .state import ChainState, DatasetState, Identity
+from .values import decimal_str, parse_decimal
 
 __all__ = ["BlockRow", "Store", "node_key"]
 
@@ -382,17 +384,15 @@ class Store:
             if ds.budget is not None:
                 c.execute(
                     "INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)",
-                    (name, str(ds.budget[0]), str(ds.budget[1]), str(ds.spent[0]), str(ds.spent[1])),
+                    (name, *map(decimal_str, (*ds.budget, *ds.spent))),
                 )
         c.executemany(
             "INSERT OR REPLACE INTO policies VALUES (?,?,?,?)",
-            [(at, str(p["data"]), str(p["annotation"]), str(p["training"])) for at, p in state.policies[1:]],
+            [(at, decimal_str(p["data"]), decimal_str(p["annotation"]), decimal_str(p["training"])) for at, p in state.policies[1:]],
         )
 
     def load_state(self) -> ChainState:
         """The state after the last block, from the derived tables (fast start)."""
-        from decimal import Decimal
-
         state = ChainState(self.genesis, index=self)
         conn = self.reader
         state.identities = {
@@ -404,10 +404,10 @@ class Store:
             state.datasets.setdefault(name, DatasetState(name)).versions[version] = rec
         for name, e, d, se, sd in conn.execute("SELECT * FROM budgets"):
             ds = state.datasets.setdefault(name, DatasetState(name))
-            ds.budget = (Decimal(e), Decimal(d))
-            ds.spent = (Decimal(se), Decimal(sd))
+            ds.budget = (_stored_decimal(e), _stored_decimal(d))
+            ds.spent = (_stored_decimal(se), _stored_decimal(sd))
         state.policies = [(0, dict(self.genesis.policy))] + [
-            (at, {"data": Decimal(a), "annotation": Decimal(b), "training": Decimal(t)})
+            (at, {"data": _stored_decimal(a), "annotation": _stored_decimal(b), "training": _stored_decimal(t)})
             for at, a, b, t in conn.execute("SELECT * FROM policies ORDER BY idx")
         ]
         state.size = self.log_size()
@@ -494,6 +494,14 @@ class Store:
 
     def evidence(self) -> list[dict[str, Any]]:
         return [orjson.loads(r[0]) for r in self.reader.execute("SELECT evidence FROM evidence ORDER BY height")]
+
+
+def _stored_decimal(text: Any) -> Fraction:
+    """A decimal of the derived tables, read as records' decimals are (docs/protocol.md 2)."""
+    value = parse_decimal(text)
+    if value is None:
+        raise StorageError(f"derived tables hold {text!r:.40}, which is not a decimal", code="bad_database")
+    return value
 
 
 def _block_row(row: Sequence[Any]) -> BlockRow:

@@ -59,7 +59,7 @@ from ledger.blocks import Certificate, vote_payload
 from ledger.blocks import verify_certificate as _ledger_verify_certificate
 from ledger.canonical import PROPOSAL_TAG, VOTE_TAG, signing_bytes
 from ledger.errors import InputError
-from ledger.keys import SigningKey, is_hex, verify_bytes
+from ledger.keys import SigningKey, is_hex, is_key, verify_bytes
 
 __all__ = [
     "NIL",
@@ -155,7 +155,7 @@ class Proposal:
         _need(_is_int(d["height"], 1) and _is_int(d["round"], 0), "height >= 1 and round >= 0 integers")
         _need(type(d["valid_round"]) is int and -1 <= d["valid_round"] < d["round"], "-1 <= valid_round < round")
         _need(is_hex(d["block_hash"], 32), "block_hash must be a block hash")
-        _need(is_hex(d["proposer"], 32), "proposer must be a public key")
+        _need(is_key(d["proposer"]), "proposer must be a public key (ledger.keys.key_ok)")
         _need(is_hex(d["sig"], 64), "sig must be a signature")
         return cls(d["chain"], d["height"], d["round"], d["block_hash"], d["valid_round"], d["proposer"], d["sig"], d["block"])
 
@@ -196,7 +196,7 @@ class Vote:
         _need(_is_int(d["height"], 1) and _is_int(d["round"], 0), "height >= 1 and round >= 0 integers")
         _need(d["step"] in (PREVOTE, PRECOMMIT), "step must be prevote or precommit")
         _need(d["block"] == NIL or is_hex(d["block"], 32), "block must be a block hash or '' (nil)")
-        _need(is_hex(d["validator"], 32), "validator must be a public key")
+        _need(is_key(d["validator"]), "validator must be a public key (ledger.keys.key_ok)")
         _need(is_hex(d["sig"], 64), "sig must be a signature")
         return cls(d["chain"], d["height"], d["round"], d["step"], d["block"], d["validator"], d["sig"])
 

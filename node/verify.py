@@ -1,7 +1,8 @@
 """Ed25519 signature checks in helper processes, fed over pipes by the event loop.
 
-``cryptography`` holds the GIL while it verifies an Ed25519 signature (PROTOCOL.md 1), so
-threads cannot check signatures in parallel with the node's event loop; processes can.
+Each check is ``ledger.keys.signature_ok`` (libsodium, strict: PROTOCOL.md 1). The Python
+around each check holds the GIL, so threads would contend with the node's event loop;
+processes run the checks on other cores.
 The node runs ``Verifiers``: a few ``python -m node.verify`` children, each reading jobs
 on its stdin and answering on its stdout. Unlike a process pool there is no thread in the
 node on either side of the pipe: the event loop writes a job and reads the answer, so a
@@ -162,10 +163,8 @@ class Verifiers:
 
 
 def _serve(inp: BinaryIO, out: BinaryIO) -> None:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from ledger.keys import signature_ok  # the one verification (PROTOCOL.md 1, strict)
 
-    keys: dict[bytes, Ed25519PublicKey | None] = {}
     while True:
         head = inp.read(_HEAD.size)
         if len(head) < _HEAD.size:
@@ -182,22 +181,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
             (length,) = _LEN.unpack_from(data, at + 96)
             message = data[at + 100:at + 100 + length]
             at += 100 + length
-            pub = keys.get(key, False)
-            if pub is False:
-                try:
-                    pub = Ed25519PublicKey.from_public_bytes(key)
-                except ValueError:
-                    pub = None
-                if len(keys) > 4096:
-                    keys.clear()
-                keys[key] = pub
-            if pub is None:
-                continue
-            try:
-                pub.verify(sig, message)  # type: ignore[union-attr]
-            except InvalidSignature:
-                continue
-            flags[n] = 1
+            if signature_ok(key, message, sig):
+                flags[n] = 1
         out.write(_ANSWER.pack(job, count) + bytes(flags))
         out.flush()
 

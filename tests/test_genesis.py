@@ -13,6 +13,7 @@ from factory import Consortium, key
 
 from ledger.errors import InputError
 from ledger.genesis import parse_genesis
+from ledger.keys import is_key
 
 C = Consortium(validators=3)
 
@@ -86,7 +87,7 @@ def test_invalid_genesis(path: str, value: Any, field: str) -> None:
     with pytest.raises(InputError) as ei:
         parse_genesis(mutate(path, value))
     e = ei.value
-    assert e.code == "bad_genesis"
+    assert e.code == ("bad_key" if field.endswith((".key", ".admins")) and not is_key(value) else "bad_genesis")
     assert e.details["field"] == field and field in e.message
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from factory import TS, Consortium, h
+from factory import TS, Consortium, h, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +25,12 @@ from ledger.records import (
 )
 
 C = Consortium()
-K = "ab" * 32  # some public key / hash
+K = "ab" * 32  # some hash
+DAVE = key("dave").public  # a public key
 
 VALID: dict[str, dict[str, Any]] = {
-    "identity.register": {"key": K, "name": "dave", "org": "org-a", "roles": ["contributor", "admin"]},
-    "identity.revoke": {"key": K, "reason": ""},
+    "identity.register": {"key": DAVE, "name": "dave", "org": "org-a", "roles": ["contributor", "admin"]},
+    "identity.revoke": {"key": DAVE, "reason": ""},
     "dataset.contribute": {**C.dataset_body("mnist", budget=("1.5", "0.00001")), "uri": "s3://x/mnist",
                            "description": "digits"},
     "annotation.event": C.annotation_body("mnist", method="automatic"),

@@ -167,7 +167,7 @@ def test_load_state_equals_rebuild_state(db: Path, chain1: Any) -> None:
     assert state_view(replay) == loaded
     # The varied chain exercises every part of the state.
     assert loaded["identities"][chain1.cons.carol.public]["revoked"] is True
-    assert loaded["datasets"]["mnist"]["spent"] == {"epsilon": "0.50", "delta": "0.00001"}
+    assert loaded["datasets"]["mnist"]["spent"] == {"epsilon": "0.5", "delta": "0.00001"}
     assert set(loaded["datasets"]["cifar"]["versions"]) == {"1", "2"}
     assert len(loaded["policies"]) == 2
 
