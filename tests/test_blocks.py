@@ -200,3 +200,14 @@ def test_malformed_vote_fields_fail_verification_not_crash() -> None:
     votes[0] = {"validator": 5, "sig": "00" * 64}  # type: ignore[dict-item]
     with pytest.raises(CertificateError):
         verify(cert(hd, votes), hd)
+
+
+def test_certificate_vote_by_a_small_order_key_is_malformed() -> None:
+    """docs/protocol.md 1: a vote's validator key is checked where it is read."""
+    hd = header()
+    votes = [sign_precommit(k, hd) for k in C4.validators[:3]]
+    for bad in ("01" + "00" * 31, "ec" + "ff" * 31, "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d"):
+        forged = [*votes, {"validator": bad, "sig": "01" + "00" * 63}]
+        with pytest.raises(CertificateError) as ei:
+            cert(hd, forged)
+        assert ei.value.code == "bad_certificate" and "acceptable public key" in ei.value.message

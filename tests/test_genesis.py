@@ -64,6 +64,10 @@ BAD = [
     ("validators", [], "validators"),
     ("validators.0.key", "AB" * 32, "validators[0].key"),
     ("validators.1.key", C.validators[0].public, "validators[1].key"),
+    ("validators.0.key", "01" + "00" * 31, "validators[0].key"),  # small order
+    ("validators.0.key", "ec" + "ff" * 31, "validators[0].key"),  # non-canonical
+    ("organisations.0.admins", ["01" + "00" * 31], "organisations[0].admins"),
+    ("participants.0.key", "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d", "participants[0].key"),
     ("validators.0.url", "", "validators[0].url"),
     ("validators.0.extra", 1, "validators[0].extra"),
     ("validators.0.name", ..., "validators[0].name"),

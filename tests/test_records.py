@@ -411,3 +411,39 @@ def test_canonical_and_signing_bytes_equal_the_reference(nonce: str, name: str, 
         assert rec.signing_bytes() == b"provledger/record/v1\n" + rfc8785.dumps(unsigned)
         assert rec.signing_bytes() == record_signing_bytes(e)
         rec.verify_signature()
+
+
+# --- strict keys (docs/protocol.md 1) -----------------------------------------------------------
+FORGED_SIGNER = "01" + "00" * 31  # the identity point
+FORGED_SIG = "01" + "00" * 63  # R = identity, S = 0: "verifies" for that key over any message
+
+
+def forged(rtype: str = "dataset.contribute") -> dict[str, Any]:
+    e = {k: v for k, v in env(rtype).items() if k != "sig"}
+    return {**e, "signer": FORGED_SIGNER, "sig": FORGED_SIG}
+
+
+def test_small_order_forgery_is_a_form_error() -> None:
+    """The envelope is refused by its form (bad_key, an HTTP 400), before any state rule
+    could answer unknown_signer."""
+    for rtype in RECORD_TYPES:
+        with pytest.raises(RecordFormError) as ei:
+            parse_record(forged(rtype), chain=C.chain_id)
+        assert ei.value.code == "bad_key" and ei.value.details["field"] == "signer"
+
+
+def test_small_order_forgery_does_not_verify_even_past_the_form_check() -> None:
+    good = parse_record(env("dataset.contribute"))
+    rec = Record(forged(), good.id, good.canonical)
+    with pytest.raises((SignatureError, InputError)):
+        rec.verify_signature()
+
+
+@pytest.mark.parametrize("field", ["identity.register", "identity.revoke"])
+def test_body_key_must_be_an_acceptable_key(field: str) -> None:
+    for bad in (FORGED_SIGNER, "00" * 32, "ec" + "ff" * 30 + "7f",
+                "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d"):  # torsion part
+        body = {**VALID[field], "key": bad}
+        with pytest.raises(RecordFormError) as ei:
+            parse_record(env(field, body))
+        assert ei.value.code == "bad_key" and ei.value.details["field"] == "body.key"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
 from factory import Consortium, h, key
 
-from ledger.errors import RuleError
-from ledger.records import Record
+from ledger.errors import RecordFormError, RuleError
+from ledger.records import Record, make_record, parse_record
 from ledger.state import ChainState
 
 
@@ -265,6 +266,35 @@ def test_budget_basic_composition_exact_boundary(c: Consortium, st: ChainState) 
     assert st.datasets["d"].remaining == (0, 0)
     refused(st, update(c, c.alice, "m", 3, inputs=[("d", 1, "0.000001", "0")]), "budget_exceeded")
     ok(st, update(c, c.alice, "m", 3, inputs=[("d", 1, "0", "0")]))  # a free pass costs nothing
+
+
+def test_budget_is_summed_exactly_beyond_28_digits(c: Consortium, st: ChainState) -> None:
+    """docs/protocol.md 2: sums are exact fractions. A 28-digit Decimal context would round
+    0.5 + 0.500000000000000000000000000001 to 1 and let the second update through."""
+    ok(st, contribute(c, c.alice, "d", budget=("1", "1")))
+    ok(st, update(c, c.alice, "m", 1, inputs=[("d", 10, "0.5", "0.5")]))
+    tiny_over = "0.500000000000000000000000000001"
+    e = refused(st, update(c, c.alice, "m", 2, inputs=[("d", 10, tiny_over, "0")]), "budget_exceeded")
+    assert tiny_over in e.message and "remaining budget is epsilon 0.5," in e.message
+    refused(st, update(c, c.alice, "m", 2, inputs=[("d", 10, "0", tiny_over)]), "budget_exceeded")
+    # The same cost split across two inputs of one update is summed exactly too.
+    half, rest = "0.250000000000000000000000000001", "0.25"
+    refused(st, update(c, c.alice, "m", 2, inputs=[("d", 5, half, "0"), ("d", 5, rest, "0")]), "budget_exceeded")
+    ok(st, update(c, c.alice, "m", 2, inputs=[("d", 10, "0.499999999999999999999999999999", "0")]))
+    assert st.datasets["d"].remaining == (Fraction(1, 10**30), Fraction(1, 2))
+    assert st.datasets["d"].to_dict()["remaining"] == {"epsilon": "0.000000000000000000000000000001", "delta": "0.5"}
+
+
+def test_a_small_order_key_cannot_be_registered(c: Consortium, st: ChainState) -> None:
+    """An admin registering the identity point (which "signs" anything with R = identity,
+    S = 0) or a key with a torsion part is refused as a form error, before any state rule."""
+    for bad in ("01" + "00" * 31, "cdb267ce40c5cd45306fa5d2f29731459387dbf9eb933b7bd5aed9a765b88d4d"):
+        env = make_record(c.admin_a, c.chain_id, "identity.register",
+                          {"key": bad, "name": "mallory", "org": "org-a", "roles": ["admin"]})
+        with pytest.raises(RecordFormError) as ei:
+            parse_record(env, chain=c.chain_id)
+        assert ei.value.code == "bad_key" and ei.value.details["field"] == "body.key"
+    assert "01" + "00" * 31 not in st.identities
 
 
 def test_budget_sums_inputs_of_one_update(c: Consortium, st: ChainState) -> None:
