@@ -69,6 +69,11 @@ def public_key(hex_key: str) -> bytes:
     """Parse a public key from hex; raises InputError (code ``bad_key``)."""
     if not is_hex(hex_key, 32):
         raise InputError(f"public key must be 64 lowercase hex characters, got {hex_key!r:.80}", code="bad_key")
+    return _public_key(hex_key)
+
+
+@lru_cache(maxsize=8192)  # a chain has few signers; a failure raises and is not cached
+def _public_key(hex_key: str) -> bytes:
     key = bytes.fromhex(hex_key)
     if not key_ok(key):
         raise InputError(

@@ -109,13 +109,16 @@ def parse_decimal(v: Any, path: str = "value") -> Fraction:
     return value
 
 
+# The bounds are compared on the fraction's integers (the denominator is positive): the
+# same test as ``0 <= x <= 1``, without Fraction's generic comparison on every record.
 def _dec_nonneg(v: Any, path: str) -> None:
-    if parse_decimal(v, path) < 0:
+    if parse_decimal(v, path).numerator < 0:
         raise _fail(path, "must not be negative", "bad_value")
 
 
 def _dec_unit(v: Any, path: str) -> None:
-    if not 0 <= parse_decimal(v, path) <= 1:
+    x = parse_decimal(v, path)
+    if not 0 <= x.numerator <= x.denominator:
         raise _fail(path, "must lie in [0, 1]", "bad_value")
 
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 __all__ = ["decimal_str", "parse_decimal", "parse_time"]
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z")
-_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,30})?")
+_DECIMAL = re.compile(r"(-?)(0|[1-9][0-9]{0,29})(?:\.([0-9]{1,30}))?")
 
 
 def parse_time(value: object) -> datetime | None:
@@ -46,9 +46,17 @@ def _time(value: str) -> datetime | None:
 
 def parse_decimal(value: object) -> Fraction | None:
     """The exact value of a decimal string in the form above, or None."""
-    if type(value) is not str or _DECIMAL.fullmatch(value) is None:
+    return _decimal(value) if type(value) is str else None
+
+
+@lru_cache(maxsize=4096)  # amounts repeat (a policy's epsilon, quality scores)
+def _decimal(value: str) -> Fraction | None:
+    m = _DECIMAL.fullmatch(value)
+    if m is None:
         return None
-    return Fraction(value)
+    sign, whole, frac = m[1], m[2], m[3] or ""
+    units = int(whole + frac)
+    return Fraction(-units if sign else units, 10 ** len(frac))
 
 
 def decimal_str(value: Fraction) -> str:
