@@ -43,7 +43,7 @@ __all__ = ["MAX_CONCURRENT", "MAX_TOTAL", "install", "parse_total"]
 
 MAX_CONCURRENT = 2  # lineage/attribution computations at once; more wait their turn
 MAX_TOTAL = 10**18  # units to share out: any integer 0..MAX_TOTAL
-_DIGITS = re.compile(r"^[0-9]{1,19}$")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 # The record exists but cannot be answered for: the caller sent nothing malformed.
 _UNPROCESSABLE = {"not_a_model", "coalitions_missing", "nothing_to_attribute", "broken_lineage"}
@@ -53,7 +53,7 @@ def parse_total(text: str | None) -> int:
     """``?total=`` as an integer 0..MAX_TOTAL (``bad_total`` otherwise)."""
     if text is None or text == "":
         raise InputError("total: required (the integer number of units to share out)", code="bad_total", field="total")
-    if not _DIGITS.match(text) or int(text) > MAX_TOTAL:
+    if not _DIGITS.fullmatch(text) or int(text) > MAX_TOTAL:
         raise InputError(f"total: must be an integer from 0 to {MAX_TOTAL}, got {text!r:.40}", code="bad_total",
                          field="total")
     return int(text)

@@ -209,3 +209,14 @@ def test_policy_pools_are_summed_exactly() -> None:
     doc["policy"]["attribution"] = pools
     with pytest.raises(InputError):
         parse_genesis(doc)
+
+
+def test_attribution_total_is_read_as_strictly() -> None:
+    """``?total=`` (node.api_lineage) takes ASCII digits and the whole string only."""
+    from node.api_lineage import parse_total
+
+    assert parse_total("12") == 12
+    for bad in ("12\n", "\uff11\uff12", "1\u0662", " 12", "-1", "1e3"):
+        with pytest.raises(InputError) as ei:
+            parse_total(bad)
+        assert ei.value.code == "bad_total"
