@@ -16,7 +16,7 @@ Every error carries a stable machine ``code`` (used verbatim in HTTP error bodie
     └── PeerError                    a peer or node answered wrongly or not at all
 
 Parsers and verifiers convert ``ValueError``, ``KeyError``, ``binascii.Error`` and
-``cryptography.exceptions.InvalidSignature`` into these with ``raise ... from e``.
+``nacl.exceptions.BadSignatureError`` into these with ``raise ... from e``.
 """
 
 from __future__ import annotations

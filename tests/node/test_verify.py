@@ -34,6 +34,7 @@ def test_verifiers_flag_each_signature() -> None:
         200: (key.public, messages[200], checks[200][2].upper()),  # hex, but not lowercase
         201: (key.public, messages[201], checks[201][2][:-2]),  # too short
         202: ("00" * 32, messages[202], checks[202][2]),  # a key that is not a curve point
+        250: ("01" + "00" * 31, messages[250], "01" + "00" * 63),  # small-order forgery (docs/protocol.md 1)
         299: (key.public, messages[299] + b"x", checks[299][2]),  # the message changed
     }
     for i, check in bad.items():
