@@ -43,7 +43,7 @@ def test_submit_wait_fetch_prove(client: Any, consortium: Consortium) -> None:
 
     ds_doc = client.get("/v1/datasets/mnist").json()
     assert ds_doc["versions"] == {"1": ds_id}
-    assert ds_doc["budget"] == {"epsilon": "2.0", "delta": "0.001"}
+    assert ds_doc["budget"] == {"epsilon": "2", "delta": "0.001"}  # the exact value, shortest (docs/protocol.md 2)
     assert ds_doc["remaining"] == {"epsilon": "1.5", "delta": "0.0009"}
     assert [a["id"] for a in ds_doc["annotations"]] == [ids[0]]
     assert client.get("/v1/datasets/mnist").json() == ds_doc
