@@ -4,6 +4,7 @@ admin cannot register such a key."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from factory import Consortium
 
+from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
 from ledger.records import make_record
 
@@ -48,12 +50,7 @@ def test_admin_cannot_register_a_small_order_key_in_process(client: Any, consort
 
 @pytest.mark.e2e
 def test_forged_envelope_is_a_400_from_a_real_node(node_home: Path, running_node: Any) -> None:
-    import json
-
-    genesis = json.loads((node_home / "genesis.json").read_text())
-    from ledger.genesis import parse_genesis
-
-    chain = parse_genesis(genesis).chain_id
+    chain = parse_genesis(json.loads((node_home / "genesis.json").read_text())).chain_id
     alice = SigningKey.load(node_home / "alice.key")
     body = {"dataset": "x", "version": "1", "content_hash": "ab" * 32, "size_bytes": 1, "items": 1,
             "license": "CC-BY-4.0", "modality": "image", "derived_from": [], "privacy_budget": None}
