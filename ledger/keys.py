@@ -41,11 +41,15 @@ def is_hex(value: object, nbytes: int) -> bool:
     return type(value) is str and len(value) == 2 * nbytes and _HEX(value) is not None
 
 
-@lru_cache(maxsize=8192)
 def key_ok(key: bytes) -> bool:
     """True if ``key`` is an acceptable Ed25519 public key: 32 bytes, the canonical encoding
     of a point on the curve, in the prime-order subgroup and not of small order."""
-    return type(key) is bytes and len(key) == 32 and crypto_core_ed25519_is_valid_point(key)
+    return type(key) is bytes and len(key) == 32 and _point_ok(key)
+
+
+@lru_cache(maxsize=8192)  # the subgroup check costs about a verification; keys repeat
+def _point_ok(key: bytes) -> bool:
+    return crypto_core_ed25519_is_valid_point(key)
 
 
 def signature_ok(key: bytes, message: bytes, sig: bytes) -> bool:

@@ -28,7 +28,8 @@ _DECIMAL = re.compile(r"(-?)(0|[1-9][0-9]{0,29})(?:\.([0-9]{1,30}))?")
 def parse_time(value: object) -> datetime | None:
     """The UTC time ``value`` names (to the microsecond), or None if it is not a time in
     the form above."""
-    return _time(value) if type(value) is str else None
+    # The longest time is 30 characters: longer strings are refused before the cache.
+    return _time(value) if type(value) is str and len(value) <= 30 else None
 
 
 @lru_cache(maxsize=4096)  # records of one second share their time
@@ -46,7 +47,8 @@ def _time(value: str) -> datetime | None:
 
 def parse_decimal(value: object) -> Fraction | None:
     """The exact value of a decimal string in the form above, or None."""
-    return _decimal(value) if type(value) is str else None
+    # The longest decimal is 62 characters: longer strings are refused before the cache.
+    return _decimal(value) if type(value) is str and len(value) <= 62 else None
 
 
 @lru_cache(maxsize=4096)  # amounts repeat (a policy's epsilon, quality scores)

@@ -220,3 +220,14 @@ def test_attribution_total_is_read_as_strictly() -> None:
         with pytest.raises(InputError) as ei:
             parse_total(bad)
         assert ei.value.code == "bad_total"
+
+
+def test_long_strings_are_refused_without_being_remembered() -> None:
+    """The parsers cache what they read (amounts and times repeat); a string longer than
+    any valid one is refused before the cache, so a flood of huge values holds no memory."""
+    from ledger import values
+
+    before = (values._time.cache_info().currsize, values._decimal.cache_info().currsize)
+    assert parse_time("2026-11-21T12:00:00Z" + " " * 10**6) is None
+    assert parse_decimal("1" * 10**6) is None
+    assert (values._time.cache_info().currsize, values._decimal.cache_info().currsize) == before
