@@ -472,6 +472,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             "validators": len(n.genesis.validators),
             "consensus": n.replica.status() if n.replica is not None else None,
             "peers": n.replica.peers.status() if n.replica is not None else [],
+            "config": n.config.settings(),  # every setting in force (node.config.NodeConfig)
         })
 
     @app.get("/healthz", tags=["ops"])

@@ -205,9 +205,7 @@ class CatchUp:
         config.json, unless ``peers`` is given."""
         if peers is None:
             urls = [u for k, u in node.genesis.validator_urls.items() if k != node.key.public]
-            extra = node.config.extra.get("peers")
-            if isinstance(extra, list):
-                urls += [u for u in extra if isinstance(u, str)]
+            urls += node.config.peers
             own = node.config.url.rstrip("/")
             peers = [u for u in urls if u.rstrip("/") != own]
         loop_executor = node._executor

@@ -14,20 +14,9 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "validator_key": "validator.key", "genesis": "genesis.json",
      "block_interval_ms": 50, "max_block_records": 2000}
 
-Optional keys: ``ingress_workers`` (``node.ingress`` processes that serve the node's port:
-they parse and verify records sent one per request and pass everything else to the node's
-process; default the CPU count, at most 4, or 0 on one core; 0 serves HTTP from the node's
-process; ``init --validators N`` writes 0, the N nodes sharing one host),
-``verify_workers`` (``node.verify`` processes that check the signatures of batches, and of
-single records when there are no ingress processes; default one less than the CPU count,
-at most 4; 0 verifies in the node process) and ``max_mempool`` (records that may wait for
-blocks before submissions get 503 ``mempool_full``; default 100,000).
-
-Consensus (networks of more than one validator; docs/protocol.md, "Peers and consensus
-messages"): ``consensus_timeouts``, milliseconds over ``DEFAULT_CONSENSUS_TIMEOUTS``
-(round r waits ``propose + delta * r`` for its proposal, ``prevote``/``precommit + delta * r``
-once 2f+1 votes of a step are in, ``commit`` between heights), and ``gossip_ms`` (re-send
-the height's messages after this long without progress; default 500).
+Optional keys: ``max_mempool``, ``ingress_workers``, ``verify_workers``,
+``consensus_timeouts``, ``gossip_ms`` and ``peers``; each is declared, with its range,
+default and meaning, in ``NodeConfig`` below (the README's table is ``config_table()``).
 
 A network of N > 1 validators (``provledger init --validators N``) has one home per node,
 ``DIR/node-1`` ... ``DIR/node-N``, each laid out as above (its own config, validator key,
@@ -36,50 +25,124 @@ validator ``node-i`` listens on ``http://HOST:(BASE_PORT + i)``, the ``url`` of 
 in the genesis, which is also how the other validators reach it.
 
 Catch-up (``node.catchup``) fetches final blocks from the other validators of the genesis
-and from ``peers`` (optional: a list of further node URLs to fetch from).
+and from ``peers``.
 
-Keys this version does not know are kept in ``NodeConfig.extra`` and written back
-unchanged, so later versions can add settings without breaking older readers.
+Every key, its type, range and default is declared once, in ``NodeConfig`` (a pydantic
+model); ``config_table()`` renders them for the README and ``GET /v1/status`` reports the
+values in force. A value of the wrong type or out of range stops the node at start with
+one line naming the key. A key this version does not know is named in a warning at start
+(with the closest known key, if one is close) and kept in ``NodeConfig.extra``, written
+back unchanged, so later versions can add settings without breaking older readers.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ledger.errors import InputError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey, is_hex
 from ledger.records import ROLES, utc_now
 
-__all__ = ["CONFIG_FILE", "DEFAULT_BASE_PORT", "NodeConfig", "init_network", "parse_roles"]
+__all__ = ["CONFIG_FILE", "DEFAULT_BASE_PORT", "ConsensusTimeouts", "NodeConfig", "config_table", "init_network",
+           "parse_roles"]
+
+log = logging.getLogger("provledger.node")
 
 CONFIG_FILE = "config.json"
 DEFAULT_BASE_PORT = 8100  # node-i of a multi-validator network listens on BASE_PORT + i
-# Tuned for validators on one host or a LAN; a WAN wants larger values.
-DEFAULT_CONSENSUS_TIMEOUTS = {"propose": 500, "prevote": 150, "precommit": 150, "delta": 250, "commit": 10}
 DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
 
 
-@dataclass
-class NodeConfig:
+def _default_ingress_workers() -> int:
+    """One ingress process per core, at most 4; none on a single core."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(4, cpus)
+
+
+def _default_verify_workers() -> int:
+    """One less than the CPU count, at least 1, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class ConsensusTimeouts(BaseModel):
+    """Consensus timeouts in milliseconds (docs/protocol.md, "Timeouts"). Tuned for
+    validators on one host or a LAN; a WAN wants larger values."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    propose: int = Field(500, ge=0)
+    prevote: int = Field(150, ge=0)
+    precommit: int = Field(150, ge=0)
+    delta: int = Field(250, ge=0)
+    commit: int = Field(10, ge=0)
+
+
+DEFAULT_CONSENSUS_TIMEOUTS = ConsensusTimeouts().model_dump()
+
+# Written to every config.json; the other keys only when they were set.
+_ALWAYS = ("node_name", "host", "port", "db", "validator_key", "genesis", "block_interval_ms", "max_block_records")
+
+
+class NodeConfig(BaseModel):
     """One node's settings. ``home`` is where relative paths are resolved."""
 
-    home: Path
-    node_name: str = "node-0"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db: str = "ledger.db"
-    validator_key: str = "validator.key"
-    genesis: str = "genesis.json"
-    block_interval_ms: int = 50
-    max_block_records: int = 2000
-    extra: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
-    _FIELDS = ("node_name", "host", "port", "db", "validator_key", "genesis", "block_interval_ms", "max_block_records")
+    home: Path = Field(exclude=True)
+    node_name: str = Field("node-0", min_length=1, description="this node's name in logs and `/v1/status`")
+    host: str = Field("127.0.0.1", min_length=1, description="listen address")
+    port: int = Field(8000, ge=1, le=65535, description="listen port")
+    db: str = Field("ledger.db", min_length=1, description="the SQLite store")
+    validator_key: str = Field("validator.key", min_length=1, description="the validator's key file (mode 0600)")
+    genesis: str = Field("genesis.json", min_length=1, description="the genesis document")
+    block_interval_ms: int = Field(50, ge=1, description="least time between the starts of two blocks")
+    max_block_records: int = Field(2000, ge=1, description="most records in one block")
+    max_mempool: int = Field(100_000, ge=1, description="records that may wait for blocks before submissions "
+                                                        "get 503 `mempool_full`")
+    ingress_workers: int = Field(default_factory=_default_ingress_workers, ge=0,
+                                 description="ingress processes serving the port (0: the node's process serves "
+                                             "HTTP); default one per core, at most 4, 0 on one core")
+    verify_workers: int = Field(default_factory=_default_verify_workers, ge=0,
+                                description="signature verifier processes (0: verify in the node's process); "
+                                            "default one less than the CPU count, 1 to 4")
+    consensus_timeouts: ConsensusTimeouts = Field(default_factory=ConsensusTimeouts,
+                                                  description="milliseconds: `propose`, `prevote`, `precommit`, "
+                                                              "`delta`, `commit` (docs/protocol.md)")
+    gossip_ms: int = Field(500, ge=1, description="re-send the height's consensus messages after this long "
+                                                  "without progress")
+    peers: list[str] = Field(default_factory=list, description="further node URLs that catch-up fetches blocks from")
+    extra: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_from_extra(cls, data: Any) -> Any:
+        # ``NodeConfig(home=..., extra={"max_mempool": 3})``: a known key given in ``extra`` is a setting.
+        if isinstance(data, dict) and isinstance(data.get("extra"), dict):
+            extra = dict(data["extra"])
+            known = {k: extra.pop(k) for k in list(extra) if k in cls.model_fields and k not in ("home", "extra")}
+            data = {**known, **data, "extra": extra}
+        return data
+
+    @field_validator("consensus_timeouts", mode="before")
+    @classmethod
+    def _timeouts(cls, v: Any) -> Any:
+        return ConsensusTimeouts(**v) if type(v) is dict else v
+
+    @field_validator("peers")
+    @classmethod
+    def _peer_urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not (u.startswith("http://") or u.startswith("https://")):
+                raise ValueError(f"{u!r} is not an http:// or https:// URL")
+        return v
 
     # -- paths ------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -103,32 +166,47 @@ class NodeConfig:
         return f"http://{self.host}:{self.port}"
 
     # -- file -------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """Every setting in force, defaults included (``GET /v1/status`` ``config``)."""
+        return self.model_dump(mode="json")
+
     def to_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self._FIELDS}
+        """What ``save`` writes: the base keys, the others that were set, unknown keys as they were."""
+        out = {k: v for k, v in self.settings().items() if k in _ALWAYS or k in self.model_fields_set}
         out.update(self.extra)
         return out
 
     @classmethod
     def from_dict(cls, home: Path, d: Any) -> NodeConfig:
+        """Validate a ``config.json`` object; raises InputError (``bad_config``) naming the
+        first bad key in one line; unknown keys go to ``extra`` (see ``unknown_keys``)."""
+        where = home / CONFIG_FILE
         if type(d) is not dict:
-            raise InputError(f"{home / CONFIG_FILE}: must be a JSON object", code="bad_config")
-        cfg = cls(home=home)
-        for k, v in d.items():
-            if k not in cls._FIELDS:
-                cfg.extra[k] = v
-                continue
-            want = type(getattr(cfg, k))
-            if type(v) is not want:
-                raise InputError(f"{home / CONFIG_FILE}: {k} must be {want.__name__}", code="bad_config", field=k)
-            setattr(cfg, k, v)
-        if not 1 <= cfg.port <= 65535:
-            raise InputError(f"{home / CONFIG_FILE}: port must be 1..65535", code="bad_config", field="port")
-        if cfg.block_interval_ms < 1 or cfg.max_block_records < 1:
-            raise InputError(f"{home / CONFIG_FILE}: block_interval_ms and max_block_records must be positive", code="bad_config")
-        return cfg
+            raise InputError(f"{where}: must be a JSON object", code="bad_config")
+        skip = ("home", "extra")
+        known = {k: v for k, v in d.items() if k in cls.model_fields and k not in skip}
+        unknown = {k: v for k, v in d.items() if k not in known}
+        try:
+            return cls(home=home, extra=unknown, **known)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"])
+            given = err.get("input")
+            shown = json.dumps(given) if isinstance(given, str | int | float | bool | None) else type(given).__name__
+            raise InputError(f"{where}: {key}: {err['msg']} (got {shown})", code="bad_config", field=key) from None
+
+    def unknown_keys(self) -> list[str]:
+        """One warning text per key this version does not know, with the closest known key."""
+        names = [k for k in type(self).model_fields if k not in ("home", "extra")]
+        out = []
+        for k in self.extra:
+            close = difflib.get_close_matches(k, names, n=1)
+            out.append(f"{CONFIG_FILE}: unknown key {k!r} ignored" + (f"; did you mean {close[0]!r}?" if close else ""))
+        return out
 
     @classmethod
     def load(cls, home: str | os.PathLike[str]) -> NodeConfig:
+        """Read and validate ``home/config.json``; logs a warning per unknown key."""
         h = Path(home)
         p = h / CONFIG_FILE
         try:
@@ -137,25 +215,38 @@ class NodeConfig:
             raise InputError(f"{h} is not a node home (no {CONFIG_FILE}); run `provledger init --home {h}`", code="no_config") from e
         except (OSError, ValueError) as e:
             raise InputError(f"cannot read {p}: {e}", code="bad_config") from e
-        return cls.from_dict(h, d)
+        cfg = cls.from_dict(h, d)
+        for warning in cfg.unknown_keys():
+            log.warning("%s", warning)
+        return cfg
 
-    def consensus_timeouts(self) -> dict[str, int]:
-        """``consensus_timeouts`` of the file over ``DEFAULT_CONSENSUS_TIMEOUTS`` (ms)."""
-        given = self.extra.get("consensus_timeouts") or {}
-        if type(given) is not dict:
-            raise InputError("config consensus_timeouts must be an object of milliseconds", code="bad_config")
-        out = dict(DEFAULT_CONSENSUS_TIMEOUTS)
-        for k, v in given.items():
-            if k not in out or type(v) is not int or v < 0:
-                raise InputError(f"config consensus_timeouts.{k}: the keys are {', '.join(out)}, each a "
-                                 "non-negative integer of milliseconds", code="bad_config", field=f"consensus_timeouts.{k}")
-            out[k] = v
-        return out
+    def timeouts(self) -> dict[str, int]:
+        """The consensus timeouts in force (ms)."""
+        return self.consensus_timeouts.model_dump()
 
     def save(self) -> Path:
         p = self.home / CONFIG_FILE
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return p
+
+
+def config_table() -> str:
+    """The keys of ``config.json`` as a Markdown table (README.md, "Configuration")."""
+    rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, f in NodeConfig.model_fields.items():
+        if f.exclude:
+            continue
+        if f.default_factory is _default_ingress_workers or f.default_factory is _default_verify_workers:
+            default = "by CPU count"
+        elif f.default_factory is not None:
+            value = f.default_factory()  # type: ignore[call-arg]
+            default = f"`{json.dumps(value.model_dump() if isinstance(value, BaseModel) else value)}`"
+        else:
+            default = f"`{json.dumps(f.default)}`"
+        kind = getattr(f.annotation, "__name__", str(f.annotation))
+        kind = {"ConsensusTimeouts": "object"}.get(kind, kind)
+        rows.append(f"| `{name}` | {kind} | {default} | {f.description} |")
+    return "\n".join(rows)
 
 
 def parse_roles(text: str, what: str) -> list[str]:
@@ -232,7 +323,7 @@ def init_network(
         # rather than adding ingress processes of its own (node.ingress).
         cfgs = [
             NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i,
-                       extra={"ingress_workers": 0})
+                       ingress_workers=0)
             for i in range(1, validators + 1)
         ]
         orgs = [f"org-{i}" for i in range(1, validators + 1)]

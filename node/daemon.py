@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -106,8 +105,7 @@ class Node:
         except BaseException:
             self.store.close()
             raise
-        limit = config.extra.get("max_mempool")
-        self.mempool = Mempool(self.ledger.state, limit=limit if type(limit) is int and limit > 0 else 100_000)
+        self.mempool = Mempool(self.ledger.state, limit=config.max_mempool)
         self.metrics = NodeMetrics()
         self.metrics.height.set(self.store.height())
         self.metrics.log_size.set(self.store.log_size())
@@ -119,8 +117,7 @@ class Node:
         self._stopping = False
         self.max_block = config.max_block_records
         self.interval = config.block_interval_ms / 1000
-        workers = config.extra.get("verify_workers")
-        self.verify_workers: int = workers if type(workers) is int and workers >= 0 else max(1, min(4, (os.cpu_count() or 2) - 1))
+        self.verify_workers: int = config.verify_workers
         self._pool: Any = None
         self._group: list[tuple[Record, asyncio.Future[bool]]] = []  # single submissions awaiting verification
         self.warm_verifier = False  # start the verifier process with the block loop (set by ``serve``)
@@ -646,15 +643,13 @@ def serve(home: str | Path, *, host: str | None = None, port: int | None = None,
     import uvicorn
 
     from .app import create_app
-    from .ingress import Ingress, default_workers
+    from .ingress import Ingress
 
     _Server = _server_class()
     setup_logging(log_level)
     node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
     cfg = node.config
-    workers = cfg.extra.get("ingress_workers")
-    if not (type(workers) is int and workers >= 0):
-        workers = default_workers()
+    workers = cfg.ingress_workers
     ingress = None
     sockets: list[socket.socket] | None = None
     if workers:

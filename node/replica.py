@@ -70,14 +70,13 @@ __all__ = ["Replica", "block_to_wire", "timeouts_from_config"]
 
 log = logging.getLogger("provledger.consensus")
 
-DEFAULT_GOSSIP_MS = 500
 SWITCH_INTERVAL_S = 0.001
 _QUEUE_LIMIT = 100_000
 
 
 def timeouts_from_config(config: Any) -> Timeouts:
     """The core's timeouts from the node's config (``NodeConfig.consensus_timeouts``)."""
-    return Timeouts(**config.consensus_timeouts())
+    return Timeouts(**config.timeouts())
 
 
 def block_to_wire(block: Block) -> dict[str, Any]:
@@ -105,8 +104,7 @@ class Replica:
         self.validators = list(g.validators)
         self.members = frozenset(self.validators)
         self.timeouts = timeouts_from_config(node.config)
-        gossip = node.config.extra.get("gossip_ms", DEFAULT_GOSSIP_MS)
-        self.gossip_s = (gossip if type(gossip) is int and gossip > 0 else DEFAULT_GOSSIP_MS) / 1000
+        self.gossip_s = node.config.gossip_ms / 1000
         me = node.key.public
         self.peers = Peers({k: g.validator_urls[k] for k in self.validators if k != me},
                            names={v["key"]: v.get("name", "") for v in g.doc["validators"]})

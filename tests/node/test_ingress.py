@@ -24,7 +24,7 @@ from node.config import NodeConfig
 
 def _with_ingress(home: Path, workers: int) -> Path:
     cfg = NodeConfig.load(home)
-    cfg.extra["ingress_workers"] = workers
+    cfg.ingress_workers = workers
     cfg.save()
     return home
 

@@ -90,7 +90,7 @@ def test_concurrent_singles_and_a_dead_verifier(node_home: Path, start_node: Any
     from node.config import NodeConfig
 
     cfg = NodeConfig.load(node_home)
-    cfg.extra["ingress_workers"] = 0
+    cfg.ingress_workers = 0
     cfg.save()
     node = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
