@@ -43,7 +43,8 @@ or ``index``. Status by kind:
     404  not_found (no such record, block, dataset, route); 405 method_not_allowed
     413  record_too_large (canonical envelope over 64 KiB), request_too_large (body over
          16 MiB), batch_too_large (over 10,000 records or peer messages)
-    503  mempool_full (more than ``max_mempool`` records wait for blocks: retry), shutting_down
+    503  mempool_full (more than ``max_mempool`` records wait for blocks: retry), shutting_down,
+         storage_unavailable (blocks cannot be stored, e.g. a full disk: ``Node.check_writable``)
     504  commit_timeout (``?wait=true`` and the record was not committed in time)
     500  internal (a bug: logged with its traceback)
 
@@ -477,6 +478,11 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Response:
+        """200 ``{"ok": true, "height"}``; 503 ``{"ok": false, "code", "message", "height"}``
+        while blocks cannot be stored (``storage_unavailable``, ``commit_failing``)."""
+        fault = the_node.fault
+        if fault is not None:
+            return _json({"ok": False, **fault.to_dict(), "height": the_node.store.height()}, 503)
         return _json({"ok": True, "height": the_node.store.height()})
 
     @app.get("/metrics", tags=["ops"])

@@ -50,7 +50,7 @@ from typing import Any
 
 from ledger.blocks import Certificate, Header
 from ledger.chain import Block, Ledger
-from ledger.errors import InputError, LedgerError, SignatureError, VerificationError
+from ledger.errors import InputError, LedgerError, SignatureError, StorageError, VerificationError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
 from ledger.records import Record, parse_record
@@ -68,6 +68,10 @@ log = logging.getLogger("provledger.node")
 Committed = tuple[int, int]  # (height, log index)
 VERIFY_POOL_MIN = 64  # a batch with this many new records is verified in the verifier processes (node.verify)
 VERIFY_CHUNK = 128  # records per verifier job
+# A failed block commit (a full disk, an unwritable database) is retried after a delay that
+# doubles from the first to the last value and stays there until a commit succeeds.
+COMMIT_RETRY_FIRST_S = 0.1
+COMMIT_RETRY_MAX_S = 5.0
 
 
 def _bad_signature(rec: Record) -> SignatureError:
@@ -115,6 +119,12 @@ class Node:
         self._full: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Why blocks cannot be stored right now (None: they can): set by the first failed
+        # commit, cleared by the next one that succeeds; ``/healthz`` answers 503 with it
+        # and, for a storage fault, every write is refused with it (``check_writable``).
+        self.fault: LedgerError | None = None
+        self._fault_since = 0.0
+        self._failures = 0
         self.max_block = config.max_block_records
         self.interval = config.block_interval_ms / 1000
         self.verify_workers: int = config.verify_workers
@@ -198,6 +208,7 @@ class Node:
         ``verified``: the signature was already checked (by the batch verifier).
         ``forward``: pass it on to the other validators (not for records a peer forwarded).
         ``uncommitted``: the caller has just seen that the store does not hold it."""
+        self.check_writable()
         known = ("pending" if rec.id in self.mempool else None) if uncommitted else self.status(rec.id)
         if known is not None:
             return known  # PROTOCOL.md 3: the same envelope again is the same record
@@ -225,6 +236,7 @@ class Node:
         so the node's own process, the busiest, only parses and applies the rules: measured
         with 16 clients on two cores, 3,800 -> 4,300 records/s against checking a group
         here whenever the verifiers were busy."""
+        self.check_writable()
         rec = parse_record(obj, chain=self.chain_id)
         known = self.status(rec.id)
         if known is not None:
@@ -280,6 +292,7 @@ class Node:
         3. Admit them in order against the pending state (so later items may depend on
            earlier ones).
         """
+        self.check_writable()
         results: list[dict[str, Any] | None] = [None] * len(items)
         codes: Tally[str] = Tally()
 
@@ -427,11 +440,55 @@ class Node:
             last = loop.time()
             try:
                 await self._commit_once()
-            except Exception:
-                log.exception("block commit failed; retrying")
-                await asyncio.sleep(max(self.interval, 0.1))
+            except Exception as e:
+                self._commit_failed(e)
                 if self._stopping:
+                    log.error("shutting down with %d records not committed", len(self.mempool))
                     return
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):  # ``stop`` sets it
+                    await asyncio.wait_for(self._full.wait(), self.retry_delay())
+            else:
+                self._commit_ok()
+
+    # -- faults: a block that cannot be stored ----------------------------------------------
+    def check_writable(self) -> None:
+        """Raise the storage fault (503 ``storage_unavailable``) while blocks cannot be stored:
+        a record admitted now could not be committed and would only wait in memory."""
+        if self.fault is not None and self.fault.code == "storage_unavailable":
+            raise self.fault
+
+    def retry_delay(self) -> float:
+        """The wait before the next commit attempt: doubling, bounded."""
+        return min(COMMIT_RETRY_MAX_S, COMMIT_RETRY_FIRST_S * 2 ** min(self._failures - 1, 16))
+
+    def _commit_failed(self, e: BaseException) -> None:
+        """A block could not be stored: the first failure logs one line (with the traceback
+        if it is not a storage error: a bug) and marks the node unhealthy; the next are
+        counted only."""
+        self._failures += 1
+        self.metrics.commit_failures.inc()
+        if self.fault is not None:
+            return
+        self._fault_since = time.monotonic()
+        self.metrics.storage_available.set(0)
+        if isinstance(e, StorageError):
+            self.fault = StorageError(f"blocks cannot be stored: {e}; writes are refused until they can",
+                                      code="storage_unavailable")
+            log.error("storage unavailable: %s; refusing writes, retrying with backoff (up to %g s)",
+                      e, COMMIT_RETRY_MAX_S)
+        else:
+            self.fault = LedgerError(f"block commit failing: {type(e).__name__}: {e}", code="commit_failing")
+            log.error("block commit failing; retrying with backoff (up to %g s)", COMMIT_RETRY_MAX_S, exc_info=e)
+
+    def _commit_ok(self) -> None:
+        if self.fault is None:
+            return
+        log.info("storage available again: block %d stored after %d failed attempts in %.1f s",
+                 self.store.height(), self._failures, time.monotonic() - self._fault_since)
+        self.fault = None
+        self._failures = 0
+        self.metrics.storage_available.set(1)
 
     async def _commit_once(self) -> None:
         loop = asyncio.get_running_loop()
@@ -578,9 +635,12 @@ class Node:
                     self.ledger.commit(checked, cert)
                 else:
                     await asyncio.get_running_loop().run_in_executor(self._executor, self.ledger.commit, checked, cert)
-            except BaseException:
+            except BaseException as e:
                 self.stale_pending = True  # the pending state may hold records that are not on the chain
+                if isinstance(e, StorageError):
+                    self._commit_failed(e)
                 raise
+            self._commit_ok()
             dt = time.perf_counter() - t0
             dropped = pool.settle(checked.records, self.ledger.state, rebuild=rebuild)
             self.stale_pending = False

@@ -37,6 +37,14 @@ class NodeMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.storage_available = Gauge(
+            "provledger_storage_available", "1 while blocks can be stored, 0 after a failed commit until one succeeds",
+            registry=r,
+        )
+        self.storage_available.set(1)
+        self.commit_failures = Counter(
+            "provledger_commit_failures", "Block commits that failed (each is retried with backoff)", registry=r
+        )
         self.rejected = Counter(
             "provledger_rejected_inputs", "Inputs refused, by error code", ["code"], registry=r
         )
