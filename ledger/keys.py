@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -101,6 +102,15 @@ def verify(hex_key: str, tag: bytes, payload: Any, sig_hex: str) -> None:
     verify_bytes(hex_key, signing_bytes(tag, payload), sig_hex)
 
 
+def _check_private(p: Path, mode: int) -> None:
+    """A key file must be readable by its owner alone (mode 0600 or 0400, as ``save``
+    writes it): one that the group or others may read or write is refused, as ssh refuses
+    such a private key."""
+    if mode & 0o077:
+        raise InputError(f"key file {p} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
+                         f"run `chmod 600 {p}`", code="key_permissions")
+
+
 @dataclass(frozen=True, eq=False)
 class SigningKey:
     """An Ed25519 private key and its public key hex."""
@@ -145,9 +155,12 @@ class SigningKey:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:
+        """Read a key file; refuses one that others may read (docs/protocol.md section 7)."""
         p = Path(path)
         try:
-            text = p.read_text().strip()
+            with open(p) as f:
+                _check_private(p, os.fstat(f.fileno()).st_mode)
+                text = f.read().strip()
         except OSError as e:
             raise InputError(f"cannot read key file {p}: {e.strerror}", code="bad_key_file") from e
         try:

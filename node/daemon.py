@@ -682,8 +682,9 @@ def _server_class() -> Any:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """The node's listening socket: its process accepts there and hands each connection to
-    an ingress process (``node.ingress``)."""
+    """The node's listening socket, bound before anything starts: uvicorn serves it, or the
+    node's process accepts there and hands each connection to an ingress process
+    (``node.ingress``)."""
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -711,14 +712,16 @@ def serve(home: str | Path, *, host: str | None = None, port: int | None = None,
     cfg = node.config
     workers = cfg.ingress_workers
     ingress = None
-    sockets: list[socket.socket] | None = None
+    # The port first, in every configuration: a busy port fails here, in one line, before
+    # the app's start-up (which logs "startup complete") has begun.
+    try:
+        sock = _listen(cfg.host, cfg.port)
+    except OSError as e:
+        node.store.close()
+        log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port, e.strerror or e)
+        raise SystemExit(1) from e
+    sockets = [sock]
     if workers:
-        try:
-            sock = _listen(cfg.host, cfg.port)
-        except OSError as e:
-            node.store.close()
-            log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port, e)
-            raise SystemExit(1) from e
         ingress = Ingress(sock, workers, node.chain_id, log_level=log_level)
         sockets = []  # this process's uvicorn serves no socket: the ingress processes pass requests on
     node.warm_verifier = not workers  # batches still use the verifier processes, started when needed
