@@ -41,6 +41,8 @@ from .values import decimal_str, parse_decimal
 
 __all__ = ["BlockRow", "Store", "node_key"]
 
+EVIDENCE_LIMIT = 1000  # rows of the evidence table; the oldest are dropped beyond it
+
 SCHEMA_VERSION = "1"
 LEDGER_TABLES = ("meta", "blocks", "records", "merkle")
 
@@ -485,15 +487,25 @@ class Store:
             raise
         return orjson.loads(row[0]), blocks
 
-    def add_evidence(self, evidence_id: str, height: int, validator: str, evidence: dict[str, Any]) -> None:
+    def add_evidence(self, evidence_id: str, height: int, validator: str, evidence: dict[str, Any]) -> bool:
+        """Keep a piece of equivocation evidence; True if it was kept. Bounded, so a faulty
+        validator cannot grow the table without end (docs/protocol.md 10, "Evidence"): at
+        most one piece per validator and height (the first; one proves the fault), and at
+        most ``EVIDENCE_LIMIT`` rows, the oldest dropped."""
         with self._lock:
-            self.conn.execute(
-                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?)",
-                (evidence_id, height, validator, jcs(evidence).decode()),
-            )
+            c = self.conn
+            kept = c.execute(
+                "INSERT OR IGNORE INTO evidence SELECT ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM evidence WHERE validator = ? AND height = ?)",
+                (evidence_id, height, validator, jcs(evidence).decode(), validator, height),
+            ).rowcount == 1
+            if kept:
+                c.execute("DELETE FROM evidence WHERE rowid <= (SELECT max(rowid) FROM evidence) - ?",
+                          (EVIDENCE_LIMIT,))
+            return kept
 
     def evidence(self) -> list[dict[str, Any]]:
-        return [orjson.loads(r[0]) for r in self.reader.execute("SELECT evidence FROM evidence ORDER BY height")]
+        return [orjson.loads(r[0]) for r in self.reader.execute("SELECT evidence FROM evidence ORDER BY height, rowid")]
 
 
 def _stored_decimal(text: Any) -> Fraction:
