@@ -11,28 +11,46 @@
 Errors from the node (JSON ``{"code", "message"}``) are raised as ``PeerError`` carrying the
 node's ``code`` and HTTP ``status``; a node that cannot be reached raises ``PeerError`` with
 code ``unreachable``.
+
+``202 pending`` is not durable: the node holds the record in memory until its block is
+stored, and loses it if it crashes first (docs/protocol.md 8, "Durability"). Sending the
+same envelope again is safe (its id is its hash; the node answers with its status), so a
+submission with ``wait=True`` that meets a connection error, a 502/503 or a 504 sends the
+same envelope again, with exponential backoff (tenacity), until the node answers
+``committed`` or ``retry_deadline`` seconds have passed; then the last error is raised.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import tenacity
 
 from .audit import Finding, SourceBlock
 from .errors import PeerError
 from .keys import SigningKey
 from .records import make_record
 
-__all__ = ["Client", "HttpSource"]
+__all__ = ["RETRY_STATUSES", "Client", "HttpSource"]
+
+log = logging.getLogger("provledger.client")
+
+RETRY_STATUSES = frozenset({502, 503, 504})  # the node is busy, failing to store, or not done yet
+
+
+def _worth_resending(e: BaseException) -> bool:
+    return isinstance(e, PeerError) and (e.code == "unreachable" or e.details.get("status") in RETRY_STATUSES)
 
 
 class Client:
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, retry_deadline: float = 120.0) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self._chain_id: str | None = None
+        self.retry_deadline = retry_deadline
 
     def close(self) -> None:
         self._http.close()
@@ -76,13 +94,33 @@ class Client:
             self._chain_id = parse_genesis(self.genesis()).chain_id
         return self._chain_id
 
+    def _until_committed(self, path: str, body: dict[str, Any]) -> Any:
+        """POST ``body`` with ``?wait=true``, sending it again after a connection error or a
+        502/503/504 (the node lost it in a crash, cannot store blocks yet, or took longer than
+        the wait), with exponential backoff, until ``retry_deadline``."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_worth_resending),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=5.0) + tenacity.wait_random(0, 0.1),
+            stop=tenacity.stop_after_delay(self.retry_deadline),
+            before_sleep=lambda state: log.info(
+                "sending %s again (attempt %d): %s", path, state.attempt_number + 1,
+                state.outcome.exception() if state.outcome else "?"),
+            reraise=True,
+        )
+        return retrying(self.request, "POST", path, json=body, params={"wait": "true"})
+
     def submit(self, envelope: dict[str, Any], *, wait: bool = False) -> dict[str, Any]:
-        """POST one envelope: ``{"id", "status"}``."""
-        return self.request("POST", "/v1/records", json=envelope, params={"wait": "true"} if wait else None)  # type: ignore[no-any-return]
+        """POST one envelope: ``{"id", "status"}``. With ``wait``, until it is committed
+        (the same envelope again after a connection error, 502, 503 or 504)."""
+        if wait:
+            return self._until_committed("/v1/records", envelope)  # type: ignore[no-any-return]
+        return self.request("POST", "/v1/records", json=envelope)  # type: ignore[no-any-return]
 
     def submit_batch(self, envelopes: list[dict[str, Any]], *, wait: bool = False) -> list[dict[str, Any]]:
-        out = self.request("POST", "/v1/records/batch", json={"records": envelopes},
-                           params={"wait": "true"} if wait else None)
+        """POST envelopes; per-item results. With ``wait``, resent like ``submit``."""
+        body = {"records": envelopes}
+        out = self._until_committed("/v1/records/batch", body) if wait else self.request(
+            "POST", "/v1/records/batch", json=body)
         return out["results"]  # type: ignore[no-any-return]
 
     def submit_body(self, key: SigningKey, rtype: str, body: dict[str, Any], *, wait: bool = False,
