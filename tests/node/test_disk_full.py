@@ -1,6 +1,8 @@
-"""A full disk under a running node (a real process, its database on a small tmpfs that the
-test fills): the node backs off, says so once, reports unhealthy, refuses writes with 503
-``storage_unavailable``, and recovers by itself when space returns, losing nothing."""
+"""A full disk under a running node: the node backs off, says so once, reports unhealthy,
+refuses writes with 503 ``storage_unavailable``, and recovers by itself when space returns,
+losing nothing. A real process with its database on a small tmpfs that the test fills
+(where the test may mount one), and in process with SQLite's ``max_page_count`` making
+commits fail with SQLITE_FULL (everywhere)."""
 
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ from test_crash import audit_clean, dataset_body
 
 from ledger.keys import SigningKey
 from ledger.records import make_record
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -74,6 +74,7 @@ def metric(url: str, name: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.e2e
 def test_full_disk_backs_off_refuses_writes_and_recovers(node_home: Path, small_disk: Path, start_node: Any) -> None:
     # The database (and its WAL) on the small disk; the log stays in the home.
     db = small_disk / "ledger.db"
@@ -140,3 +141,33 @@ def test_full_disk_backs_off_refuses_writes_and_recovers(node_home: Path, small_
     assert log.count("storage available again") == 1, log
     assert "Traceback" not in log
     audit_clean(db)
+
+
+def test_sqlite_full_in_process(client: Any, consortium: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    node = client.app.state.node
+    c = consortium
+    page_count = node.store.conn.execute("PRAGMA page_count").fetchone()[0]
+    node.store.conn.execute(f"PRAGMA max_page_count = {page_count}")  # the next block does not fit
+    caplog.set_level(logging.INFO, logger="provledger.node")
+    envs = [c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"full-{i}")) for i in range(200)]
+    r = client.post("/v1/records/batch", content=orjson.dumps({"records": envs}))
+    assert r.status_code == 200
+    ids = [x["id"] for x in r.json()["results"]]
+    assert all(x["status"] == "pending" for x in r.json()["results"])
+
+    wait_until("/healthz says 503", lambda: client.get("/healthz").status_code == 503)
+    assert client.get("/healthz").json()["code"] == "storage_unavailable"
+    one = client.post("/v1/records", content=orjson.dumps(c.envelope(c.bob, "dataset.contribute", c.dataset_body("x"))))
+    assert one.status_code == 503 and one.json()["code"] == "storage_unavailable"
+    assert node.metrics.registry.get_sample_value("provledger_storage_available") == 0
+    wait_until("3 failed commits", lambda: node.metrics.registry.get_sample_value("provledger_commit_failures_total") >= 3)
+
+    node.store.conn.execute("PRAGMA max_page_count = 1073741823")
+    wait_until("/healthz says 200 again", lambda: client.get("/healthz").status_code == 200)
+    assert {client.get(f"/v1/records/{rid}").json()["status"] for rid in ids} == {"committed"}
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("storage unavailable:") for m in lines) == 1, lines
+    assert sum(m.startswith("storage available again") for m in lines) == 1, lines
+    assert not any(r.exc_info for r in caplog.records)
