@@ -79,7 +79,7 @@ from .asgi import (
 )
 from .ingress_http import HttpServer, Request, Responder
 
-__all__ = ["Ingress", "default_workers", "main"]
+__all__ = ["Ingress", "main"]
 
 log = logging.getLogger("provledger.node")
 
@@ -103,13 +103,6 @@ RefusedFn = Callable[[str, str, int, str, str], None]
 # node), which stops its ingress processes itself.
 _CHILD = ("import signal as s; s.signal(s.SIGINT, s.SIG_IGN); s.signal(s.SIGTERM, s.SIG_IGN); "
           "import sys; sys.argv[0] = 'node.ingress'; from node.ingress import main; main()")
-
-
-def default_workers() -> int:
-    """One ingress process per core, at most 4; none on a single core (the node's process
-    then serves HTTP itself)."""
-    cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(4, cpus)
 
 
 _running: set[asyncio.Future[Any]] = set()  # tasks in flight (the event loop holds only weak references)

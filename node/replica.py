@@ -340,8 +340,9 @@ class Replica:
                 d = ev.to_dict()
                 eid = f"{ev.validator}:{ev.vote_a.height}:{ev.vote_a.round}:" + (
                     ev.vote_a.step if isinstance(ev.vote_a, Vote) else "propose")
-                log.warning("evidence: validator %s… signed two conflicting messages at %s", ev.validator[:16], eid[65:])
-                node.store.add_evidence(eid, ev.vote_a.height, ev.validator, d)
+                if node.store.add_evidence(eid, ev.vote_a.height, ev.validator, d):  # bounded: one per height
+                    log.warning("evidence: validator %s… signed two conflicting messages at %s", ev.validator[:16],
+                                eid[65:])
 
     def _persist_doc(self, a: PersistSigned) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The recovery document with its blocks set apart (one row per block, by hash)."""
