@@ -189,11 +189,16 @@ class NodeConfig(BaseModel):
         try:
             return cls(home=home, extra=unknown, **known)
         except ValidationError as e:
-            err = e.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            given = err.get("input")
-            shown = json.dumps(given) if isinstance(given, str | int | float | bool | None) else type(given).__name__
-            raise InputError(f"{where}: {key}: {err['msg']} (got {shown})", code="bad_config", field=key) from None
+            raise _one_line(e, str(where)) from None
+
+    def override(self, **values: Any) -> None:
+        """Set settings given on the command line (``node start --host/--port``), validated
+        like the file's; raises InputError in one line."""
+        try:
+            for k, v in values.items():
+                setattr(self, k, v)
+        except ValidationError as e:
+            raise _one_line(e, None) from None
 
     def unknown_keys(self) -> list[str]:
         """One warning text per key this version does not know, with the closest known key."""
@@ -228,6 +233,17 @@ class NodeConfig(BaseModel):
         p = self.home / CONFIG_FILE
         p.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return p
+
+
+def _one_line(e: ValidationError, where: str | None) -> InputError:
+    """The first error of a validation as one line naming the key (in the file ``where``,
+    or the command-line option) and the value given."""
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    given = err.get("input")
+    shown = json.dumps(given) if isinstance(given, str | int | float | bool | None) else type(given).__name__
+    name = f"{where}: {key}" if where else "--" + key.replace("_", "-")
+    return InputError(f"{name}: {err['msg']} (got {shown})", code="bad_config", field=key)
 
 
 def config_table() -> str:

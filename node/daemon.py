@@ -148,9 +148,7 @@ class Node:
     @classmethod
     def open(cls, home: str | Path, **overrides: Any) -> Node:
         cfg = NodeConfig.load(home)
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(cfg, k, v)
+        cfg.override(**{k: v for k, v in overrides.items() if v is not None})
         return cls(cfg)
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -141,6 +141,14 @@ def test_node_start_with_a_bad_value_prints_one_line(node_home: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_node_start_with_a_bad_option_prints_one_line(node_home: Path) -> None:
+    res = subprocess.run([*provledger_cmd(), "node", "start", "--home", str(node_home), "--host", ""],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["error: --host: String should have at least 1 character (got \"\")"]
+
+
+@pytest.mark.e2e
 def test_node_start_warns_about_an_unknown_key(node_home: Path, start_node: Any) -> None:
     doc = json.loads((node_home / CONFIG_FILE).read_text())
     doc["prot"] = 8001
