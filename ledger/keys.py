@@ -159,13 +159,15 @@ class SigningKey:
         p = Path(path)
         try:
             with open(p) as f:
-                _check_private(p, os.fstat(f.fileno()).st_mode)
+                mode = os.fstat(f.fileno()).st_mode
                 text = f.read().strip()
         except OSError as e:
             raise InputError(f"cannot read key file {p}: {e.strerror}", code="bad_key_file") from e
         try:
             if not is_hex(text, 32):
                 raise ValueError("not 64 hex characters")
-            return cls.from_seed(binascii.unhexlify(text))
+            key = cls.from_seed(binascii.unhexlify(text))
         except ValueError as e:
             raise InputError(f"{p} is not a provledger key file (64 hex characters of Ed25519 seed)", code="bad_key_file") from e
+        _check_private(p, mode)
+        return key
