@@ -16,11 +16,27 @@ __all__ = [
     "Header",
     "certify_single",
     "make_header",
+    "max_faulty",
+    "quorum",
     "verify_certificate",
     "vote_payload",
 ]
 
 HEADER_FIELDS = ("v", "chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root")
+
+
+def quorum(n: int) -> int:
+    """PROTOCOL.md 6: more than two thirds of ``n`` validators, by distinct key.
+
+    This is the 2f + 1 of Tendermint's Algorithm 1 for n = 3f + 1, and the one quorum size
+    everything uses: certificates, the genesis, the consensus core and the simulator.
+    """
+    return 2 * n // 3 + 1
+
+
+def max_faulty(n: int) -> int:
+    """f: the faulty validators ``n`` tolerates (any two quorums share at least f + 1, one honest)."""
+    return n - quorum(n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +164,9 @@ def verify_certificate(
         except SignatureError as e:
             raise CertificateError(f"precommit signature of validator {key[:16]}… does not verify") from e
         signed.add(key)
-    quorum = 2 * len(members) // 3 + 1
-    if len(signed) < quorum:
-        raise CertificateError(f"certificate has {len(signed)} distinct validator votes; {quorum} of {len(members)} are needed")
+    need = quorum(len(members))
+    if len(signed) < need:
+        raise CertificateError(f"certificate has {len(signed)} distinct validator votes; {need} of {len(members)} are needed")
 
 
 def certify_single(key: SigningKey, header: Header, round: int = 0) -> Certificate:

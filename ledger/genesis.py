@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from .blocks import quorum
 from .canonical import GENESIS_TAG, tagged_hash
 from .errors import InputError
 from .keys import is_key
@@ -54,7 +55,7 @@ class Genesis:
     @property
     def quorum(self) -> int:
         """PROTOCOL.md 6: more than two thirds of the validators, by distinct key."""
-        return 2 * len(self.validators) // 3 + 1
+        return quorum(len(self.validators))
 
 
 def parse_genesis(doc: Any) -> Genesis:

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
-from ledger.blocks import Certificate, vote_payload
+from ledger.blocks import Certificate, max_faulty, quorum, vote_payload
 from ledger.blocks import verify_certificate as _ledger_verify_certificate
 from ledger.canonical import PROPOSAL_TAG, VOTE_TAG, signing_bytes
 from ledger.errors import InputError
@@ -442,8 +442,8 @@ class Consensus:
         self.chain = chain_id
         self.validators = tuple(validators)
         self.n = len(self.validators)
-        self.quorum = 2 * self.n // 3 + 1  # 2f + 1 for n = 3f + 1; PROTOCOL.md 6 "more than 2/3"
-        self.f = self.n - self.quorum  # faults tolerated: any two quorums share an honest node
+        self.quorum = quorum(self.n)  # 2f + 1 for n = 3f + 1; PROTOCOL.md 6 "more than 2/3"
+        self.f = max_faulty(self.n)  # faults tolerated: any two quorums share an honest node
         self._members = frozenset(self.validators)
         self._key = key
         self.me: str | None = key.public if key is not None and key.public in self._members else None

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.blocks import max_faulty
 from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
@@ -190,7 +191,7 @@ class Simulation:
         )
         n = n if n is not None else drawn_n
         self.n = n
-        self.f = n - (2 * n // 3 + 1)
+        self.f = max_faulty(n)
         self.chain = chain_id(n)
         ks = keys(n)
         self.validators = [k.public for k in ks]
