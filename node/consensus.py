@@ -837,17 +837,16 @@ class Consensus:
                     self.valid_round, self.valid_hash, self.valid_block = r, x, self._blocks[x]  # lines 42-43
                     self._valid_proof = tuple(signers.values())
                     return True
-        if self._step == _PREVOTE:
-            # lines 44-46: 2f+1 PREVOTE(h, round_p, nil)
-            if self._count(r, PREVOTE, NIL) >= q:
-                self._sign_vote(PRECOMMIT, NIL, out)
-                self._step = _PRECOMMIT
-                return True
-            # lines 34-35: 2f+1 PREVOTE(h, round_p, *) for the first time
-            if r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q:
-                self._prevote_timeout_rounds.add(r)
-                out.append(ScheduleTimeout(self.height, r, PREVOTE, self.timeouts.duration(PREVOTE, r)))
-                return True
+        # lines 44-46: 2f+1 PREVOTE(h, round_p, nil) with step = prevote
+        if self._step == _PREVOTE and self._count(r, PREVOTE, NIL) >= q:
+            self._sign_vote(PRECOMMIT, NIL, out)
+            self._step = _PRECOMMIT
+            return True
+        # lines 34-35: 2f+1 PREVOTE(h, round_p, *) with step = prevote, for the first time
+        if self._step == _PREVOTE and r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q:
+            self._prevote_timeout_rounds.add(r)
+            out.append(ScheduleTimeout(self.height, r, PREVOTE, self.timeouts.duration(PREVOTE, r)))
+            return True
         # lines 47-48: 2f+1 PRECOMMIT(h, round_p, *) for the first time
         if r not in self._precommit_timeout_rounds and self._total(r, PRECOMMIT) >= q:
             self._precommit_timeout_rounds.add(r)

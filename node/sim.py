@@ -40,6 +40,7 @@ from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
 
+from .mutants import MUTANTS, Livelock
 from .consensus import (
     NIL,
     Broadcast,
@@ -56,13 +57,15 @@ from .consensus import (
     verify_certificate,
 )
 
-__all__ = ["SCENARIOS", "Result", "SimViolation", "Simulation", "main", "run", "run_seed"]
+__all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt", "main", "run", "run_seed"]
 
 SCENARIOS = (
     "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
-    "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "mixed",
+    "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "byz_relock", "byz_skip", "mixed",
 )
-BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror")
+BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror", "relock", "skip")
+_BYZ_SCENARIOS = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote", "byz_silent": "silent",
+                  "byz_mirror": "mirror", "byz_relock": "relock", "byz_skip": "skip"}
 TIMEOUTS = Timeouts(propose=150, prevote=60, precommit=60, delta=40, commit=40)
 GOSSIP_MS = 300  # a node re-sends its height's messages if it made no progress for this long
 SYNC_EVERY_MS = 150  # at most one catch-up request per node per this long
@@ -75,15 +78,17 @@ _DELIVER, _TIMER, _GOSSIP, _CONTROL = 0, 1, 2, 3
 
 
 class SimViolation(AssertionError):
-    """An invariant failed. ``kind`` is agreement | certificate | durability | liveness
-    (or ``error``: the core or the simulator raised)."""
+    """An invariant failed. ``kind`` is agreement | validity | certificate | durability |
+    liveness (or ``error``: the core or the simulator raised)."""
 
-    def __init__(self, kind: str, seed: int, scenario: str, detail: str, overrides: str = "") -> None:
+    def __init__(self, kind: str, seed: int, scenario: str, detail: str, overrides: str = "",
+                 mutant: str | None = None) -> None:
         self.kind, self.seed, self.scenario, self.detail = kind, seed, scenario, detail
         extra = f" (with Simulation overrides{overrides})" if overrides else ""
+        planted = f" --mutant {mutant}" if mutant else ""
         super().__init__(
             f"{kind} violation, seed={seed} scenario={scenario}: {detail}\n"
-            f"  replay: python -m node.sim --seed {seed} --scenario {scenario} -v{extra}"
+            f"  replay: python -m node.sim --seed {seed} --scenario {scenario}{planted} -v{extra}"
         )
 
 
@@ -166,7 +171,7 @@ class Node:
         """(Re)create the core from what was persisted: committed height and last_signed."""
         self.up, self.paused, self.held = True, False, []
         self.incarnation += 1
-        self.core = Consensus(
+        self.core = self.sim.core_class(
             self.sim.chain, self.sim.validators, self.key, self, len(self.chain) + 1,
             last_signed=self.last_signed, timeouts=TIMEOUTS,
         )
@@ -175,8 +180,14 @@ class Node:
 
 class Simulation:
     def __init__(self, seed: int, scenario: str | None = None, *, byzantine: dict[int, str] | None = None,
-                 n: int | None = None, check_liveness: bool = True) -> None:
+                 n: int | None = None, check_liveness: bool = True, mutant: str | None = None) -> None:
         self.seed = seed
+        self.mutant = mutant
+        self.core_class: type[Consensus] = Consensus
+        if mutant is not None:
+            from .mutants import core_class
+
+            self.core_class = core_class(mutant)
         self.rng = rng = random.Random(seed)
         # Draw everything even when the caller forces it, so that a forced scenario replays
         # the very run a campaign made with the same seed.
@@ -209,6 +220,13 @@ class Simulation:
         self.drop = 0.0
         self.dup = 0.0
         self.blocked: set[tuple[int, int]] = set()
+        # byz_relock: per (height, round, step), the nodes an honest vote reaches (None: all)
+        self.vote_reach: dict[tuple[int, int, str], frozenset[int]] | None = None
+        self.relock_target = -1
+        self.blocks: dict[str, Any] = {}  # every proposed block by hash (the validity check)
+        self.known: dict[int, dict[str, Any]] = {}  # height -> hash -> block, for Byzantine re-proposals
+        # (height, hash) -> (round, validator) -> every prevote for a value that was sent
+        self.prevotes: dict[tuple[int, str], dict[tuple[int, str], Vote]] = {}
         # bookkeeping for the invariants
         self.decided: dict[int, str] = {}
         self.cert_ok: set[tuple[Any, ...]] = set()
@@ -226,8 +244,7 @@ class Simulation:
             return {}
         count = self.f if s != "mixed" else rng.randint(0, self.f)
         who = rng.sample(range(self.n), count)
-        mode = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote",
-                "byz_silent": "silent", "byz_mirror": "mirror"}.get(s)
+        mode = _BYZ_SCENARIOS.get(s)
         return {i: mode or rng.choice(BYZ_MODES) for i in who}
 
     def _setup(self) -> None:
@@ -235,11 +252,19 @@ class Simulation:
         t0 = rng.uniform(100, 800)  # when the trouble starts
         t1 = t0 + rng.uniform(500, 3000)  # when it ends
         heal = t1
-        if s in ("lossy", "mixed", "byz_proposer", "byz_voter", "byz_silent", "byz_mirror"):
+        if s in ("lossy", "mixed", "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "byz_skip"):
             self.drop = rng.choice((0.0, 0.05, 0.1, 0.3)) if s != "lossy" else rng.uniform(0.05, 0.35)
             self.dup = rng.choice((0.0, 0.1, 0.3))
             self.max_delay = float(rng.choice((20, 50, 120)))
             self.at(t1, self._set_drop, 0.0)
+        if s == "byz_relock":
+            # Honest nodes' votes reach, per (height, round, step), all, none, one target or a
+            # random subset of the nodes until t1 (gossip re-sends them afterwards), and no
+            # catch-up answers: the honest locks split, the target may decide alone while the
+            # others go on to rounds whose proposer is Byzantine.
+            self.relock_target = rng.choice([nd.idx for nd in self.honest])
+            self.at(t0, self._set_reach, {})
+            self.at(t1, self._set_reach, None)
         if s in ("halves", "mixed") and n > 1:
             side = set(rng.sample(range(n), n // 2))
             links = {(a, b) for a in range(n) for b in range(n) if (a in side) != (b in side)}
@@ -281,6 +306,27 @@ class Simulation:
 
     def _set_drop(self, p: float) -> None:
         self.drop = p
+
+    def _set_reach(self, reach: dict[tuple[int, int, str], frozenset[int]] | None) -> None:
+        self.vote_reach = reach
+        self.note("votes reach chosen nodes only" if reach is not None else "votes reach everyone again")
+
+    def _reach(self, key: tuple[int, int, str]) -> frozenset[int]:
+        assert self.vote_reach is not None
+        got = self.vote_reach.get(key)
+        if got is None:
+            rng, x = self.rng, self.rng.random()
+            if x < 0.3:
+                got = frozenset(range(self.n))
+            elif x < 0.5:
+                got = frozenset()
+            elif x < 0.75:
+                got = frozenset((self.relock_target,))
+            else:
+                got = frozenset(i for i in range(self.n) if rng.random() < 0.5)
+            self.vote_reach[key] = got
+            self.note(f"{key[2]}s of {key[0]}/{key[1]} reach {sorted(got)}")
+        return got
 
     def _block(self, links: set[tuple[int, int]]) -> None:
         self.blocked = links
@@ -335,6 +381,17 @@ class Simulation:
     def send(self, src: int, dst: int, msg: Any) -> None:
         if (src, dst) in self.blocked:
             return
+        t = type(msg)
+        if t is Proposal:
+            self.blocks.setdefault(msg.block_hash, msg.block)
+            self.known.setdefault(msg.height, {}).setdefault(msg.block_hash, msg.block)
+        elif t is Vote and msg.step == "prevote" and msg.block_hash != NIL:
+            self.prevotes.setdefault((msg.height, msg.block_hash), {}).setdefault((msg.round, msg.validator), msg)
+        if self.vote_reach is not None and self.nodes[src].byz is None:
+            if t is SyncRequest or t is SyncAnswer:
+                return
+            if t is Vote and dst not in self._reach((msg.height, msg.round, msg.step)):
+                return
         rng = self.rng
         if self.drop and rng.random() < self.drop:
             return
@@ -354,8 +411,13 @@ class Simulation:
         for a in actions:
             t = type(a)
             if t is Broadcast:
+                if type(a.message) is Proposal:
+                    self.blocks.setdefault(a.message.block_hash, a.message.block)
                 if nd.byz is None:
-                    self.broadcast(nd.idx, a.message)
+                    m = a.message
+                    if type(m) is Vote and m.block_hash != NIL:
+                        self.check_valid(nd, m.height, m.block_hash, f"{m.step} of round {m.round}")
+                    self.broadcast(nd.idx, m)
                 else:
                     self.byzantine_send(nd, a.message)
             elif t is ScheduleTimeout:
@@ -375,7 +437,14 @@ class Simulation:
                 f" valid={c.valid_round}" + (" paused" if nd.paused else ""))
 
     def violation(self, kind: str, detail: str) -> SimViolation:
-        return SimViolation(kind, self.seed, self.scenario, detail, self.overrides)
+        return SimViolation(kind, self.seed, self.scenario, detail, self.overrides, self.mutant)
+
+    def check_valid(self, nd: Node, height: int, bhash: str, what: str) -> None:
+        """Validity: an honest node votes for (and decides) only values valid(v) at its height."""
+        block = self.blocks.get(bhash)
+        if block is None or not nd.valid(block, bhash, height):
+            raise self.violation("validity", f"node {nd.idx} signed a {what} at height {height} for {bhash[:12]}, "
+                                             "which is not a valid next block of its chain")
 
     def store(self, nd: Node, height: int, block: Any, bhash: str, cert: dict[str, Any], how: str) -> None:
         """Persist a finalized block after checking invariants 1-3."""
@@ -391,6 +460,8 @@ class Simulation:
                 raise self.violation("certificate", f"node {nd.idx} height {height} ({how}): {e}") from e
             self.cert_ok.add(key)
         if nd.byz is None:
+            if how == "commit":
+                self.check_valid(nd, height, bhash, "decision")
             first = self.decided.setdefault(height, bhash)
             if first != bhash:
                 raise self.violation("agreement", f"height {height}: node {nd.idx} finalized {bhash[:12]}, another honest node {first[:12]} ({how})")
@@ -456,6 +527,15 @@ class Simulation:
             for j in peers:
                 self.send(nd.idx, j, msg if rng.random() < 0.5 else alt)
             return
+        if type(msg) is Proposal and mode == "relock":
+            self.relock_proposal(nd, msg)
+            return
+        if mode == "skip":
+            # Pull the others into the next round: one validator's messages of a higher round
+            # (f < f + 1 of them) must not move an honest node (line 55).
+            self.broadcast(nd.idx, msg)
+            self.broadcast(nd.idx, sign_vote(nd.key, msg.chain, msg.height, msg.round + 1, "prevote", NIL))
+            return
         if type(msg) is Vote and mode == "equivocate_vote":
             other = NIL if msg.block_hash != NIL else tagged_hash(BLOCK_TAG, {"fake": msg.height, "r": msg.round})
             alt = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, other)
@@ -471,6 +551,35 @@ class Simulation:
             return
         self.broadcast(nd.idx, msg)
 
+    def relock_proposal(self, nd: Node, msg: Proposal) -> None:
+        """A Byzantine proposer that forgets its lock: it proposes an older value of the height
+        with an older valid round (and the prevotes it can show for it: every prevote for that
+        value it has seen, its own signed afresh), a new value with valid round -1, or an
+        invalid block; then votes for it. With the mirror votes it also casts, f of them are
+        the f extra votes a weakened lock, valid-round or quorum rule needs to fork the chain."""
+        rng, h, r = self.rng, msg.height, msg.round
+        older = sorted(bh for bh in self.known.get(h, {}) if bh != msg.block_hash)
+        x = rng.random()
+        vr = -1
+        if older and x < 0.6:
+            bh = rng.choice(older)
+            block = self.known[h][bh]
+            seen = self.prevotes.get((h, bh), {})
+            rounds = sorted({q for q, _ in seen if q < r})
+            vr = rng.choice(rounds) if rounds and rng.random() < 0.8 else rng.randrange(-1, r) if r else -1
+            support = [v for (q, _), v in sorted(seen.items()) if q == vr]
+            if vr >= 0:
+                support.append(sign_vote(nd.key, msg.chain, h, vr, "prevote", bh))
+        elif x < 0.85:
+            block = dict(msg.block, payload=f"new-{h}-{r}-{rng.randrange(1 << 30)}")
+            bh, support = block_hash(block), []
+        else:
+            block = dict(msg.block, prev=block_hash({"not": "the chain"}), payload=f"invalid-{h}-{r}")
+            bh, support = block_hash(block), []
+        alt = sign_proposal(nd.key, msg.chain, h, r, block, bh, vr)
+        for m in (alt, *support, *(sign_vote(nd.key, msg.chain, h, r, st, bh) for st in ("prevote", "precommit"))):
+            self.broadcast(nd.idx, m)
+
     def mirror(self, target: Node, p: Proposal) -> None:
         """Mirroring Byzantine validators vote for whatever proposal ``target`` is shown."""
         for b in self._mirrors:
@@ -484,7 +593,13 @@ class Simulation:
     # ------------------------------------------------------------------ run
 
     def run(self) -> Result:
-        self._mirrors = [nd for nd in self.nodes if nd.byz == "mirror"]
+        try:
+            return self._run()
+        except Livelock as e:
+            raise self.violation("liveness", str(e)) from e
+
+    def _run(self) -> Result:
+        self._mirrors = [nd for nd in self.nodes if nd.byz in ("mirror", "relock")]
         self._mirror_votes: dict[tuple[Any, ...], Vote] = {}
         self._setup()
         for nd in self.nodes:
@@ -548,9 +663,9 @@ def run(seed: int, scenario: str | None = None, **kw: Any) -> Result:
     return Simulation(seed, scenario, **kw).run()
 
 
-def run_seed(seed: int) -> Result:
+def run_seed(seed: int, scenario: str | None = None, mutant: str | None = None) -> Result:
     """Run one seed and report a violation in the result instead of raising (campaigns)."""
-    sim = Simulation(seed)
+    sim = Simulation(seed, scenario, mutant=mutant)
     try:
         return sim.run()
     except SimViolation as e:
@@ -560,9 +675,63 @@ def run_seed(seed: int) -> Result:
         import traceback
 
         detail = "".join(traceback.format_exception(e)[-4:])
-        err = SimViolation("error", seed, sim.scenario, f"{type(e).__name__}: {e}\n{detail}")
+        err = SimViolation("error", seed, sim.scenario, f"{type(e).__name__}: {e}\n{detail}", mutant=mutant)
         return Result(seed, sim.scenario, sim.n, sim.byzantine, -1, sim.now, sim.events, sim.evidence,
                       sim.rejected, str(err), "error")
+
+
+# --------------------------------------------------------------------------- the mutation check
+
+HUNT_SEEDS = 60  # seeds per preferred scenario of a mutant
+HUNT_MIXED = 300  # then seeds of the whole scenario mix
+
+
+@dataclass
+class Caught:
+    mutant: str
+    seed: int | None  # None: the mutant survived every seed tried
+    scenario: str | None
+    kind: str | None
+    runs: int
+    seconds: float
+
+    def replay(self) -> str:
+        return f"python -m node.sim --seed {self.seed} --scenario {self.scenario} --mutant {self.mutant} -v"
+
+
+def hunt(mutant: str, per_scenario: int = HUNT_SEEDS, mixed: int = HUNT_MIXED) -> Caught:
+    """Run seeds with ``mutant`` planted until one breaks an invariant: first the mutant's own
+    scenarios, ``per_scenario`` seeds each, then ``mixed`` seeds of the scenario mix."""
+    m = next(m for m in MUTANTS if m.name == mutant)
+    t0 = time.perf_counter()
+    plan = [(seed, sc) for sc in m.scenarios for seed in range(per_scenario)]
+    plan += [(seed, None) for seed in range(mixed)]
+    for runs, (seed, sc) in enumerate(plan, 1):
+        r = run_seed(seed, sc, mutant)
+        if r.violation:
+            return Caught(mutant, seed, r.scenario, r.kind, runs, time.perf_counter() - t0)
+    return Caught(mutant, None, None, None, len(plan), time.perf_counter() - t0)
+
+
+def _mutation_check(jobs: int) -> int:
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    names = [m.name for m in MUTANTS]
+    ctx = mp.get_context("fork") if sys.platform != "win32" else mp.get_context()
+    with ctx.Pool(jobs) as pool:
+        results = pool.map(hunt, names, chunksize=1)
+    survivors = 0
+    for m, c in zip(MUTANTS, results, strict=True):
+        if c.seed is None:
+            survivors += 1
+            print(f"SURVIVED {m.name:11} lines {m.lines:8} {m.what} ({c.runs} runs, {c.seconds:.1f}s)")
+        else:
+            print(f"caught   {m.name:11} lines {m.lines:8} {m.what}\n"
+                  f"         {c.kind} at seed {c.seed} ({c.scenario}) after {c.runs} runs, {c.seconds:.1f}s;"
+                  f" replay: {c.replay()}")
+    print(f"mutants: {len(MUTANTS) - survivors} of {len(MUTANTS)} caught in {time.perf_counter() - t0:.1f}s, jobs={jobs}")
+    return 1 if survivors else 0
 
 
 def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
@@ -602,19 +771,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m node.sim", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, help="run (replay) one seed and tell what happened")
     ap.add_argument("--scenario", choices=SCENARIOS, help="force a scenario (with --seed)")
+    ap.add_argument("--mutant", choices=[m.name for m in MUTANTS], help="plant this bug in the core (with --seed)")
+    ap.add_argument("--mutants", action="store_true",
+                    help="the mutation check: plant each bug of node/mutants.py, exit 1 if one goes unnoticed")
     ap.add_argument("--seeds", type=int, help="run a campaign of this many seeds")
     ap.add_argument("--start", type=int, default=0, help="first seed of the campaign")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the run's event log")
     args = ap.parse_args(argv)
+    if args.mutants:
+        import os
+
+        return _mutation_check(args.jobs or os.cpu_count() or 1)
     if args.seeds is not None:
         import os
 
         return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet)
     if args.seed is None:
         ap.error("give --seed S (replay one) or --seeds N (campaign)")
-    sim = Simulation(args.seed, args.scenario)
+    sim = Simulation(args.seed, args.scenario, mutant=args.mutant)
     sim.verbose = args.verbose
     try:
         r = sim.run()
