@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.blocks import max_faulty
+from ledger.blocks import max_faulty, quorum
 from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
@@ -196,7 +196,8 @@ class Simulation:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; one of {', '.join(SCENARIOS)}")
         self.check_liveness = check_liveness
-        drawn_n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause") else (4, 4, 7))
+        drawn_n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause")
+                             else (4, 4, 4, 7) if self.scenario == "byz_relock" else (4, 4, 7))
         self.overrides = "".join(
             f" {k}={v}" for k, v in (("n", n), ("byzantine", byzantine)) if v is not None
         )
@@ -221,8 +222,10 @@ class Simulation:
         self.dup = 0.0
         self.blocked: set[tuple[int, int]] = set()
         # byz_relock: per (height, round, step), the nodes an honest vote reaches (None: all)
-        self.vote_reach: dict[tuple[int, int, str], frozenset[int]] | None = None
+        self.vote_reach: dict[tuple[int, int, str], Any] | None = None
+        self._precommits_let: dict[tuple[int, int, int], set[int]] = {}
         self.relock_target = -1
+        self.quorum = quorum(n)
         self.blocks: dict[str, Any] = {}  # every proposed block by hash (the validity check)
         self.known: dict[int, dict[str, Any]] = {}  # height -> hash -> block, for Byzantine re-proposals
         # (height, hash) -> (round, validator) -> every prevote for a value that was sent
@@ -258,13 +261,22 @@ class Simulation:
             self.max_delay = float(rng.choice((20, 50, 120)))
             self.at(t1, self._set_drop, 0.0)
         if s == "byz_relock":
-            # Honest nodes' votes reach, per (height, round, step), all, none, one target or a
-            # random subset of the nodes until t1 (gossip re-sends them afterwards), and no
-            # catch-up answers: the honest locks split, the target may decide alone while the
-            # others go on to rounds whose proposer is Byzantine.
-            self.relock_target = rng.choice([nd.idx for nd in self.honest])
+            # Until t1 (gossip re-sends what was dropped afterwards) the network splits the
+            # honest locks: the honest prevotes of a (height, round) reach everyone at once, or a
+            # random subset at once and the others only later (delayed past the lock); the
+            # honest precommits for a value reach the target, if there is one, and each other
+            # node one short of a quorum, until the target has decided the height, then
+            # everyone but the target; the target is heard by nobody and catch-up is down. So
+            # the target may decide alone, while the others, locked on its value or not, go on
+            # to rounds whose proposer is Byzantine (``relock_proposal``). After t1 the
+            # Byzantine validators fall silent: the honest ones must then agree on their own,
+            # through their valid values and valid rounds (lines 15-16, 28-29, 42-43).
+            t1 = heal = t0 + rng.uniform(2500, 6000)
+            self.relock_target = rng.choice([nd.idx for nd in self.honest]) if rng.random() < 0.6 else -1
             self.at(t0, self._set_reach, {})
             self.at(t1, self._set_reach, None)
+            for i in self.byzantine:
+                self.at(t1, self._silence, i)
         if s in ("halves", "mixed") and n > 1:
             side = set(rng.sample(range(n), n // 2))
             links = {(a, b) for a in range(n) for b in range(n) if (a in side) != (b in side)}
@@ -307,25 +319,64 @@ class Simulation:
     def _set_drop(self, p: float) -> None:
         self.drop = p
 
-    def _set_reach(self, reach: dict[tuple[int, int, str], frozenset[int]] | None) -> None:
+    def _set_reach(self, reach: dict[tuple[int, int, str], Any] | None) -> None:
         self.vote_reach = reach
         self.note("votes reach chosen nodes only" if reach is not None else "votes reach everyone again")
 
-    def _reach(self, key: tuple[int, int, str]) -> frozenset[int]:
+    def _silence(self, i: int) -> None:
+        self.nodes[i].byz = "silent_all"
+        self.note(f"node {i} falls silent")
+
+    def _target_decided(self, height: int) -> bool:
+        target = self.relock_target
+        return target >= 0 and len(self.nodes[target].chain) >= height
+
+    def _target_hears(self, hr: tuple[int, int]) -> bool:
+        """Whether the target hears the precommits of (height, round): not in round 0."""
+        return bool(self._reach((*hr, "target precommit"), lambda: hr[1] > 0 and self.rng.random() < 0.8))
+
+    def _held_back(self, src: int, dst: int, msg: Any) -> float | None:
+        """byz_relock: the extra delay of an honest node's message, or None if it is dropped
+        (gossip re-sends it after the trouble); see ``_setup``."""
+        target, t = self.relock_target, type(msg)
+        if src == target or t is SyncRequest or t is SyncAnswer:
+            return None
+        if t is not Vote:
+            return 0.0
+        rng, h, r = self.rng, msg.height, msg.round
+        if msg.step == "precommit" and msg.block_hash != NIL:
+            decided = self.decided.get(h) if self._target_decided(h) else None
+            if dst == target:
+                if decided is None and self._target_hears((h, r)):
+                    return 0.0
+            elif decided is not None and msg.block_hash != decided:
+                return 0.0  # a value other than the target's: let the others decide it
+            # Else one short of a quorum of precommits for a value: with the f nil precommits
+            # of the Byzantine validators a node still counts 2f+1 precommits and leaves the
+            # round (line 47), but does not decide.
+            let = self._precommits_let.setdefault((h, r, dst), set())
+            if len(let) + 2 < self.quorum:  # with this one and its own, quorum - 1
+                let.add(src)
+                return 0.0
+            return None
+        def draw() -> frozenset[int]:
+            x = rng.random()
+            if x < (0.5 if r == 0 else 0.1):
+                return frozenset()
+            if x < 0.6:
+                return frozenset(range(self.n))
+            return frozenset(i for i in range(self.n) if rng.random() < 0.5)
+
+        got = self._reach((h, r, msg.step), draw)
+        return 0.0 if dst in got else rng.uniform(200, 1000)  # delayed past the lock
+
+    def _reach(self, key: tuple[int, int, str], draw: Callable[[], Any]) -> Any:
+        """The network's choice for the messages of (height, round, step), drawn once."""
         assert self.vote_reach is not None
         got = self.vote_reach.get(key)
         if got is None:
-            rng, x = self.rng, self.rng.random()
-            if x < 0.3:
-                got = frozenset(range(self.n))
-            elif x < 0.5:
-                got = frozenset()
-            elif x < 0.75:
-                got = frozenset((self.relock_target,))
-            else:
-                got = frozenset(i for i in range(self.n) if rng.random() < 0.5)
-            self.vote_reach[key] = got
-            self.note(f"{key[2]}s of {key[0]}/{key[1]} reach {sorted(got)}")
+            got = self.vote_reach[key] = draw()
+            self.note(f"{key[2]}s of {key[0]}/{key[1]}: {got}")
         return got
 
     def _block(self, links: set[tuple[int, int]]) -> None:
@@ -387,15 +438,16 @@ class Simulation:
             self.known.setdefault(msg.height, {}).setdefault(msg.block_hash, msg.block)
         elif t is Vote and msg.step == "prevote" and msg.block_hash != NIL:
             self.prevotes.setdefault((msg.height, msg.block_hash), {}).setdefault((msg.round, msg.validator), msg)
+        extra = 0.0
         if self.vote_reach is not None and self.nodes[src].byz is None:
-            if t is SyncRequest or t is SyncAnswer:
+            held = self._held_back(src, dst, msg)
+            if held is None:
                 return
-            if t is Vote and dst not in self._reach((msg.height, msg.round, msg.step)):
-                return
+            extra = held
         rng = self.rng
         if self.drop and rng.random() < self.drop:
             return
-        self.push(self.now + rng.uniform(self.min_delay, self.max_delay), _DELIVER, dst, msg, src)
+        self.push(self.now + extra + rng.uniform(self.min_delay, self.max_delay), _DELIVER, dst, msg, src)
         if self.dup and rng.random() < self.dup:
             self.push(self.now + rng.uniform(self.min_delay, 2 * self.max_delay), _DELIVER, dst, msg, src)
 
@@ -482,6 +534,16 @@ class Simulation:
         assert core is not None
         t = type(msg)
         if t is Vote or t is Proposal:
+            if nd.byz == "skip":
+                self.skip_ahead(nd, msg)
+            elif nd.byz == "relock":
+                if t is Vote and msg.step == "precommit" and self.vote_reach is not None:
+                    self.relock_precommit(nd, msg)
+                # Propose on the first message of the round, or on a precommit of the round
+                # before it: the honest nodes are about to enter it, and wait for a proposal.
+                nxt = msg.round + (t is Vote and msg.step == "precommit")
+                if self.validators[(msg.height + nxt) % self.n] == nd.key.public:
+                    self.relock_proposal(nd, msg.height, nxt)
             if msg.height > core.height:
                 self.request_sync(nd, src)
             if nd.byz is None and t is Proposal and self.mirrors:
@@ -517,6 +579,8 @@ class Simulation:
     def byzantine_send(self, nd: Node, msg: Any) -> None:
         rng, mode = self.rng, nd.byz
         peers = [j for j in range(self.n) if j != nd.idx]
+        if mode == "silent_all":
+            return
         if mode == "silent":
             if type(msg) is Vote:
                 self.broadcast(nd.idx, msg)
@@ -527,15 +591,12 @@ class Simulation:
             for j in peers:
                 self.send(nd.idx, j, msg if rng.random() < 0.5 else alt)
             return
-        if type(msg) is Proposal and mode == "relock":
-            self.relock_proposal(nd, msg)
-            return
-        if mode == "skip":
-            # Pull the others into the next round: one validator's messages of a higher round
-            # (f < f + 1 of them) must not move an honest node (line 55).
-            self.broadcast(nd.idx, msg)
-            self.broadcast(nd.idx, sign_vote(nd.key, msg.chain, msg.height, msg.round + 1, "prevote", NIL))
-            return
+        if mode == "relock":
+            if type(msg) is Proposal:
+                self.relock_proposal(nd, msg.height, msg.round)
+                return
+            if msg.step == "precommit" and self.vote_reach is not None:
+                return  # it precommits on its own terms (relock_precommit)
         if type(msg) is Vote and mode == "equivocate_vote":
             other = NIL if msg.block_hash != NIL else tagged_hash(BLOCK_TAG, {"fake": msg.height, "r": msg.round})
             alt = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, other)
@@ -551,17 +612,45 @@ class Simulation:
             return
         self.broadcast(nd.idx, msg)
 
-    def relock_proposal(self, nd: Node, msg: Proposal) -> None:
+    def relock_proposal(self, nd: Node, h: int, r: int) -> None:
         """A Byzantine proposer that forgets its lock: it proposes an older value of the height
         with an older valid round (and the prevotes it can show for it: every prevote for that
         value it has seen, its own signed afresh), a new value with valid round -1, or an
         invalid block; then votes for it. With the mirror votes it also casts, f of them are
-        the f extra votes a weakened lock, valid-round or quorum rule needs to fork the chain."""
-        rng, h, r = self.rng, msg.height, msg.round
-        older = sorted(bh for bh in self.known.get(h, {}) if bh != msg.block_hash)
+        the f extra votes a weakened lock, valid-round or quorum rule needs to fork the chain.
+        It proposes as soon as it hears of the round, so that its proposal is not late."""
+        if (h, r) in self._relocked:
+            return
+        self._relocked.add((h, r))
+        rng = self.rng
+        prev = self.decided.get(h - 1, self.chain) if h > 1 else self.chain
+        base = {"height": h, "prev": prev, "proposer": nd.key.public, "payload": ""}
+        older = sorted(self.known.get(h, {}))
+        # Fork candidates: a value other than the one an honest node decided, with a round
+        # where enough honest validators prevoted it that the Byzantine prevotes make a polka
+        # (or, half as likely, where one did: enough for a quorum rule weakened to f + 1).
+        need = self.quorum - len(self.byzantine)
+        honest = {self.validators[nd.idx] for nd in self.honest}
+        strong: list[tuple[str, int]] = []
+        weak: list[tuple[str, int]] = []
+        for bh in older:
+            if bh == self.decided.get(h):
+                continue
+            per_round: dict[int, int] = {}
+            for q, who in self.prevotes.get((h, bh), {}):
+                if q < r and who in honest:
+                    per_round[q] = per_round.get(q, 0) + 1
+            strong += [(bh, q) for q, c in sorted(per_round.items()) if c >= need]
+            weak += [(bh, q) for q, c in sorted(per_round.items()) if c < need]
         x = rng.random()
         vr = -1
-        if older and x < 0.6:
+        fork = strong if strong and (not weak or rng.random() < 0.75) else weak
+        if fork and x < 0.85:
+            bh, vr = rng.choice(fork)
+            block = self.known[h][bh]
+            support = [v for (q, _), v in sorted(self.prevotes[(h, bh)].items()) if q == vr]
+            support.append(sign_vote(nd.key, self.chain, h, vr, "prevote", bh))
+        elif older and x < 0.9:
             bh = rng.choice(older)
             block = self.known[h][bh]
             seen = self.prevotes.get((h, bh), {})
@@ -569,21 +658,56 @@ class Simulation:
             vr = rng.choice(rounds) if rounds and rng.random() < 0.8 else rng.randrange(-1, r) if r else -1
             support = [v for (q, _), v in sorted(seen.items()) if q == vr]
             if vr >= 0:
-                support.append(sign_vote(nd.key, msg.chain, h, vr, "prevote", bh))
-        elif x < 0.85:
-            block = dict(msg.block, payload=f"new-{h}-{r}-{rng.randrange(1 << 30)}")
+                support.append(sign_vote(nd.key, self.chain, h, vr, "prevote", bh))
+        elif x < 0.96:
+            block = dict(base, payload=f"new-{h}-{r}-{rng.randrange(1 << 30)}")
             bh, support = block_hash(block), []
         else:
-            block = dict(msg.block, prev=block_hash({"not": "the chain"}), payload=f"invalid-{h}-{r}")
+            block = dict(base, prev=block_hash({"not": "the chain"}), payload=f"invalid-{h}-{r}")
             bh, support = block_hash(block), []
-        alt = sign_proposal(nd.key, msg.chain, h, r, block, bh, vr)
-        for m in (alt, *support, *(sign_vote(nd.key, msg.chain, h, r, st, bh) for st in ("prevote", "precommit"))):
+        alt = sign_proposal(nd.key, self.chain, h, r, block, bh, vr)
+        votes = [sign_vote(nd.key, self.chain, h, r, "prevote", bh)]
+        if self._target_decided(h) and bh != self.decided.get(h):  # the fork: precommit it at once
+            votes.append(sign_vote(nd.key, self.chain, h, r, "precommit", bh))
+        for m in (*support, alt, *votes):
             self.broadcast(nd.idx, m)
+
+    def relock_precommit(self, nd: Node, seen: Vote) -> None:
+        """Once per (height, round) in which it sees an honest precommit: nil to everyone
+        but the target, and to the target, in the rounds it may decide, a precommit for the
+        value the target is shown (so that, with the capped honest ones, everyone else
+        leaves the round without deciding while the target decides)."""
+        h, r = seen.height, seen.round
+        if (h, r) in self._relock_pc or self._target_decided(h):
+            return
+        self._relock_pc.add((h, r))
+        nil = sign_vote(nd.key, self.chain, h, r, "precommit", NIL)
+        target = self.relock_target
+        for j in range(self.n):
+            if j != nd.idx and j != target:
+                self.send(nd.idx, j, nil)
+        if target >= 0 and self._target_hears((h, r)):
+            value = seen.block_hash
+            if value == NIL:  # the value the target was shown in this round, if any
+                value = next(iter(self._shown.get((target, h, r), ())), NIL)
+            self.send(nd.idx, target, sign_vote(nd.key, self.chain, h, r, "precommit", value))
+
+    def skip_ahead(self, nd: Node, msg: Vote | Proposal) -> None:
+        """Pull the others into the next round whenever one of them speaks: the messages of
+        a higher round from f validators (fewer than f + 1) must not move an honest node
+        (line 55), else no round lasts long enough to decide."""
+        k = (msg.height, msg.round + 1)
+        if k not in self._skipped:
+            self._skipped.add(k)
+            self.broadcast(nd.idx, sign_vote(nd.key, msg.chain, msg.height, msg.round + 1, "prevote", NIL))
 
     def mirror(self, target: Node, p: Proposal) -> None:
         """Mirroring Byzantine validators vote for whatever proposal ``target`` is shown."""
+        self._shown.setdefault((target.idx, p.height, p.round), []).append(p.block_hash)
         for b in self._mirrors:
-            for step in ("prevote", "precommit"):
+            if b.byz == "silent_all":
+                continue
+            for step in ("prevote", "precommit") if b.byz == "mirror" else ("prevote",):
                 k = (b.idx, p.height, p.round, step, p.block_hash)
                 v = self._mirror_votes.get(k)
                 if v is None:
@@ -600,6 +724,10 @@ class Simulation:
 
     def _run(self) -> Result:
         self._mirrors = [nd for nd in self.nodes if nd.byz in ("mirror", "relock")]
+        self._skipped: set[tuple[int, int]] = set()
+        self._relocked: set[tuple[int, int]] = set()
+        self._relock_pc: set[tuple[int, int]] = set()
+        self._shown: dict[tuple[int, int, int], list[str]] = {}  # (node, height, round) -> proposals
         self._mirror_votes: dict[tuple[Any, ...], Vote] = {}
         self._setup()
         for nd in self.nodes:
