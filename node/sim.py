@@ -224,6 +224,7 @@ class Simulation:
         # byz_relock: per (height, round, step), the nodes an honest vote reaches (None: all)
         self.vote_reach: dict[tuple[int, int, str], Any] | None = None
         self._precommits_let: dict[tuple[int, int, int], set[int]] = {}
+        self._prevotes_let: dict[tuple[int, int, int], set[int]] = {}
         self.relock_target = -1
         self.quorum = quorum(n)
         self.blocks: dict[str, Any] = {}  # every proposed block by hash (the validity check)
@@ -266,7 +267,7 @@ class Simulation:
             # random subset at once and the others only later (delayed past the lock); the
             # honest precommits for a value reach the target, if there is one, and each other
             # node one short of a quorum, until the target has decided the height, then
-            # everyone but the target; the target is heard by nobody and catch-up is down. So
+            # everyone but the target (for another value than the target's); catch-up is down. So
             # the target may decide alone, while the others, locked on its value or not, go on
             # to rounds whose proposer is Byzantine (``relock_proposal``). After t1 the
             # Byzantine validators fall silent: the honest ones must then agree on their own,
@@ -339,7 +340,7 @@ class Simulation:
         """byz_relock: the extra delay of an honest node's message, or None if it is dropped
         (gossip re-sends it after the trouble); see ``_setup``."""
         target, t = self.relock_target, type(msg)
-        if src == target or t is SyncRequest or t is SyncAnswer:
+        if t is SyncRequest or t is SyncAnswer:
             return None
         if t is not Vote:
             return 0.0
@@ -359,16 +360,30 @@ class Simulation:
                 let.add(src)
                 return 0.0
             return None
+        if msg.step == "precommit" or dst in self._polka_seen(h, r):
+            return 0.0
+        # The others get one short of a quorum of prevotes for a value at once and, with the
+        # Byzantine nil prevote, leave the round on timeoutPrevote (lines 34, 61) without a
+        # lock; the rest of the prevotes arrive later (delayed past the lock).
+        let = self._prevotes_let.setdefault((h, r, dst), set())
+        if msg.block_hash == NIL or len(let) + 2 < self.quorum:
+            let.add(src)
+            return 0.0
+        return rng.uniform(300, 1200)
+
+    def _polka_seen(self, h: int, r: int) -> frozenset[int]:
+        """byz_relock: the nodes that see the prevotes of (height, round) in time to lock."""
+        rng = self.rng
+
         def draw() -> frozenset[int]:
             x = rng.random()
-            if x < (0.5 if r == 0 else 0.1):
+            if x < 0.15:
                 return frozenset()
-            if x < 0.6:
+            if x < 0.45:
                 return frozenset(range(self.n))
             return frozenset(i for i in range(self.n) if rng.random() < 0.5)
 
-        got = self._reach((h, r, msg.step), draw)
-        return 0.0 if dst in got else rng.uniform(200, 1000)  # delayed past the lock
+        return self._reach((h, r, "prevote"), draw)
 
     def _reach(self, key: tuple[int, int, str], draw: Callable[[], Any]) -> Any:
         """The network's choice for the messages of (height, round, step), drawn once."""
@@ -707,11 +722,14 @@ class Simulation:
         for b in self._mirrors:
             if b.byz == "silent_all":
                 continue
+            value = p.block_hash
+            if b.byz == "relock" and self.vote_reach is not None and target.idx not in self._polka_seen(p.height, p.round):
+                value = NIL  # no polka for the nodes that must not lock in this round
             for step in ("prevote", "precommit") if b.byz == "mirror" else ("prevote",):
-                k = (b.idx, p.height, p.round, step, p.block_hash)
+                k = (b.idx, p.height, p.round, step, value)
                 v = self._mirror_votes.get(k)
                 if v is None:
-                    v = self._mirror_votes[k] = sign_vote(b.key, p.chain, p.height, p.round, step, p.block_hash)
+                    v = self._mirror_votes[k] = sign_vote(b.key, p.chain, p.height, p.round, step, value)
                 self.send(b.idx, target.idx, v)
 
     # ------------------------------------------------------------------ run
