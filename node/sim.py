@@ -40,7 +40,6 @@ from ledger.canonical import BLOCK_TAG, GENESIS_TAG, tagged_hash
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
 
-from .mutants import MUTANTS, Livelock
 from .consensus import (
     NIL,
     Broadcast,
@@ -56,6 +55,7 @@ from .consensus import (
     sign_vote,
     verify_certificate,
 )
+from .mutants import MUTANTS, Livelock
 
 __all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt", "main", "run", "run_seed"]
 
@@ -377,13 +377,14 @@ class Simulation:
 
         def draw() -> frozenset[int]:
             x = rng.random()
-            if x < 0.15:
-                return frozenset()
+            if x < 0.15 or (self._target_decided(h) and self.nodes[(h + r) % self.n].byz is None):
+                return frozenset()  # once the target decided, no honest round locks anyone
             if x < 0.45:
                 return frozenset(range(self.n))
             return frozenset(i for i in range(self.n) if rng.random() < 0.5)
 
-        return self._reach((h, r, "prevote"), draw)
+        got: frozenset[int] = self._reach((h, r, "prevote"), draw)
+        return got
 
     def _reach(self, key: tuple[int, int, str], draw: Callable[[], Any]) -> Any:
         """The network's choice for the messages of (height, round, step), drawn once."""
@@ -660,6 +661,8 @@ class Simulation:
         x = rng.random()
         vr = -1
         fork = strong if strong and (not weak or rng.random() < 0.75) else weak
+        if self._target_decided(h) and not fork:
+            x = 0.95  # a new value, to prevote and re-propose later with its valid round
         if fork and x < 0.85:
             bh, vr = rng.choice(fork)
             block = self.known[h][bh]
@@ -763,7 +766,7 @@ class Simulation:
                 raise self.violation("liveness", f"more than {_MAX_EVENTS} events")
             if kind == _CONTROL:
                 a(*b)
-            elif kind == _DELIVER or kind == _TIMER:
+            elif kind in (_DELIVER, _TIMER):
                 nd = self.nodes[a]
                 if not nd.up or (kind == _TIMER and b != nd.incarnation):
                     continue
@@ -850,7 +853,7 @@ def hunt(mutant: str, per_scenario: int = HUNT_SEEDS, mixed: int = HUNT_MIXED) -
     scenarios, ``per_scenario`` seeds each, then ``mixed`` seeds of the scenario mix."""
     m = next(m for m in MUTANTS if m.name == mutant)
     t0 = time.perf_counter()
-    plan = [(seed, sc) for sc in m.scenarios for seed in range(per_scenario)]
+    plan: list[tuple[int, str | None]] = [(seed, sc) for sc in m.scenarios for seed in range(per_scenario)]
     plan += [(seed, None) for seed in range(mixed)]
     for runs, (seed, sc) in enumerate(plan, 1):
         r = run_seed(seed, sc, mutant)
@@ -869,14 +872,19 @@ def _mutation_check(jobs: int) -> int:
         results = pool.map(hunt, names, chunksize=1)
     survivors = 0
     for m, c in zip(MUTANTS, results, strict=True):
-        if c.seed is None:
+        if c.seed is None and m.equivalent:
+            print(f"equivalent {m.name:11} lines {m.lines:8} {m.what}: {m.equivalent} ({c.runs} runs)")
+        elif c.seed is None:
             survivors += 1
-            print(f"SURVIVED {m.name:11} lines {m.lines:8} {m.what} ({c.runs} runs, {c.seconds:.1f}s)")
+            print(f"SURVIVED {m.name:11} lines {m.lines:8} {m.what} ({c.runs} runs, {c.seconds:.1f}s)"
+                  + (f"\n         known gap: {m.survives}" if m.survives else ""))
         else:
             print(f"caught   {m.name:11} lines {m.lines:8} {m.what}\n"
                   f"         {c.kind} at seed {c.seed} ({c.scenario}) after {c.runs} runs, {c.seconds:.1f}s;"
                   f" replay: {c.replay()}")
-    print(f"mutants: {len(MUTANTS) - survivors} of {len(MUTANTS)} caught in {time.perf_counter() - t0:.1f}s, jobs={jobs}")
+    caught = sum(c.seed is not None for c in results)
+    print(f"mutants: {caught} caught, {survivors} survived, {len(MUTANTS) - caught - survivors} equivalent, "
+          f"of {len(MUTANTS)}, in {time.perf_counter() - t0:.1f}s, jobs={jobs}")
     return 1 if survivors else 0
 
 

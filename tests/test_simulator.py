@@ -6,15 +6,19 @@ A failing seed is printed with its scenario; replay it with
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing as mp
 import os
 from collections import Counter
 
 import pytest
 
-from node.sim import SCENARIOS, Result, SimViolation, Simulation, run, run_seed
+from node.consensus import Consensus
+from node.mutants import MUTANTS, Mutant, core_class
+from node.sim import SCENARIOS, Result, Simulation, SimViolation, hunt, run, run_seed
 
 CAMPAIGN = 1000  # seeds over the whole scenario mix
+CATCH_BUDGET = 60  # seeds per preferred scenario a planted bug may take to be caught
 
 
 def _pool_map(seeds: range) -> list[Result]:
@@ -76,3 +80,34 @@ def test_the_checker_detects_too_many_byzantine_validators() -> None:
 def test_f_mirrors_out_of_four_are_tolerated() -> None:
     for seed in range(30):
         run(seed, "byz_mirror", n=4, byzantine={0: "mirror"})
+
+
+# --- the mutation check: the simulator must notice planted bugs ------------------------------
+
+PLANTED = [pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=True, reason=m.survives)] if m.survives else [])
+           for m in MUTANTS if not m.equivalent]
+
+
+def test_every_mutant_is_planted_in_the_current_core() -> None:
+    """Each mutant's text occurs exactly once in Consensus: a change to the core that moves a
+    condition fails here instead of leaving the mutation check testing nothing."""
+    source = inspect.getsource(Consensus)
+    for m in MUTANTS:
+        assert source.count(m.old) == 1, m.name
+        cls = core_class(m.name)
+        assert cls is not Consensus and cls.__name__ == f"Consensus[{m.name}]"
+    assert len({m.name for m in MUTANTS}) == len(MUTANTS)
+    assert all(m.scenarios and set(m.scenarios) <= set(SCENARIOS) for m in MUTANTS)
+    assert all(not (m.equivalent and m.survives) for m in MUTANTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", PLANTED)
+def test_the_simulator_catches_each_planted_bug(mutant: Mutant) -> None:
+    caught = hunt(mutant.name, per_scenario=CATCH_BUDGET, mixed=0)
+    assert caught.seed is not None, f"mutant {mutant.name} (lines {mutant.lines}: {mutant.what}) survived {caught.runs} runs"
+    # The seed that catches the mutant is a real bug, not a false alarm: the real core
+    # keeps every invariant on the very same run.
+    real = run_seed(caught.seed, caught.scenario)
+    assert real.violation is None, real.violation
+
