@@ -32,10 +32,16 @@ the next height; the driver holds that timeout (and the core's start) while the 
 empty and no message of the height has arrived (the proposer would only propose an empty
 block). Records arriving, or a peer's message of the height, release it.
 
+The transport is injected: by default ``node.peers.Peers`` (HTTP to the genesis validators);
+any object with the same methods (``Transport``) will do, which is how a test runs this very
+driver between several nodes in one process over a seeded lossy network
+(tests/node/test_replica.py).
+
 Liveness (the core's docstring): every ``gossip_ms`` the driver re-sends
-``gossip_messages()`` if the height and round have not moved since the last look, and a
-message of a height beyond the core's starts catch-up (``node.catchup``) when the node
-has it.
+``gossip_messages()`` if the height and round have not moved since the last look, and also
+asks its peers for the block of its height (the others may have decided it and gone idle);
+a message of a height beyond the core's starts catch-up (``node.catchup``) as well, when
+the node has it.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import asyncio
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from ledger.blocks import Header
 from ledger.chain import Block
@@ -66,12 +72,32 @@ from .consensus import (
 )
 from .peers import Peers
 
-__all__ = ["Replica", "block_to_wire", "timeouts_from_config"]
+__all__ = ["Replica", "Transport", "block_to_wire", "timeouts_from_config"]
 
 log = logging.getLogger("provledger.consensus")
 
 SWITCH_INTERVAL_S = 0.001
 _QUEUE_LIMIT = 100_000
+
+
+class Transport(Protocol):
+    """How the driver reaches the other validators (``node.peers.Peers`` in production)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> list[dict[str, Any]]: ...
+
+    def broadcast(self, message: Any) -> None:
+        """Send a Proposal or Vote to every other validator, never waiting for a slow one."""
+        ...
+
+    def gossip(self, messages: list[Any]) -> int:
+        """Re-send ``messages``; the number of peers they went to."""
+        ...
+
+    def forward_record(self, canonical: bytes) -> None: ...
 
 
 def timeouts_from_config(config: Any) -> Timeouts:
@@ -97,7 +123,7 @@ def _block_hash_of(wire: Any) -> str | None:
 class Replica:
     """One validator's consensus: the core, its event queue, its peers."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Any, transport: Transport | None = None) -> None:
         self.node = node
         g = node.genesis
         self.chain = node.chain_id
@@ -106,8 +132,9 @@ class Replica:
         self.timeouts = timeouts_from_config(node.config)
         self.gossip_s = node.config.gossip_ms / 1000
         me = node.key.public
-        self.peers = Peers({k: g.validator_urls[k] for k in self.validators if k != me},
-                           names={v["key"]: v.get("name", "") for v in g.doc["validators"]})
+        self.peers: Transport = transport if transport is not None else Peers(
+            {k: g.validator_urls[k] for k in self.validators if k != me},
+            names={v["key"]: v.get("name", "") for v in g.doc["validators"]})
         self.core: Consensus | None = None
         self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -460,6 +487,9 @@ class Replica:
                 sent = self.peers.gossip(msgs)
                 if sent:
                     log.debug("no progress at %d/%d/%s: re-sent %d messages to %d peers", *now, len(msgs), sent)
+                # The others may have decided this height and gone idle (no message of the
+                # next height will come to start catch-up): ask them for the block.
+                self._catch_up(core.height)
             mark = now
 
     def _catch_up(self, target: int) -> None:

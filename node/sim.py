@@ -541,7 +541,10 @@ class Simulation:
             return
         nd.last_sync = self.now
         req = SyncRequest(len(nd.chain) + 1)
-        for j in ([peer] if peer is not None else range(self.n)):
+        # The sender of a message of a later height, and one other validator: a Byzantine
+        # sender that never answers must not starve catch-up.
+        ask = [peer, self.rng.randrange(self.n)] if peer is not None else range(self.n)
+        for j in ask:
             if j != nd.idx:
                 self.send(nd.idx, j, req)
 
