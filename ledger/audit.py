@@ -12,17 +12,23 @@ Checks, numbered as PROTOCOL.md 7:
      and the type's rules hold at that point in the log (``ledger.state``).
   4. ``log_root`` of every block equals the RFC 9162 root recomputed over the record ids.
   5. The chain is consistent with a checkpoint audited before (``--state FILE``): no
-     rollback, no fork (root at the old size recomputed, and an RFC 9162 consistency proof
-     where the source can give one).
-Findings after the first may be consequences of it; each says which check failed.
+     rollback, no fork (root at the old size recomputed, the block at the old height hashes
+     as it did, and an RFC 9162 consistency proof where the source can give one).
+A database file is also checked as a file (PROTOCOL.md 7, "Database"): SQLite's
+``PRAGMA integrity_check`` first, then every stored Merkle node against the tree recomputed
+from the record ids, and every row of the derived tables against a replay of the log. A
+file SQLite cannot read, bytes that do not decode, a missing table: each is a finding.
+Findings after the first may be consequences of it; each says which check failed and
+where (table, height, record, log index, row key).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+import sqlite3
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +38,20 @@ import orjson
 
 from . import merkle
 from .blocks import Certificate, Header, verify_certificate
-from .errors import InputError, LedgerError, ProofError, VerificationError
+from .errors import InputError, LedgerError, ProofError, StorageError, VerificationError
 from .genesis import parse_genesis
 from .keys import verify_bytes
 from .records import Record, parse_record
 from .state import ChainState
+from .store import (
+    DERIVED_TABLES,
+    LEDGER_TABLES,
+    DerivedRows,
+    compare_derived,
+    derived_rows,
+    node_key,
+    read_derived,
+)
 
 __all__ = [
     "AuditReport",
@@ -57,6 +72,8 @@ class Finding:
     height: int | None = None
     record: str | None = None  # record id (as stored, else recomputed)
     index: int | None = None  # log index
+    table: str | None = None  # the database table holding the row at fault
+    key: str | None = None  # that row's key, e.g. "level 3 index 5" in ``merkle``
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -69,6 +86,8 @@ class Finding:
             where.append(f"index {self.index}")
         if self.record:
             where.append(f"record {self.record[:16]}…")
+        if self.table:
+            where.append(f"table {self.table}" + (f" {self.key}" if self.key else ""))
         return f"[{self.check}] {', '.join(where) + ': ' if where else ''}{self.message}"
 
 
@@ -156,58 +175,142 @@ class ChainSource(Protocol):
     def consistency_proof(self, first: int, second: int) -> list[bytes] | None: ...
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A stored text value that is not UTF-8: kept as its bytes, so the audit can say where."""
+
+    data: bytes
+    at: int  # offset of the first byte that does not decode
+
+
+def _text(data: bytes) -> str | Undecodable:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        return Undecodable(data, e.start)
+
+
 class DbSource:
-    """A provledger SQLite file, read as raw rows: nothing the store caches is trusted."""
+    """A provledger SQLite file, read as raw rows: nothing the store caches is trusted.
+
+    Opening never fails on a damaged file: ``integrity()`` says what SQLite finds wrong,
+    and a read that fails later becomes a ``StorageError`` the audit reports as a finding.
+    A readable SQLite file without the ledger tables is not a ledger (``InputError``)."""
 
     def __init__(self, path: str | Path) -> None:
-        import sqlite3
-
         p = Path(path)
         if not p.is_file():
             raise InputError(f"no such database file: {p}", code="no_database")
         self.path = p
         self.conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        self.conn.text_factory = _text
+        self._damage: list[Finding] = []
+        self.readable = self._check_file()
+
+    def _check_file(self) -> bool:
         try:
-            self.conn.execute("SELECT 1 FROM meta LIMIT 1")
+            # PRAGMA integrity_check: every page, b-tree and index of the file (SQLite docs).
+            problems = [r[0] for r in self.conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as e:
-            raise InputError(f"{p} is not a provledger database: {e}", code="bad_database") from e
+            self._damage.append(Finding("database", f"SQLite cannot read the file: {e} (truncated or overwritten?)"))
+            return False
+        for text in problems[:20]:
+            self._damage.append(Finding("integrity_check", str(text)))
+        if len(problems) > 20:
+            self._damage.append(Finding("integrity_check", f"... and {len(problems) - 20} more problems"))
+        missing = [t for t in (*LEDGER_TABLES, *DERIVED_TABLES) if t not in tables]
+        if not problems and set(LEDGER_TABLES) <= set(missing):
+            raise InputError(f"{self.path} is an SQLite file but not a provledger database (no ledger tables)",
+                             code="bad_database")
+        for t in missing:
+            self._damage.append(Finding("schema", f"table {t} is missing", table=t))
+        return not any(t in LEDGER_TABLES for t in missing)
+
+    def integrity(self) -> list[Finding]:
+        """What is wrong with the file itself, before any row is read."""
+        return list(self._damage)
+
+    def _read(self, what: str, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot read {what}: {e}", code="corrupt_database") from e
 
     def _meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._read("meta", "SELECT value FROM meta WHERE key = ?", (key,))
+        if not rows:
+            return None
+        value = rows[0][0]
+        if not isinstance(value, str):
+            raise StorageError(f"meta {key!r} is not UTF-8 text", code="corrupt_database")
+        return value
 
     def genesis_doc(self) -> Any:
         text = self._meta("genesis")
         if text is None:
             raise InputError(f"{self.path} holds no genesis", code="bad_database")
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise StorageError(f"the stored genesis is not JSON: {e}", code="corrupt_database") from e
 
     def claimed_chain_id(self) -> str | None:
         return self._meta("chain_id")
 
     def totals(self) -> tuple[int, int]:
-        b = self.conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
-        r = self.conn.execute("SELECT count(*) FROM records").fetchone()[0]
-        return b, r
+        try:
+            return (self.conn.execute("SELECT count(*) FROM blocks").fetchone()[0],
+                    self.conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        except sqlite3.DatabaseError:
+            return 0, 0  # only for progress; the audit reports the damage
 
     def blocks(self) -> Iterator[SourceBlock]:
-        rows = self.conn.execute("SELECT height, header, certificate FROM blocks ORDER BY height")
         cur = self.conn.cursor()
-        for height, header, cert in rows:
-            recs = cur.execute(
-                "SELECT idx, id, envelope FROM records WHERE height = ? ORDER BY idx", (height,)
-            ).fetchall()
-            yield SourceBlock(height, _loads(header), _loads(cert), recs)
+        height = 0
+        try:
+            for height, header, cert in self.conn.execute("SELECT height, header, certificate FROM blocks ORDER BY height"):
+                recs = cur.execute(
+                    "SELECT idx, id, envelope FROM records WHERE height = ? ORDER BY idx", (height,)
+                ).fetchall()
+                yield SourceBlock(height, _loads(header), _loads(cert),
+                                  [(i, r if isinstance(r, str) else None, e) for i, r, e in recs])
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot read the blocks after height {height}: {e}", code="corrupt_database") from e
 
     def structure(self) -> Iterator[Finding]:
-        for idx, rid, height in self.conn.execute(
-            "SELECT idx, id, height FROM records WHERE height NOT IN (SELECT height FROM blocks) ORDER BY idx"
+        for idx, rid, height in self._read(
+            "records", "SELECT idx, id, height FROM records WHERE height NOT IN (SELECT height FROM blocks) ORDER BY idx"
         ):
-            yield Finding("orphan_record", f"record belongs to height {height}, which has no block", height, rid, idx)
+            yield Finding("orphan_record", f"record belongs to height {height}, which has no block", height,
+                          rid if isinstance(rid, str) else None, idx)
+
+    # -- the tables the node derives from the log ------------------------------------------
+    def merkle_level(self, level: int) -> Iterator[tuple[int, Any]]:
+        """(index, hash) of the stored Merkle nodes of ``level``, in index order."""
+        lo = node_key(level, 0)
+        try:
+            for k, h in self.conn.execute("SELECT k, h FROM merkle WHERE k >= ? AND k < ? ORDER BY k",
+                                          (lo, node_key(level + 1, 0))):
+                yield k - lo, h
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot read the merkle table at level {level}: {e}", code="corrupt_database") from e
+
+    def merkle_above(self, level: int) -> list[int]:
+        """Keys of stored Merkle nodes of ``level`` or higher, or that are no node key at all
+        (at most 21: enough to report)."""
+        rows = self._read("merkle", "SELECT k FROM merkle WHERE k >= ? OR k < 0 ORDER BY k LIMIT 21",
+                          (node_key(level, 0),))
+        return [r[0] for r in rows]
+
+    def derived_rows(self) -> DerivedRows:
+        """The stored derived tables, row by row (``ledger.store.DERIVED_TABLES``)."""
+        try:
+            return read_derived(self.conn)
+        except sqlite3.DatabaseError as e:
+            raise StorageError(f"cannot read the derived tables: {e}", code="corrupt_database") from e
 
     def _get_nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        from .store import node_key
-
         out = {}
         for lv, i in keys:
             row = self.conn.execute("SELECT h FROM merkle WHERE k = ?", (node_key(lv, i),)).fetchone()
@@ -239,6 +342,8 @@ class DbSource:
 
 
 def _loads(text: Any) -> Any:
+    if isinstance(text, Undecodable):
+        return text
     try:
         return orjson.loads(text) if isinstance(text, (str, bytes)) else text
     except orjson.JSONDecodeError:
@@ -255,6 +360,9 @@ def _analyze(rows: Sequence[tuple[int | None, str | None, Any]]) -> list[Analysi
     with ``--jobs N``."""
     out: list[Analysis] = []
     for _idx, _sid, env in rows:
+        if isinstance(env, Undecodable):
+            out.append((None, "not_utf8", f"the stored envelope is not UTF-8 (byte {env.at} of {len(env.data)})", False))
+            continue
         try:
             rec = parse_record(_loads(env))
         except LedgerError as e:
@@ -313,6 +421,72 @@ def _analyzed(source: ChainSource, jobs: int) -> Iterator[tuple[SourceBlock, lis
         pool.shutdown(cancel_futures=True)
 
 
+class _MerkleCheck:
+    """The stored Merkle nodes (the ``merkle`` table, PROTOCOL.md 4) against the tree the
+    audit recomputes from the record ids. Each level is read in index order beside the
+    recomputation: one row read and one comparison per node. The recomputation never
+    reads a stored node, so an edited row is one finding, not a path of them."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._levels: list[Iterator[tuple[int, Any]]] = []
+        self._next: list[tuple[int, Any] | None] = []
+        self._pending: list[Finding] = []
+
+    def _stored(self, level: int, index: int) -> Any:
+        while len(self._levels) <= level:
+            rows = self._source.merkle_level(len(self._levels))
+            self._levels.append(rows)
+            self._next.append(next(rows, None))
+        nxt = self._next[level]
+        if nxt is not None and nxt[0] == index:
+            self._next[level] = next(self._levels[level], None)
+            return nxt[1]
+        return None
+
+    def add(self, pos: int, hashes: list[bytes], height: int, record: str | None) -> None:
+        """The nodes appending leaf ``pos`` completed (``Accumulator.append_nodes``)."""
+        for level, h in enumerate(hashes):
+            index = pos >> level
+            stored = self._stored(level, index)
+            if stored != h:
+                what = "is missing" if stored is None else f"holds {_short(stored)}"
+                self._pending.append(Finding(
+                    "merkle", f"stored node {what}; the record ids give {h.hex()[:16]}…", height,
+                    record if level == 0 else None, pos if level == 0 else None, "merkle", f"level {level} index {index}",
+                ))
+
+    def end_block(self, add: Callable[[Finding], None], root_ok: bool) -> None:
+        """Report the block's node findings when its records give the certified root; else
+        the records, not the table, are what the other findings name."""
+        if root_ok:
+            for f in self._pending:
+                add(f)
+        self._pending.clear()
+
+    def leftover(self, add: Callable[[Finding], None], size: int) -> None:
+        """Stored nodes the log does not give: beyond its size, or no node key at all."""
+        extra: list[str] = []
+        for level, rows in enumerate(self._levels):
+            nxt = self._next[level]
+            while nxt is not None and len(extra) <= 20:
+                extra.append(f"level {level} index {nxt[0]}")
+                nxt = next(rows, None)
+        if len(extra) <= 20:
+            extra += [f"level {k >> 40} index {k & ((1 << 40) - 1)}" if k >= 0 else f"key {k}"
+                      for k in self._source.merkle_above(len(self._levels))]
+        for key in extra[:20]:
+            add(Finding("merkle", f"stored node the log of {size} records does not give", table="merkle", key=key))
+        if len(extra) > 20:
+            add(Finding("merkle", "... and more stored nodes the log does not give", table="merkle"))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"{value.hex()[:16]}…" + ("" if len(value) == 32 else f" ({len(value)} bytes)")
+    return f"a {type(value).__name__}, not a hash"
+
+
 def audit(
     source: ChainSource,
     *,
@@ -322,102 +496,143 @@ def audit(
 ) -> AuditReport:
     """Audit a chain end to end. ``progress(n)`` is told of every n records checked."""
     report = AuditReport()
+    integrity = getattr(source, "integrity", None)
+    if integrity is not None:
+        report.findings.extend(integrity())
+        if not getattr(source, "readable", True):
+            return report
+    _audit(source, report, jobs, checkpoint, progress)
+    report.findings.sort(key=lambda f: (f.height if f.height is not None else -1, f.index if f.index is not None else -1))
+    return report
+
+
+def _audit(
+    source: ChainSource,
+    report: AuditReport,
+    jobs: int,
+    checkpoint: Checkpoint | None,
+    progress: Callable[[int], None] | None,
+) -> None:
     add = report.findings.append
     # 1. The genesis and the chain id.
     try:
         genesis = parse_genesis(source.genesis_doc())
+        claimed = source.claimed_chain_id()
     except LedgerError as e:
         add(Finding("genesis", f"genesis document is invalid: {e.message}"))
-        return report
+        return
     chain_id = report.chain_id = genesis.chain_id
-    claimed = source.claimed_chain_id()
     if claimed is not None and claimed != chain_id:
         add(Finding("chain_id", f"chain id recomputed from the genesis is {chain_id[:16]}…, the source says {claimed[:16]}… (genesis edited?)"))
 
     state = ChainState(genesis)
     acc = merkle.Accumulator()
+    nodes = _MerkleCheck(source) if hasattr(source, "merkle_level") else None
     prev_hash, expected_height, log_size = chain_id, 1, 0
     last: Checkpoint | None = None
     root_at_checkpoint: bytes | None = None
+    hash_at_checkpoint: str | None = None
     if checkpoint is not None and checkpoint.log_size == 0:
         root_at_checkpoint = merkle.EMPTY_ROOT
 
-    for blk, analyses in _analyzed(source, jobs):
-        # 2. The block: height, links, certificate, counts.
-        try:
-            header = Header.from_dict(blk.header)
-        except LedgerError as e:
-            add(Finding("header", f"block header is malformed: {e.message}", blk.height))
-            continue
-        h = header.height
-        if h > expected_height:
-            gap = f"{expected_height}" if h == expected_height + 1 else f"{expected_height}..{h - 1}"
-            add(Finding("height", f"block {gap} is missing: the block after height {expected_height - 1} is at height {h}", expected_height))
-        elif h != expected_height:
-            add(Finding("height", f"expected height {expected_height}, found {h} (a block is repeated or out of order)", h))
-        if header.chain != chain_id:
-            add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
-        if header.prev != prev_hash:
-            add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
-        block_hash = header.hash
-        certified = True
-        try:
-            verify_certificate(
-                Certificate.from_dict(blk.certificate),
-                chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
-            )
-        except LedgerError as e:
-            certified = False
-            add(Finding("certificate", e.message, h))
-        if len(blk.records) != header.count:
-            add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
-        _check_indexes(blk, header, add)
-        # 3. The records. A finding names a record by its stored id and stored log index
-        # when the source has them: that is where a reader finds the row.
-        seen: list[tuple[int, str | None, bytes]] = []
-        for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
-            at = idx if idx is not None else log_size
-            if rid is None:
-                add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
-                leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
-            else:
-                if stored_id is not None and stored_id != rid:
-                    add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, stored_id, at))
-                if not sig_ok:
-                    add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
-                try:  # the form was checked in _analyze; only the state rules remain
-                    state.check_apply(Record(_loads(env), rid, b""))
-                except LedgerError as e:
-                    add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
-                    state.size += 1
-                leaf = bytes.fromhex(rid)
-            seen.append((at, stored_id, leaf))
-            acc.append(leaf)
-            log_size += 1
-            report.records += 1
-            if checkpoint is not None and log_size == checkpoint.log_size:
-                root_at_checkpoint = acc.root()
-        # 4. The log root and size.
-        if header.log_size != log_size:
-            add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
-        root = acc.root()
-        if header.log_root != root.hex():
-            add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
-            if certified:
-                _locate_leaves(source, header, seen, add)
-        report.blocks += 1
-        prev_hash, expected_height = block_hash, h + 1
-        last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
-        if progress:
-            progress(len(blk.records))
-    for f in source.structure():
-        add(f)
-    report.findings.sort(key=lambda f: (f.height if f.height is not None else -1, f.index if f.index is not None else -1))
+    try:
+        for blk, analyses in _analyzed(source, jobs):
+            # 2. The block: height, links, certificate, counts.
+            try:
+                header = Header.from_dict(blk.header)
+            except LedgerError as e:
+                add(Finding("header", f"block header is malformed: {e.message}", blk.height))
+                continue
+            h = header.height
+            if h > expected_height:
+                gap = f"{expected_height}" if h == expected_height + 1 else f"{expected_height}..{h - 1}"
+                add(Finding("height", f"block {gap} is missing: the block after height {expected_height - 1} is at height {h}", expected_height))
+            elif h != expected_height:
+                add(Finding("height", f"expected height {expected_height}, found {h} (a block is repeated or out of order)", h))
+            if header.chain != chain_id:
+                add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
+            if header.prev != prev_hash:
+                add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
+            block_hash = header.hash
+            certified = True
+            try:
+                verify_certificate(
+                    Certificate.from_dict(blk.certificate),
+                    chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
+                )
+            except LedgerError as e:
+                certified = False
+                add(Finding("certificate", e.message, h))
+            if len(blk.records) != header.count:
+                add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
+            _check_indexes(blk, header, add)
+            # 3. The records. A finding names a record by its stored id and stored log index
+            # when the source has them: that is where a reader finds the row.
+            seen: list[tuple[int, str | None, bytes]] = []
+            for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
+                at = idx if idx is not None else log_size
+                if rid is None:
+                    add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
+                    leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
+                else:
+                    if stored_id is not None and stored_id != rid:
+                        add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, stored_id, at))
+                    if not sig_ok:
+                        add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
+                    try:  # the form was checked in _analyze; only the state rules remain
+                        state.check_apply(Record(_loads(env), rid, b""))
+                    except LedgerError as e:
+                        add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
+                        state.size += 1
+                    leaf = bytes.fromhex(rid)
+                seen.append((at, stored_id, leaf))
+                if nodes is None:
+                    acc.append(leaf)
+                else:
+                    nodes.add(log_size, acc.append_nodes(leaf), h, stored_id or rid)
+                log_size += 1
+                report.records += 1
+                if checkpoint is not None and log_size == checkpoint.log_size:
+                    root_at_checkpoint = acc.root()
+            # 4. The log root and size.
+            if header.log_size != log_size:
+                add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
+            root = acc.root()
+            if header.log_root != root.hex():
+                add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
+                if certified:
+                    _locate_leaves(source, header, seen, add)
+            if nodes is not None:
+                nodes.end_block(add, header.log_root == root.hex())
+            report.blocks += 1
+            prev_hash, expected_height = block_hash, h + 1
+            last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
+            if checkpoint is not None and h == checkpoint.height:
+                hash_at_checkpoint = block_hash
+            if progress:
+                progress(len(blk.records))
+        for f in source.structure():
+            add(f)
+        if nodes is not None:
+            nodes.leftover(add, log_size)
+        stored = getattr(source, "derived_rows", None)
+        if stored is not None:
+            _compare_state(state, stored(), last.height if last else 0, add)
+    except StorageError as e:
+        # The file could not be read further (PRAGMA integrity_check says why).
+        add(Finding("database", e.message, expected_height))
     report.head = last
     # 5. Consistency with the checkpoint audited before.
     if checkpoint is not None:
-        report.checkpoint = _compare(checkpoint, last, root_at_checkpoint, source, add)
-    return report
+        report.checkpoint = _compare(checkpoint, last, root_at_checkpoint, hash_at_checkpoint, source, add)
+
+
+def _compare_state(state: ChainState, stored: DerivedRows, height: int, add: Callable[[Finding], None]) -> None:
+    """Every row of the derived tables against the state a replay of the log gives
+    (``ledger.store.derived_rows``): what the node's rules read is what the log says."""
+    for table, key, what in compare_derived(derived_rows(state), stored):
+        add(Finding("derived_state", f"{what} (state after height {height})", height,
+                    table=table, key="/".join(map(str, key))))
 
 
 def _check_indexes(blk: SourceBlock, header: Header, add: Callable[[Finding], None]) -> None:
@@ -470,6 +685,7 @@ def _compare(
     old: Checkpoint,
     new: Checkpoint | None,
     root_at_old: bytes | None,
+    hash_at_old: str | None,
     source: ChainSource,
     add: Callable[[Finding], None],
 ) -> str:
@@ -484,6 +700,11 @@ def _compare(
         return "rollback"
     if root_at_old is None or root_at_old.hex() != old.log_root:
         add(Finding("fork", f"the first {old.log_size} records no longer give the root audited before", old.height))
+        return "fork"
+    if old.height and hash_at_old != old.hash:
+        # The same records under another block: a second block certified at that height.
+        now = f"hashes to {hash_at_old[:16]}…" if hash_at_old else "is missing"
+        add(Finding("fork", f"block {old.height} {now}; the last audit saw {old.hash[:16]}… at that height", old.height))
         return "fork"
     path = source.consistency_proof(old.log_size, new.log_size)
     if path is not None:

@@ -467,6 +467,22 @@ class Accumulator:
         stack.append(h)
         self.size += 1
 
+    def append_nodes(self, leaf: bytes) -> list[bytes]:
+        """Append one leaf hash and return the perfect subtrees it completes, bottom-up:
+        the leaf itself (level 0, index ``size``) and one parent per level above it
+        (level j, index ``size >> j``), i.e. the rows :func:`new_nodes` would store."""
+        stack = self._stack
+        h = leaf
+        n = self.size
+        out = [h]
+        while n & 1:
+            h = _sha256(NODE_PREFIX + stack.pop() + h).digest()
+            out.append(h)
+            n >>= 1
+        stack.append(h)
+        self.size += 1
+        return out
+
     def root(self) -> bytes:
         """RFC 9162 MTH of everything appended so far."""
         if not self._stack:

@@ -39,7 +39,7 @@ from .records import Record
 from .state import ChainState, DatasetState, Identity
 from .values import decimal_str, parse_decimal
 
-__all__ = ["BlockRow", "Store", "node_key"]
+__all__ = ["DERIVED_TABLES", "BlockRow", "DerivedRows", "Store", "compare_derived", "derived_rows", "node_key", "read_derived"]
 
 EVIDENCE_LIMIT = 1000  # rows of the evidence table; the oldest are dropped beyond it
 
@@ -286,7 +286,7 @@ class Store:
         ks = list(wanted)
         for s in range(0, len(ks), 500):
             chunk = ks[s : s + 500]
-            q = "SELECT k, h FROM merkle WHERE k IN (%s)" % ",".join("?" * len(chunk))
+            q = f"SELECT k, h FROM merkle WHERE k IN ({','.join('?' * len(chunk))})"
             for k, h in self.reader.execute(q, chunk):
                 out[wanted[k]] = h
         return out
@@ -361,37 +361,28 @@ class Store:
         """Rewrite the derived tables. With ``records``, only what those records touched."""
         c = self.conn
         if records is None:
-            touched_ids = set(state.identities)
-            touched_ds = set(state.datasets)
-            for t in ("identities", "datasets", "budgets", "policies"):
+            for t, rows in derived_rows(state).items():
                 c.execute(f"DELETE FROM {t}")
-        else:
-            touched_ids, touched_ds = set(), set()
-            for rec in records:
-                b = rec.envelope["body"]
-                if rec.type in ("identity.register", "identity.revoke"):
-                    touched_ids.add(b["key"])
-                elif rec.type == "dataset.contribute":
-                    touched_ds.add(b["dataset"])
-                elif rec.type == "model.update":
-                    touched_ds.update(i["dataset"] for i in b["inputs"])
-        c.executemany(
-            "INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
-            [(i.key, i.name, i.org, ",".join(sorted(i.roles)), int(i.revoked), i.registered_by)
-             for k in touched_ids if (i := state.identities[k])],
-        )
+                if rows:
+                    c.executemany(f"INSERT INTO {t} VALUES ({','.join('?' * len(DERIVED_TABLES[t]))})", rows.values())
+            return
+        touched_ids, touched_ds = set(), set()
+        for rec in records:
+            b = rec.envelope["body"]
+            if rec.type in ("identity.register", "identity.revoke"):
+                touched_ids.add(b["key"])
+            elif rec.type == "dataset.contribute":
+                touched_ds.add(b["dataset"])
+            elif rec.type == "model.update":
+                touched_ds.update(i["dataset"] for i in b["inputs"])
+        c.executemany("INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
+                      [_identity_row(state.identities[k]) for k in touched_ids])
         for name in touched_ds:
             ds = state.datasets[name]
             c.executemany("INSERT OR REPLACE INTO datasets VALUES (?,?,?)", [(name, v, r) for v, r in ds.versions.items()])
             if ds.budget is not None:
-                c.execute(
-                    "INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)",
-                    (name, *map(decimal_str, (*ds.budget, *ds.spent))),
-                )
-        c.executemany(
-            "INSERT OR REPLACE INTO policies VALUES (?,?,?,?)",
-            [(at, decimal_str(p["data"]), decimal_str(p["annotation"]), decimal_str(p["training"])) for at, p in state.policies[1:]],
-        )
+                c.execute("INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)", _budget_row(ds))
+        c.executemany("INSERT OR REPLACE INTO policies VALUES (?,?,?,?)", [_policy_row(at, p) for at, p in state.policies[1:]])
 
     def load_state(self) -> ChainState:
         """The state after the last block, from the derived tables (fast start)."""
@@ -514,6 +505,85 @@ def _stored_decimal(text: Any) -> Fraction:
     if value is None:
         raise StorageError(f"derived tables hold {text!r:.40}, which is not a decimal", code="bad_database")
     return value
+
+
+# -- derived state as rows -----------------------------------------------------------------
+DERIVED_TABLES: dict[str, tuple[str, ...]] = {
+    "identities": ("key", "name", "org", "roles", "revoked", "registered_by"),
+    "datasets": ("name", "version", "record"),
+    "budgets": ("dataset", "epsilon", "delta", "spent_epsilon", "spent_delta"),
+    "policies": ("idx", "data", "annotation", "training"),
+}
+"""The derived tables and their columns; the primary key is the first column (the first
+two for ``datasets``)."""
+
+DerivedRows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
+"""Table -> primary key -> row."""
+
+
+def _pk(table: str, row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(row[:2]) if table == "datasets" else (row[0],)
+
+
+def _identity_row(i: Identity) -> tuple[Any, ...]:
+    return (i.key, i.name, i.org, ",".join(sorted(i.roles)), int(i.revoked), i.registered_by)
+
+
+def _budget_row(ds: DatasetState) -> tuple[Any, ...]:
+    assert ds.budget is not None
+    return (ds.name, *map(decimal_str, (*ds.budget, *ds.spent)))
+
+
+def _policy_row(at: int, p: dict[str, Any]) -> tuple[Any, ...]:
+    return (at, decimal_str(p["data"]), decimal_str(p["annotation"]), decimal_str(p["training"]))
+
+
+def derived_rows(state: ChainState) -> DerivedRows:
+    """The rows the derived tables hold for ``state``: what a replay of the log says
+    they must hold (DESIGN.md: state is derivable from the log)."""
+    out: DerivedRows = {t: {} for t in DERIVED_TABLES}
+    for i in state.identities.values():
+        out["identities"][(i.key,)] = _identity_row(i)
+    for name, ds in state.datasets.items():
+        for v, r in ds.versions.items():
+            out["datasets"][(name, v)] = (name, v, r)
+        if ds.budget is not None:
+            out["budgets"][(name,)] = _budget_row(ds)
+    for at, p in state.policies[1:]:
+        out["policies"][(at,)] = _policy_row(at, p)
+    return out
+
+
+def read_derived(conn: sqlite3.Connection) -> DerivedRows:
+    """The rows the derived tables of the database on ``conn`` hold, by primary key."""
+    out: DerivedRows = {}
+    for t, cols in DERIVED_TABLES.items():
+        rows = out[t] = {}
+        for row in conn.execute(f"SELECT {', '.join(cols)} FROM {t}"):
+            rows[_pk(t, row)] = tuple(row)
+    return out
+
+
+def compare_derived(want: DerivedRows, have: DerivedRows) -> Iterator[tuple[str, tuple[Any, ...], str]]:
+    """(table, primary key, what differs) for every row of ``have`` that is not the row
+    of ``want`` with that key, and every row of ``want`` that ``have`` lacks."""
+    for t, cols in DERIVED_TABLES.items():
+        w, h = want.get(t, {}), have.get(t, {})
+        for key in sorted(w.keys() | h.keys(), key=repr):
+            a, b = w.get(key), h.get(key)
+            if a == b:
+                continue
+            if b is None:
+                yield t, key, "row missing; the log gives " + _show(cols, a)
+            elif a is None:
+                yield t, key, "row the log does not give: " + _show(cols, b)
+            else:
+                diff = [f"{c} is {y!r}, the log gives {x!r}" for c, x, y in zip(cols, a, b, strict=True) if x != y]
+                yield t, key, "; ".join(diff)
+
+
+def _show(cols: Sequence[str], row: Sequence[Any] | None) -> str:
+    return ", ".join(f"{c}={v!r}" for c, v in zip(cols, row or (), strict=True))
 
 
 def _block_row(row: Sequence[Any]) -> BlockRow:
