@@ -120,6 +120,6 @@ def test_empty_chain_audits_ok(tmp_path: Path) -> None:
 def test_source_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         DbSource(tmp_path / "missing.db")
+    # A damaged database is a finding (tests/test_audit_db.py), not an error.
     (tmp_path / "x.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 200)
-    with pytest.raises(InputError):
-        DbSource(tmp_path / "x.db")
+    assert [f.check for f in audit(DbSource(tmp_path / "x.db")).findings] == ["database"]
