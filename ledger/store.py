@@ -414,13 +414,24 @@ class Store:
         state = ChainState(self.genesis)
         for _idx, _h, _id, env in self.records():
             state.check_apply(parse_record(orjson.loads(env)))
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._write_state(state)
-            self.conn.execute("COMMIT")
+        self.write_derived(state)
         state.index = self
         state.settle()
         return state
+
+    def write_derived(self, state: ChainState) -> None:
+        """Replace every row of the derived tables by those of ``state``, in one transaction."""
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                self._write_state(state)
+                self.conn.execute("COMMIT")
+            except BaseException as e:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise StorageError(f"could not rewrite the derived tables: {e}", code="commit_failed") from e
+                raise
 
     # -- consensus guard and evidence (used by the node) --------------------------------
     def save_signed(self, height: int, round: int, step: str, block: str) -> None:

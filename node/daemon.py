@@ -59,6 +59,7 @@ from ledger.store import Store
 from .config import NodeConfig
 from .mempool import Mempool
 from .metrics import NodeMetrics
+from .startup import check_store
 from .verify import Verifiers
 
 __all__ = ["Node", "serve", "setup_logging"]
@@ -105,6 +106,7 @@ class Node:
                 raise InputError(f"{config.key_path} is not a validator of this chain's genesis", code="not_a_validator")
             self.genesis = genesis
             self.chain_id = genesis.chain_id
+            check_store(self.store)  # node.startup: the file must give its certified head
             self.ledger = Ledger(self.store)
         except BaseException:
             self.store.close()
