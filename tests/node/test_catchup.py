@@ -185,10 +185,11 @@ def test_forging_peer_is_detected_and_avoided(
     key = SigningKey.load(node_home / "alice.key")
     status = fill(honest.url, key, batches=5, size=60, tag="f")
     assert status["height"] >= 5
-    # A node over a copy of the honest chain in which block 3 was altered.
+    # A node over a copy of the honest chain in which block 3 is altered once it runs (a
+    # node refuses to start on an altered file: node.startup).
     forged_home = follower_home(node_home, tmp_path / "forger", [], db=snapshot(node_home / "ledger.db", tmp_path / "copy.db"))
-    tamper(forged_home / "ledger.db", 3)
     forger = start_node(forged_home)
+    tamper(forged_home / "ledger.db", 3)
     assert httpx.get(forger.url + "/v1/status").json()["height"] == status["height"]
     # The forger is asked first (it is listed first and claims as many blocks).
     follower = start_node(follower_home(node_home, tmp_path / "follower", [forger.url, honest.url]))
