@@ -14,7 +14,7 @@ Checks, numbered as PROTOCOL.md 7:
   5. The chain is consistent with a checkpoint audited before (``--state FILE``): no
      rollback, no fork (root at the old size recomputed, the block at the old height hashes
      as it did, and an RFC 9162 consistency proof where the source can give one).
-A database file is also checked as a file (PROTOCOL.md 7, "Database"): SQLite's
+A database file is also checked as a file (docs/protocol.md 4): SQLite's
 ``PRAGMA integrity_check`` first, then every stored Merkle node against the tree recomputed
 from the record ids, and every row of the derived tables against a replay of the log. A
 file SQLite cannot read, bytes that do not decode, a missing table: each is a finding.
