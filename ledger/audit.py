@@ -225,6 +225,7 @@ class DbSource:
                              code="bad_database")
         for t in missing:
             self._damage.append(Finding("schema", f"table {t} is missing", table=t))
+        self._derived_ok = not any(t in DERIVED_TABLES for t in missing)
         return not any(t in LEDGER_TABLES for t in missing)
 
     def integrity(self) -> list[Finding]:
@@ -303,8 +304,11 @@ class DbSource:
                           (node_key(level, 0),))
         return [r[0] for r in rows]
 
-    def derived_rows(self) -> DerivedRows:
-        """The stored derived tables, row by row (``ledger.store.DERIVED_TABLES``)."""
+    def derived_rows(self) -> DerivedRows | None:
+        """The stored derived tables, row by row (``ledger.store.DERIVED_TABLES``); None
+        when one is missing (a ``schema`` finding already)."""
+        if not self._derived_ok:
+            return None
         try:
             return read_derived(self.conn)
         except sqlite3.DatabaseError as e:
@@ -616,8 +620,9 @@ def _audit(
         if nodes is not None:
             nodes.leftover(add, log_size)
         stored = getattr(source, "derived_rows", None)
-        if stored is not None:
-            _compare_state(state, stored(), last.height if last else 0, add)
+        rows = stored() if stored is not None else None
+        if rows is not None:
+            _compare_state(state, rows, last.height if last else 0, add)
     except StorageError as e:
         # The file could not be read further (PRAGMA integrity_check says why).
         add(Finding("database", e.message, expected_height))

@@ -205,7 +205,12 @@ def test_missing_ledger_table_is_a_finding(db: Path) -> None:
     conn.execute("DROP TABLE budgets")
     conn.close()
     report = run(db)
-    assert [(f.check, f.table) for f in report.findings][:1] == [("schema", "budgets")]
+    assert [(f.check, f.table) for f in report.findings] == [("schema", "budgets")]
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE merkle")
+    conn.close()
+    report = run(db)  # without a ledger table the rows are not read at all
+    assert [(f.check, f.table) for f in report.findings] == [("schema", "merkle"), ("schema", "budgets")]
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

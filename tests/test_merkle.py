@@ -619,3 +619,18 @@ def test_proofs_read_log_n_nodes_in_one_batch(index: int, size: int) -> None:
     counter = CountingNodes(store.get_nodes)
     root_at(size, counter)
     assert counter.calls == 1 and counter.keys <= size.bit_length()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=300), st.integers(min_value=1, max_value=40))
+def test_accumulator_append_nodes_are_the_stored_nodes(start: int, more: int) -> None:
+    """What ``Accumulator.append_nodes`` reports, leaf by leaf, is exactly the set of nodes
+    a store holds (``MemoryNodes``: the leaves and ``new_nodes``), and the root still agrees."""
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(start + more)]
+    acc = merkle.Accumulator()
+    got: dict[tuple[int, int], bytes] = {}
+    for pos, leaf in enumerate(leaves):
+        for level, h in enumerate(acc.append_nodes(leaf)):
+            got[(level, pos >> level)] = h
+    assert got == MemoryNodes(leaves).nodes
+    assert acc.root() == merkle.root(leaves)

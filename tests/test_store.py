@@ -83,7 +83,7 @@ def test_failure_after_records_insert_leaves_nothing(db: Path, chain1: Any, monk
     with Store(db) as other:
         assert other.head() == head and other.log_size() == head.header.log_size  # type: ignore[union-attr]
     # The store still takes the next block — the same records, now committed.
-    block2, cert2, rejected2 = ledger.commit_single(cons.validators[0], block.records, time="2026-11-21T12:01:01Z")
+    block2, _cert2, rejected2 = ledger.commit_single(cons.validators[0], block.records, time="2026-11-21T12:01:01Z")
     assert not rejected2 and block2.header.height == head.header.height + 1  # type: ignore[union-attr]
     assert counts(db)["records"] == before["records"] + 3
     ledger.store.close()
@@ -125,9 +125,10 @@ def test_commit_with_invalid_certificate_stores_nothing(db: Path, chain1: Any) -
     ledger = Ledger(Store(db))
     before = counts(db)
     block, _ = ledger.build_block(_next_records(cons, "y"), proposer=cons.validators[0].public)
+    from factory import key
+
     from ledger.blocks import certify_single
     from ledger.errors import CertificateError
-    from factory import key
 
     with pytest.raises(CertificateError):
         ledger.commit(block, certify_single(key("not-a-validator"), block.header))
@@ -305,3 +306,36 @@ def test_new_store_is_empty_and_holds_the_genesis(tmp_path: Path) -> None:
         assert store.root_at(0) == merkle.EMPTY_ROOT
         st = store.load_state()
         assert set(st.identities) == set(ChainState(cons.genesis).identities)
+
+
+# --- derived rows -----------------------------------------------------------------------------
+def test_derived_rows_are_what_the_tables_hold(db: Path) -> None:
+    from ledger.store import compare_derived, derived_rows, read_derived
+
+    with Store(db) as store:
+        want = derived_rows(store.rebuild_state())
+        assert read_derived(store.reader) == want and set(want) == {"identities", "datasets", "budgets", "policies"}
+        assert all(want.values())  # the varied chain fills every table
+        assert list(compare_derived(want, read_derived(store.reader))) == []
+
+
+@pytest.mark.parametrize("table", ["identities", "datasets", "budgets", "policies"])
+def test_compare_derived_names_each_edited_row_and_write_derived_restores_it(db: Path, table: str) -> None:
+    from ledger.store import DERIVED_TABLES, compare_derived, derived_rows, read_derived
+
+    with Store(db) as store:
+        state = store.rebuild_state()
+        want = derived_rows(state)
+        key, row = sorted(want[table].items(), key=repr)[-1]
+        last = DERIVED_TABLES[table][-1]
+        where = " AND ".join(f"{c} = ?" for c in DERIVED_TABLES[table][: len(key)])
+        store.conn.execute(f"UPDATE {table} SET {last} = 'edited' WHERE {where}", key)
+        store.conn.execute(f"INSERT INTO {table} ({', '.join(DERIVED_TABLES[table])}) VALUES "
+                           f"({', '.join('?' * len(row))})", (99999, *row[1:]) if table == "policies"
+                           else ("zz", *row[1:]))
+        diffs = list(compare_derived(want, read_derived(store.reader)))
+        assert sorted(d[:2] for d in diffs) == sorted([(table, key), (table, (99999,) if table == "policies"
+                                                                      else ("zz", *key[1:]))])
+        assert any(f"{last} is 'edited'" in d[2] for d in diffs)
+        store.write_derived(state)
+        assert read_derived(store.reader) == want
