@@ -423,15 +423,11 @@ class Store:
         """Replace every row of the derived tables by those of ``state``, in one transaction."""
         with self._lock:
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self._write_state(state)
-                self.conn.execute("COMMIT")
-            except BaseException as e:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                if isinstance(e, sqlite3.DatabaseError):
-                    raise StorageError(f"could not rewrite the derived tables: {e}", code="commit_failed") from e
-                raise
+                with self.conn:  # commits on success, rolls back on any error
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self._write_state(state)
+            except sqlite3.DatabaseError as e:
+                raise StorageError(f"could not rewrite the derived tables: {e}", code="commit_failed") from e
 
     # -- consensus guard and evidence (used by the node) --------------------------------
     def save_signed(self, height: int, round: int, step: str, block: str) -> None:
