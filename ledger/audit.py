@@ -288,14 +288,11 @@ class DbSource:
 
     # -- the tables the node derives from the log ------------------------------------------
     def merkle_level(self, level: int) -> Iterator[tuple[int, Any]]:
-        """(index, hash) of the stored Merkle nodes of ``level``, in index order."""
+        """(index, hash) of the stored Merkle nodes of ``level``, in index order (a cursor:
+        a read that fails later raises ``sqlite3.DatabaseError``)."""
         lo = node_key(level, 0)
-        try:
-            for k, h in self.conn.execute("SELECT k, h FROM merkle WHERE k >= ? AND k < ? ORDER BY k",
-                                          (lo, node_key(level + 1, 0))):
-                yield k - lo, h
-        except sqlite3.DatabaseError as e:
-            raise StorageError(f"cannot read the merkle table at level {level}: {e}", code="corrupt_database") from e
+        return self.conn.execute("SELECT k - ?, h FROM merkle WHERE k >= ? AND k < ? ORDER BY k",
+                                 (lo, lo, node_key(level + 1, 0)))
 
     def merkle_above(self, level: int) -> list[int]:
         """Keys of stored Merkle nodes of ``level`` or higher, or that are no node key at all
@@ -437,28 +434,27 @@ class _MerkleCheck:
         self._next: list[tuple[int, Any] | None] = []
         self._pending: list[Finding] = []
 
-    def _stored(self, level: int, index: int) -> Any:
-        while len(self._levels) <= level:
-            rows = self._source.merkle_level(len(self._levels))
-            self._levels.append(rows)
-            self._next.append(next(rows, None))
-        nxt = self._next[level]
-        if nxt is not None and nxt[0] == index:
-            self._next[level] = next(self._levels[level], None)
-            return nxt[1]
-        return None
-
     def add(self, pos: int, hashes: list[bytes], height: int, record: str | None) -> None:
         """The nodes appending leaf ``pos`` completed (``Accumulator.append_nodes``)."""
+        levels, nxt = self._levels, self._next
         for level, h in enumerate(hashes):
+            if level == len(levels):
+                rows = self._source.merkle_level(level)
+                levels.append(rows)
+                nxt.append(next(rows, None))
             index = pos >> level
-            stored = self._stored(level, index)
-            if stored != h:
-                what = "is missing" if stored is None else f"holds {_short(stored)}"
-                self._pending.append(Finding(
-                    "merkle", f"stored node {what}; the record ids give {h.hex()[:16]}…", height,
-                    record if level == 0 else None, pos if level == 0 else None, "merkle", f"level {level} index {index}",
-                ))
+            row = nxt[level]
+            stored = None
+            if row is not None and row[0] == index:
+                nxt[level] = next(levels[level], None)
+                stored = row[1]
+                if stored == h:
+                    continue
+            what = "is missing" if stored is None else f"holds {_short(stored)}"
+            self._pending.append(Finding(
+                "merkle", f"stored node {what}; the record ids give {h.hex()[:16]}…", height,
+                record if level == 0 else None, pos if level == 0 else None, "merkle", f"level {level} index {index}",
+            ))
 
     def end_block(self, add: Callable[[Finding], None], root_ok: bool) -> None:
         """Report the block's node findings when its records give the certified root; else
@@ -623,9 +619,10 @@ def _audit(
         rows = stored() if stored is not None else None
         if rows is not None:
             _compare_state(state, rows, last.height if last else 0, add)
-    except StorageError as e:
+    except (StorageError, sqlite3.DatabaseError) as e:
         # The file could not be read further (PRAGMA integrity_check says why).
-        add(Finding("database", e.message, expected_height))
+        add(Finding("database", e.message if isinstance(e, StorageError) else f"cannot read the file: {e}",
+                    expected_height))
     report.head = last
     # 5. Consistency with the checkpoint audited before.
     if checkpoint is not None:
