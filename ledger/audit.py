@@ -422,6 +422,14 @@ def _analyzed(source: ChainSource, jobs: int) -> Iterator[tuple[SourceBlock, lis
         pool.shutdown(cancel_futures=True)
 
 
+def _readable(blocks: Iterator[Any], stop: Callable[[Exception], None]) -> Iterator[Any]:
+    """``blocks`` until a read fails: the failure goes to ``stop`` (a finding)."""
+    try:
+        yield from blocks
+    except (StorageError, sqlite3.DatabaseError) as e:
+        stop(e)
+
+
 class _MerkleCheck:
     """The stored Merkle nodes (the ``merkle`` table, PROTOCOL.md 4) against the tree the
     audit recomputes from the record ids. Each level is read in index order beside the
@@ -433,20 +441,40 @@ class _MerkleCheck:
         self._levels: list[Iterator[tuple[int, Any]]] = []
         self._next: list[tuple[int, Any] | None] = []
         self._pending: list[Finding] = []
+        self.failed: sqlite3.DatabaseError | None = None  # a read of the table failed: no more checks
+        self.failed_height = 0  # the block being checked when it failed
+        self._height = 0
+
+    def _row(self, level: int) -> tuple[int, Any] | None:
+        try:
+            return next(self._levels[level], None)
+        except sqlite3.DatabaseError as e:
+            self.failed, self.failed_height = e, self._height
+            return None
 
     def add(self, pos: int, hashes: list[bytes], height: int, record: str | None) -> None:
         """The nodes appending leaf ``pos`` completed (``Accumulator.append_nodes``)."""
+        if self.failed is not None:
+            return
+        self._height = height
         levels, nxt = self._levels, self._next
         for level, h in enumerate(hashes):
             if level == len(levels):
-                rows = self._source.merkle_level(level)
-                levels.append(rows)
-                nxt.append(next(rows, None))
+                try:
+                    levels.append(self._source.merkle_level(level))
+                except sqlite3.DatabaseError as e:
+                    self.failed, self.failed_height = e, height
+                    return
+                nxt.append(self._row(level))
+                if self.failed is not None:
+                    return
             index = pos >> level
             row = nxt[level]
             stored = None
             if row is not None and row[0] == index:
-                nxt[level] = next(levels[level], None)
+                nxt[level] = self._row(level)
+                if self.failed is not None:
+                    return
                 stored = row[1]
                 if stored == h:
                     continue
@@ -471,7 +499,7 @@ class _MerkleCheck:
             nxt = self._next[level]
             while nxt is not None and len(extra) <= 20:
                 extra.append(f"level {level} index {nxt[0]}")
-                nxt = next(rows, None)
+                nxt = next(rows, None)  # a failure here is the caller's to report
         if len(extra) <= 20:
             extra += [f"level {k >> 40} index {k & ((1 << 40) - 1)}" if k >= 0 else f"key {k}"
                       for k in self._source.merkle_above(len(self._levels))]
@@ -535,82 +563,94 @@ def _audit(
     if checkpoint is not None and checkpoint.log_size == 0:
         root_at_checkpoint = merkle.EMPTY_ROOT
 
+    failed: list[Exception] = []
+
+    def stop(e: Exception, height: int | None = None) -> None:
+        # The file could not be read further (PRAGMA integrity_check says why).
+        failed.append(e)
+        add(Finding("database", e.message if isinstance(e, StorageError) else f"cannot read the file: {e}",
+                    expected_height if height is None else height))
+
+    for blk, analyses in _readable(_analyzed(source, jobs), stop):
+        # 2. The block: height, links, certificate, counts.
+        try:
+            header = Header.from_dict(blk.header)
+        except LedgerError as e:
+            add(Finding("header", f"block header is malformed: {e.message}", blk.height))
+            continue
+        h = header.height
+        if h > expected_height:
+            gap = f"{expected_height}" if h == expected_height + 1 else f"{expected_height}..{h - 1}"
+            add(Finding("height", f"block {gap} is missing: the block after height {expected_height - 1} is at height {h}", expected_height))
+        elif h != expected_height:
+            add(Finding("height", f"expected height {expected_height}, found {h} (a block is repeated or out of order)", h))
+        if header.chain != chain_id:
+            add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
+        if header.prev != prev_hash:
+            add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
+        block_hash = header.hash
+        certified = True
+        try:
+            verify_certificate(
+                Certificate.from_dict(blk.certificate),
+                chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
+            )
+        except LedgerError as e:
+            certified = False
+            add(Finding("certificate", e.message, h))
+        if len(blk.records) != header.count:
+            add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
+        _check_indexes(blk, header, add)
+        # 3. The records. A finding names a record by its stored id and stored log index
+        # when the source has them: that is where a reader finds the row.
+        seen: list[tuple[int, str | None, bytes]] = []
+        for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
+            at = idx if idx is not None else log_size
+            if rid is None:
+                add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
+                leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
+            else:
+                if stored_id is not None and stored_id != rid:
+                    add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, stored_id, at))
+                if not sig_ok:
+                    add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
+                try:  # the form was checked in _analyze; only the state rules remain
+                    state.check_apply(Record(_loads(env), rid, b""))
+                except LedgerError as e:
+                    add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
+                    state.size += 1
+                leaf = bytes.fromhex(rid)
+            seen.append((at, stored_id, leaf))
+            if nodes is None:
+                acc.append(leaf)
+            else:
+                nodes.add(log_size, acc.append_nodes(leaf), h, stored_id or rid)
+            log_size += 1
+            report.records += 1
+            if checkpoint is not None and log_size == checkpoint.log_size:
+                root_at_checkpoint = acc.root()
+        # 4. The log root and size.
+        if header.log_size != log_size:
+            add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
+        root = acc.root()
+        if header.log_root != root.hex():
+            add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
+            if certified:
+                _locate_leaves(source, header, seen, add)
+        if nodes is not None:
+            nodes.end_block(add, header.log_root == root.hex())
+        report.blocks += 1
+        prev_hash, expected_height = block_hash, h + 1
+        last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
+        if checkpoint is not None and h == checkpoint.height:
+            hash_at_checkpoint = block_hash
+        if progress:
+            progress(len(blk.records))
+    if nodes is not None and nodes.failed is not None:
+        stop(nodes.failed, nodes.failed_height)
     try:
-        for blk, analyses in _analyzed(source, jobs):
-            # 2. The block: height, links, certificate, counts.
-            try:
-                header = Header.from_dict(blk.header)
-            except LedgerError as e:
-                add(Finding("header", f"block header is malformed: {e.message}", blk.height))
-                continue
-            h = header.height
-            if h > expected_height:
-                gap = f"{expected_height}" if h == expected_height + 1 else f"{expected_height}..{h - 1}"
-                add(Finding("height", f"block {gap} is missing: the block after height {expected_height - 1} is at height {h}", expected_height))
-            elif h != expected_height:
-                add(Finding("height", f"expected height {expected_height}, found {h} (a block is repeated or out of order)", h))
-            if header.chain != chain_id:
-                add(Finding("chain", f"header names chain {header.chain[:16]}…, not {chain_id[:16]}…", h))
-            if header.prev != prev_hash:
-                add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
-            block_hash = header.hash
-            certified = True
-            try:
-                verify_certificate(
-                    Certificate.from_dict(blk.certificate),
-                    chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
-                )
-            except LedgerError as e:
-                certified = False
-                add(Finding("certificate", e.message, h))
-            if len(blk.records) != header.count:
-                add(Finding("count", f"block holds {len(blk.records)} records, its header says {header.count}", h))
-            _check_indexes(blk, header, add)
-            # 3. The records. A finding names a record by its stored id and stored log index
-            # when the source has them: that is where a reader finds the row.
-            seen: list[tuple[int, str | None, bytes]] = []
-            for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
-                at = idx if idx is not None else log_size
-                if rid is None:
-                    add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
-                    leaf = bytes.fromhex(stored_id) if stored_id and len(stored_id) == 64 else bytes(32)
-                else:
-                    if stored_id is not None and stored_id != rid:
-                        add(Finding("record_id", f"stored id {stored_id[:16]}… but the envelope hashes to {rid[:16]}…", h, stored_id, at))
-                    if not sig_ok:
-                        add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
-                    try:  # the form was checked in _analyze; only the state rules remain
-                        state.check_apply(Record(_loads(env), rid, b""))
-                    except LedgerError as e:
-                        add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
-                        state.size += 1
-                    leaf = bytes.fromhex(rid)
-                seen.append((at, stored_id, leaf))
-                if nodes is None:
-                    acc.append(leaf)
-                else:
-                    nodes.add(log_size, acc.append_nodes(leaf), h, stored_id or rid)
-                log_size += 1
-                report.records += 1
-                if checkpoint is not None and log_size == checkpoint.log_size:
-                    root_at_checkpoint = acc.root()
-            # 4. The log root and size.
-            if header.log_size != log_size:
-                add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))
-            root = acc.root()
-            if header.log_root != root.hex():
-                add(Finding("log_root", f"log_root {header.log_root[:16]}… but the records give {root.hex()[:16]}… (records edited, swapped, added or removed)", h))
-                if certified:
-                    _locate_leaves(source, header, seen, add)
-            if nodes is not None:
-                nodes.end_block(add, header.log_root == root.hex())
-            report.blocks += 1
-            prev_hash, expected_height = block_hash, h + 1
-            last = Checkpoint(chain_id, h, block_hash, log_size, root.hex())
-            if checkpoint is not None and h == checkpoint.height:
-                hash_at_checkpoint = block_hash
-            if progress:
-                progress(len(blk.records))
+        if failed:
+            raise StorageError("the rest of the file was not read")  # already a finding
         for f in source.structure():
             add(f)
         if nodes is not None:
@@ -620,9 +660,8 @@ def _audit(
         if rows is not None:
             _compare_state(state, rows, last.height if last else 0, add)
     except (StorageError, sqlite3.DatabaseError) as e:
-        # The file could not be read further (PRAGMA integrity_check says why).
-        add(Finding("database", e.message if isinstance(e, StorageError) else f"cannot read the file: {e}",
-                    expected_height))
+        if not failed:
+            stop(e)
     report.head = last
     # 5. Consistency with the checkpoint audited before.
     if checkpoint is not None:

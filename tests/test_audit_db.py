@@ -169,12 +169,13 @@ def test_truncated_file_is_a_finding_with_exit_1(db: Path) -> None:
     assert doc["findings"][0]["check"] in ("database", "integrity_check")
 
 
-def test_flipped_bytes_in_a_page_are_a_finding_with_exit_1(db: Path) -> None:
+@pytest.mark.parametrize("table", ["records", "blocks", "merkle", "identities", "meta"])
+def test_flipped_bytes_in_a_page_are_a_finding_with_exit_1(db: Path, table: str) -> None:
     conn = sqlite3.connect(db)
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
     conn.close()
-    with open(db, "r+b") as f:  # the b-tree page header of the records table's root page
+    with open(db, "r+b") as f:  # the b-tree page header of the table's root page
         f.seek((root - 1) * page_size)
         f.write(b"\xff" * 12)
     report = run(db)
@@ -280,3 +281,36 @@ def test_same_chain_grown_is_still_consistent(tmp_path: Path, kit: Any) -> None:
         cp = Checkpoint(cons.chain_id, 3, head3.hash, 3, merkle.root_at(3, store.get_nodes).hex())
     report = run(tmp_path / "a.db", checkpoint=cp)
     assert report.ok and report.checkpoint is not None and report.checkpoint.startswith("consistent")
+
+
+class FailingReads(DbSource):
+    """A file whose pages fail to read part way (as a damaged page does, once SQLite
+    reaches it): the merkle table after ``nodes`` rows, or the blocks after ``blocks``."""
+
+    def __init__(self, path: Path, *, nodes: int | None = None, blocks: int | None = None) -> None:
+        super().__init__(path)
+        self.nodes_left, self.blocks_left = nodes, blocks
+
+    def merkle_level(self, level: int) -> Any:
+        for row in super().merkle_level(level):
+            if self.nodes_left is not None:
+                if self.nodes_left == 0:
+                    raise sqlite3.DatabaseError("database disk image is malformed")
+                self.nodes_left -= 1
+            yield row
+
+    def blocks(self) -> Any:
+        for blk in super().blocks():
+            if self.blocks_left == 0:
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            if self.blocks_left is not None:
+                self.blocks_left -= 1
+            yield blk
+
+
+@pytest.mark.parametrize(("nodes", "blocks", "height"), [(10, None, 2), (None, 3, 4)], ids=["merkle", "blocks"])
+def test_a_read_failing_part_way_is_one_located_finding(
+        db: Path, nodes: int | None, blocks: int | None, height: int) -> None:
+    report = audit(FailingReads(db, nodes=nodes, blocks=blocks))
+    assert [(f.check, f.height) for f in report.findings] == [("database", height)]
+    assert "malformed" in report.findings[0].message
