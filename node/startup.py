@@ -74,6 +74,8 @@ def _check(store: Store) -> None:
             frontier = store.root_at(size).hex()
         except LedgerError as e:
             raise _refuse(store, f"the Merkle frontier is incomplete: {e.message}") from e
+        except (TypeError, AttributeError) as e:  # a stored node that is not bytes
+            raise _refuse(store, f"the Merkle frontier holds a value that is not a hash: {e} (merkle table edited)") from e
         if frontier != root:
             raise _refuse(store, f"the stored Merkle frontier gives log_root {frontier[:16]}…, "
                                  f"block {h} certifies {root[:16]}… (merkle table edited)")

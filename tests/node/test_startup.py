@@ -77,6 +77,8 @@ def test_clean_database_starts(filled: tuple[Path, Consortium]) -> None:
     ("UPDATE merkle SET h = ? WHERE k = ?", (bytes(32), node_key(3, 0)), "merkle table edited"),
     ("UPDATE merkle SET h = ? WHERE k = ?", (bytes(32), node_key(0, 8)), "merkle table edited"),
     ("DELETE FROM merkle WHERE k = ?", (node_key(3, 0),), "frontier is incomplete"),
+    ("UPDATE merkle SET h = 'x' WHERE k = ?", (node_key(3, 0),), "merkle table edited"),
+    ("UPDATE merkle SET h = ? WHERE k = ?", (b"\x01" * 31, node_key(0, 8)), "merkle table edited"),
     ("UPDATE records SET envelope = replace(envelope, 'd1-1', 'd1-X') WHERE idx = 4", (), "does not hash"),
     ("UPDATE records SET nonce = 'other' WHERE idx = 4", (), "indexed columns"),
     ("UPDATE records SET id = ? WHERE idx = 4", (H,), "does not hash"),
@@ -84,7 +86,7 @@ def test_clean_database_starts(filled: tuple[Path, Consortium]) -> None:
     ("UPDATE blocks SET hash = ? WHERE height = 3", (H,), "stored under hash"),
     ("UPDATE blocks SET certificate = replace(certificate, '\"round\":0', '\"round\":1') WHERE height = 3", (),
      "certificate of block 3"),
-], ids=["frontier-top", "frontier-leaf", "frontier-missing", "envelope", "nonce-column", "id-column",
+], ids=["frontier-top", "frontier-leaf", "frontier-missing", "frontier-text", "frontier-short", "envelope", "nonce-column", "id-column",
         "record-deleted", "head-hash", "head-certificate"])
 def test_edited_ledger_table_is_refused_with_one_line(
         filled: tuple[Path, Consortium], sql: str, args: tuple[Any, ...], said: str) -> None:
