@@ -126,7 +126,7 @@ def _deleted_version(conn: sqlite3.Connection, c: Consortium) -> tuple[str, str,
 
 def _budget_refilled(conn: sqlite3.Connection, c: Consortium) -> tuple[str, str, str]:
     conn.execute("UPDATE budgets SET spent_epsilon = '0' WHERE dataset = 'mnist'")
-    return "budgets", "mnist", "spent_epsilon is '0', the log gives '0.50'"
+    return "budgets", "mnist", "spent_epsilon is '0', the log gives '0.5'"
 
 
 def _policy_dropped(conn: sqlite3.Connection, c: Consortium) -> tuple[str, str, str]:

@@ -145,7 +145,7 @@ def test_node_process_rebuilds_an_edited_identity(node_home: Path, start_node: A
         me = next(i for i in http.get("/v1/identities").json()["identities"] if i["key"] == alice.public)
         assert "admin" not in me["roles"], me
         env = make_record(alice, parse_genesis(http.get("/v1/genesis").json()).chain_id, "identity.register",
-                          {"key": "cd" * 32, "name": "mallory", "org": me["org"], "roles": ["admin"]})
+                          {"key": SigningKey.from_seed(b"\x07" * 32).public, "name": "mallory", "org": me["org"], "roles": ["admin"]})
         r = http.post("/v1/records?wait=true", content=orjson.dumps(env))
         assert r.status_code == 422 and r.json()["code"] == "forbidden_role", r.text
     assert node.terminate() == 0
