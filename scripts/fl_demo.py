@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,13 @@ def eval_set() -> tuple[Any, Any]:
 
 
 # --- the Flower apps ---------------------------------------------------------------------------
-def client_app(record: bool = True, sites: list[tuple[Any, Any]] | None = None) -> Any:
-    """The hospitals' ClientApp: ``ProvLedgerMod`` first when ``record``."""
+def client_app(record: bool = True, sites: list[tuple[Any, Any]] | None = None, *,
+               examples: Sequence[int] | None = None, mods: Sequence[Any] = (), outer: Sequence[Any] = (),
+               identities: Mapping[int, tuple[str, str]] | None = None,
+               sent: dict[tuple[int, int], Any] | None = None, local_dp: Any | None = None) -> Any:
+    """The hospitals' ClientApp: ``ProvLedgerMod`` first when ``record`` (``identities``:
+    its ``by_partition``; ``local_dp``: the ``LocalDpMod`` among ``mods``), then ``mods`` (``outer`` before it). Site ``i`` trains on ``examples[i]`` records a
+    round (default ``PER_ROUND``); ``sent[(round, i)]`` gets the arrays it returns."""
     from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
@@ -123,18 +129,23 @@ def client_app(record: bool = True, sites: list[tuple[Any, Any]] | None = None) 
     app = ClientApp()
     cache: dict[int, tuple[Any, Any]] = {}
 
-    @app.train(mods=[ProvLedgerMod()] if record else [])
+    first = [ProvLedgerMod(local_dp, by_partition=identities)] if record else []
+
+    @app.train(mods=[*outer, *first, *mods])
     def train(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
         if pid not in cache:
             cache[pid] = sites[pid] if sites is not None else site_data(pid)
         x, y = cache[pid]
         server_round = int(msg.content["config"]["server-round"])
-        pick = np.random.default_rng([pid, server_round]).choice(len(y), size=PER_ROUND, replace=False)
+        n = examples[pid] if examples is not None else PER_ROUND
+        pick = np.random.default_rng([pid, server_round]).choice(len(y), size=n, replace=False)
         arrays = msg.content["arrays"]
         w, b, loss = local_train(arrays["w"].numpy(), arrays["b"].numpy(), x[pick], y[pick])
+        if sent is not None:
+            sent[(server_round, pid)] = {"w": w, "b": b}
         return Message(RecordDict({"arrays": ArrayRecord({"w": Array(w), "b": Array(b)}),
-                                   "metrics": MetricRecord({"num-examples": PER_ROUND, "train-loss": round(loss, 6)})}),
+                                   "metrics": MetricRecord({"num-examples": n, "train-loss": round(loss, 6)})}),
                        reply_to=msg)
 
     return app
@@ -201,8 +212,10 @@ def contribute(d: Demo, sites: list[tuple[Any, Any]]) -> None:
         for (who, name, _, _), (x, y) in zip(HOSPITALS, sites, strict=True)])
 
 
-def run(client: Client, home: Path, rounds: int) -> dict[str, Any]:
-    from ledger.flower import ProvLedger, run_inprocess
+def run(client: Client, home: Path, rounds: int, sent: dict[tuple[int, int], Any] | None = None) -> dict[str, Any]:
+    """Register the consortium, train ``rounds`` rounds, and gather what the ledger says.
+    ``sent[(round, site)]`` gets the arrays each site returned."""
+    from ledger.flower import ProvLedger, run_inprocess, weights_hash
 
     d = Demo(client, home)
     sites = [site_data(i) for i in range(len(HOSPITALS))]
@@ -215,7 +228,7 @@ def run(client: Client, home: Path, rounds: int) -> dict[str, Any]:
     keys = {i: {"provledger-key": str(home / "demo-keys" / f"{who}.key"), "provledger-dataset": ds}
             for i, (who, ds, _, _) in enumerate(HOSPITALS)}
     app = server_app(strategy, rounds, (ex, ey))
-    run_inprocess(app, client_app(sites=sites), len(HOSPITALS), node_configs=keys)
+    run_inprocess(app, client_app(sites=sites, sent=sent), len(HOSPITALS), node_configs=keys)
     final = strategy.parent
     if final is None:
         raise LedgerError("the federation recorded no aggregate", code="nothing_recorded")
@@ -236,6 +249,7 @@ def run(client: Client, home: Path, rounds: int) -> dict[str, Any]:
         "datasets": datasets, "rounds": strategy.rounds, "rejected": strategy.rejected,
         "evaluations": strategy.evaluations,
         "final_metrics": dict(app.result.evaluate_metrics_serverapp[last]),
+        "final_weights_hash": weights_hash(app.result.arrays),
         "participants": d.people, "records": d.ids,
         "lineage": client.lineage(final), "attribution": client.attribution(final, 1000, "proportional"),
     }

@@ -1,0 +1,48 @@
+"""Fixtures for the Flower integration tests: a real node process on the worked example's
+network (scripts/demo.py's ``make_network`` and ``node_process``) and the federation of
+scripts/fl_demo.py run against it once, in process.
+
+The test modules skip themselves (``pytest.importorskip``) when flwr is not installed
+(``pip install -e .[test,flower]``; ``scripts/test`` installs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))  # fl_demo.py and demo.py, the helpers they share
+
+
+@pytest.fixture(scope="session")
+def fl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The demo's three-organisation network in a fresh home with a node process on it."""
+    pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e .[test,flower])")
+    from demo import free_port, make_network, node_process
+
+    from ledger.client import Client
+
+    home = tmp_path_factory.mktemp("fl") / "net"
+    port = free_port()
+    make_network(home, port)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(node_process(home, port))
+        client = stack.enter_context(Client(url))
+        yield {"home": home, "url": url, "client": client, "db": home / "ledger.db"}
+
+
+@pytest.fixture(scope="session")
+def federation(fl_node: dict[str, Any]) -> dict[str, Any]:
+    """scripts/fl_demo.py's federation (3 hospitals, 3 rounds, central DP), with the arrays
+    every client sent."""
+    import fl_demo
+
+    sent: dict[tuple[int, int], Any] = {}
+    out = fl_demo.run(fl_node["client"], fl_node["home"], 3, sent=sent)
+    return {**fl_node, "out": out, "sent": sent}
