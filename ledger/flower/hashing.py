@@ -80,7 +80,7 @@ def weights_hash(weights: Any) -> str:
     h.update(_u64(len(encoded)))
     for name, arr in encoded:
         le = arr.dtype.newbyteorder("<")  # '|' dtypes (one byte, bool) are unchanged
-        data = np.ascontiguousarray(arr, dtype=le)
+        data = arr.astype(le, copy=False)  # keeps a 0-d array 0-d (ascontiguousarray would not)
         h.update(_lp(name))
         h.update(_lp(le.str.encode("ascii")))
         h.update(_u64(data.ndim))
