@@ -21,13 +21,15 @@ It is always the outermost layer. Per round:
    previous aggregate) are committed in one batch.
 3. ``start(..., evaluate_fn=...)``: each metric of the central evaluation of a round's
    aggregate becomes a ``model.evaluation`` signed by ``evaluator``, with ``coalition`` the
-   datasets the model was trained on.
+   datasets the model was trained on; they are committed with the next round's records,
+   the last ones when ``start`` ends (``flush``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -105,7 +107,9 @@ class ProvLedger(Strategy):
         self.rejected: list[dict[str, Any]] = []  # replies turned into failed replies
         self.evaluations: list[str] = []
         self.overhead_s: dict[int, float] = {}  # time spent here per round, wrapped strategy excluded
+        self.commit_s: dict[int, float] = {}  # of which waiting for the node to commit the round's batch
         self._pending: dict[int, dict[str, Any]] = {}
+        self._queued: list[dict[str, Any]] = []  # evaluations, committed with the next round's records
 
     def __repr__(self) -> str:
         return f"ProvLedger({self.strategy!r})"
@@ -125,9 +129,14 @@ class ProvLedger(Strategy):
         return eps + l_eps, delta + l_delta
 
     def check_budgets(self, server_round: int, cost: tuple[Decimal, Decimal]) -> None:
-        """Refuse to start a round that would overspend a dataset (its state read from the node)."""
-        for name in self.datasets:
-            rem = self.node.dataset(name).get("remaining")
+        """Refuse to start a round that would overspend a dataset (its state read from the node,
+        the datasets' states requested concurrently)."""
+        if cost == (0, 0):
+            return  # nothing to spend; a remaining budget is never negative
+        with ThreadPoolExecutor(max_workers=min(8, len(self.datasets))) as pool:
+            states = list(pool.map(self.node.dataset, self.datasets))
+        for name, state in zip(self.datasets, states, strict=True):
+            rem = state.get("remaining")
             if rem is None:
                 continue  # the dataset has no privacy budget
             if cost[0] > Decimal(rem["epsilon"]) or cost[1] > Decimal(rem["delta"]):
@@ -233,7 +242,10 @@ class ProvLedger(Strategy):
             "inputs": [], "aggregates": [u["id"] for u in updates],
             "metrics": metrics_body(metrics) if metrics is not None else {},
         })
-        self._commit([u["envelope"] for u in updates] + [aggregate], f"round {server_round}")
+        t3 = time.perf_counter()
+        self._commit([*self._queued, *(u["envelope"] for u in updates), aggregate], f"round {server_round}")
+        self.commit_s[server_round] = time.perf_counter() - t3
+        self._queued = []
         agg_id = parse_record(aggregate).id
         self.parent, self.parent_hash = agg_id, agg_hash
         self.seen.update(u["dataset"] for u in updates)
@@ -272,8 +284,7 @@ class ProvLedger(Strategy):
         envs = [make_record(self.evaluator, self.chain, "model.evaluation", {
             "target": self.parent, "metric": name, "value": value, "eval_set_hash": self.eval_set_hash,
             "coalition": sorted(self.seen)}) for name, value in metrics_body(result).items()]
-        if envs:
-            self._commit(envs, f"round {server_round} evaluation")
+        self._queued += envs
         ids = [parse_record(e).id for e in envs]
         self.evaluations += ids
         self._spent(server_round, time.perf_counter() - t0)
@@ -293,4 +304,13 @@ class ProvLedger(Strategy):
                     self.record_evaluation(server_round, arrays, res)
                 return res
 
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, recording)
+        try:
+            return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, recording)
+        finally:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the evaluations not yet committed (``start`` does it when it ends)."""
+        if self._queued:
+            self._commit(self._queued, "evaluations")
+            self._queued = []
