@@ -266,7 +266,7 @@ def show(out: dict[str, Any]) -> None:
     m = out["mechanism"]
     con.rule(f"{out['model']}: {m['rounds']} Flower rounds, {m['clients']} hospitals, central DP")
     con.print(f"final model {out['final_model']}  (chain {out['chain_id'][:16]}… at {out['node']})", soft_wrap=True)
-    con.print(f"metrics on eve's held-out set: " + ", ".join(f"{k} {v}" for k, v in out["final_metrics"].items()))
+    con.print("metrics on eve's held-out set: " + ", ".join(f"{k} {v}" for k, v in out["final_metrics"].items()))
     con.print(f"mechanism: {m['wrapper']}, noise multiplier {m['noise_multiplier']}, clipping norm {m['clipping_norm']}, "
               f"{m['accountant']} at delta {m['target_delta']}")
     con.print(to_tree(out["lineage"]))

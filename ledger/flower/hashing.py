@@ -10,6 +10,7 @@ received.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 from collections.abc import Iterable, Mapping
@@ -73,7 +74,7 @@ def weights_hash(weights: Any) -> str:
     the little-endian C-order bytes, each length-prefixed. Lowercase hex."""
     arrays = named_arrays(weights)
     encoded = sorted(((name.encode("utf-8"), arr) for name, arr in arrays), key=lambda x: x[0])
-    for a, b in zip(encoded, encoded[1:], strict=False):
+    for a, b in itertools.pairwise(encoded):
         if a[0] == b[0]:
             raise InputError(f"weights: array name {a[0].decode()!r} appears twice", code="bad_weights")
     h = hashlib.sha256(WEIGHTS_TAG)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -131,7 +131,7 @@ class ProvLedger(Strategy):
     def check_budgets(self, server_round: int, cost: tuple[Decimal, Decimal]) -> None:
         """Refuse to start a round that would overspend a dataset (its state read from the node,
         the datasets' states requested concurrently)."""
-        if cost == (0, 0):
+        if cost == (Decimal(0), Decimal(0)):
             return  # nothing to spend; a remaining budget is never negative
         with ThreadPoolExecutor(max_workers=min(8, len(self.datasets))) as pool:
             states = list(pool.map(self.node.dataset, self.datasets))
@@ -158,7 +158,7 @@ class ProvLedger(Strategy):
             "cost": cost,
             "cumulative": None if self.central is None else self.central.spent_after(len(messages)),
         }
-        keys = {CONFIG.CHAIN: self.chain, CONFIG.MODEL: self.model, CONFIG.ROUND: server_round,
+        keys: dict[str, str | int] = {CONFIG.CHAIN: self.chain, CONFIG.MODEL: self.model, CONFIG.ROUND: server_round,
                 CONFIG.PARENT: self.parent or "", CONFIG.EPSILON: decimal_string(central[0]),
                 CONFIG.DELTA: decimal_string(central[1]), CONFIG.WEIGHT_KEY: self.weight_key}
         for msg in messages:
@@ -171,10 +171,11 @@ class ProvLedger(Strategy):
     def verify_reply(self, server_round: int, reply: Message) -> dict[str, Any]:
         """The reply's signed local update, if it matches what the server received."""
         rec = reply.content.config_records.get(REPLY_RECORD)
-        if rec is None or not isinstance(rec.get("envelope"), bytes):
+        raw = None if rec is None else rec.get("envelope")
+        if not isinstance(raw, bytes):
             raise InputError("no signed provledger update in the reply", code="unsigned_reply")
         try:
-            env = orjson.loads(rec["envelope"])
+            env = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise InputError("the signed update is not JSON", code="bad_reply") from e
         record = parse_record(env, chain=self.chain)
@@ -224,7 +225,10 @@ class ProvLedger(Strategy):
                 log.warning("%s [node %s]", reason, reply.metadata.src_node_id)
                 self.rejected.append({"round": server_round, "node": reply.metadata.src_node_id,
                                       "code": e.code, "message": e.message})
-                checked.append(Message(error=Error(code=REJECTED, reason=reason), metadata=reply.metadata))
+                # The reply's own metadata, an error in place of its content (flwr's Message
+                # accepts metadata with an error; its typing overloads do not list it).
+                failed = Message(error=Error(code=REJECTED, reason=reason), metadata=reply.metadata)  # type: ignore[call-overload]
+                checked.append(failed)
         t1 = time.perf_counter()
         arrays, metrics = self.strategy.aggregate_train(server_round, checked)
         t2 = time.perf_counter()

@@ -17,14 +17,14 @@ import pytest
 
 pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e .[test,flower])")
 
-import numpy as np  # noqa: E402
-from flwr.app import ArrayRecord  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
+import numpy as np
+from flwr.app import ArrayRecord
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-from ledger.errors import InputError  # noqa: E402
-from ledger.flower import decimal_string, weights_hash, weights_hash_file  # noqa: E402
+from ledger.errors import InputError
+from ledger.flower import decimal_string, weights_hash, weights_hash_file
 
 
 def spec_hash(named: dict[str, np.ndarray]) -> str:

@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e .[test,flower])")
 pytest.importorskip("ray", reason="flwr[simulation] (Ray) is not installed")
 
-import fl_demo  # noqa: E402 - scripts/, put on sys.path by conftest.py
-from flwr.serverapp.strategy import FedAvg  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
+import fl_demo
+from flwr.serverapp.strategy import FedAvg
+from flwr.simulation import run_simulation
 
-from ledger.flower import ProvLedger, weights_hash  # noqa: E402
-from ledger.keys import SigningKey  # noqa: E402
+from ledger.flower import ProvLedger, weights_hash
+from ledger.keys import SigningKey
 
 
 @pytest.mark.slow
