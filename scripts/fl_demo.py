@@ -199,7 +199,7 @@ def quiet_flwr() -> None:
 # --- the consortium on the ledger ------------------------------------------------------------
 def contribute(d: Demo, sites: list[tuple[Any, Any]]) -> None:
     """The hospitals' datasets: hash, size and items of the data generated here."""
-    for name, *_ in HOSPITALS:
+    for _, name, *_ in HOSPITALS:
         with contextlib.suppress(PeerError):
             d.c.dataset(name)
             raise InputError(f"this chain already holds the demo's dataset {name!r}; run fl-demo on a fresh network",
