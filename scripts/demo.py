@@ -181,6 +181,27 @@ def node_process(home: Path, port: int) -> Iterator[str]:
                     proc.wait()
 
 
+@contextlib.contextmanager
+def network_client(node: str | None, home: str | None, prefix: str = "provledger-demo-") -> Iterator[tuple[Client, Path, bool]]:
+    """``(client, home, kept)`` for a demo run: the running node at ``node`` whose admin keys
+    are in ``home``; else a node run here on the network in ``home`` (made if it is not
+    there), or in a temporary directory removed afterwards (``kept`` False)."""
+    if node:
+        if not home:
+            raise InputError("--node needs --home DIR holding an admin key of the chain", code="bad_argument")
+        with Client(node) as client:
+            yield client, Path(home), True
+        return
+    with contextlib.ExitStack() as stack:
+        path = Path(home) if home else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        port = free_port()
+        if not (path / "genesis.json").exists():
+            make_network(path, port)
+        url = stack.enter_context(node_process(path, port))
+        with Client(url) as client:
+            yield client, path, bool(home)
+
+
 # --- the consortium ------------------------------------------------------------------------
 class Demo:
     def __init__(self, client: Client, home: Path) -> None:
@@ -382,32 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.total < 0:
             raise InputError("--total must be a non-negative integer", code="bad_argument")
-        if args.node:
-            if not args.home:
-                raise InputError("--node needs --home DIR holding an admin key of the chain", code="bad_argument")
-            with Client(args.node) as client:
-                out = run(client, Path(args.home), args.total)
-            kept = True
-        elif args.init_only:
+        if args.init_only and not args.node:
             if not args.home:
                 raise InputError("--init-only needs --home DIR", code="bad_argument")
             made = make_network(Path(args.home), free_port())
             print(json.dumps(made, indent=2) if args.json else f"network in {made['home']}, chain {made['chain_id']}")
             return 0
-        else:
-            with contextlib.ExitStack() as stack:
-                if args.home:
-                    home, kept = Path(args.home), True
-                else:
-                    home, kept = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provledger-demo-"))), False
-                port = free_port()
-                if not (home / "genesis.json").exists():
-                    make_network(home, port)
-                url = stack.enter_context(node_process(home, port))
-                with Client(url) as client:
-                    out = run(client, home, args.total)
-                if not kept:
-                    out["home"] = None  # removed with the temporary directory
+        with network_client(args.node, args.home) as (client, home, kept):
+            out = run(client, home, args.total)
+            if not kept:
+                out["home"] = None  # removed with the temporary directory
     except LedgerError as e:
         print(f"error: {e.message}" if "(" in e.message else f"error: {e.message} ({e.code})", file=sys.stderr)
         return 1

@@ -30,13 +30,12 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from demo import Demo, free_port, make_network, node_process  # scripts/ is on sys.path
+from demo import Demo, network_client  # scripts/ is on sys.path
 
 from ledger.client import Client
 from ledger.errors import InputError, LedgerError, PeerError
@@ -295,26 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.rounds < 1:
             raise InputError("--rounds must be at least 1", code="bad_argument")
-        if args.node:
-            if not args.home:
-                raise InputError("--node needs --home DIR holding an admin key of the chain", code="bad_argument")
-            with Client(args.node) as client:
-                out = run(client, Path(args.home), args.rounds)
-        else:
-            with contextlib.ExitStack() as stack:
-                if args.home:
-                    home, kept = Path(args.home), True
-                else:
-                    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="provledger-fl-demo-")))
-                    kept = False
-                port = free_port()
-                if not (home / "genesis.json").exists():
-                    make_network(home, port)
-                url = stack.enter_context(node_process(home, port))
-                with Client(url) as client:
-                    out = run(client, home, args.rounds)
-                if not kept:
-                    out["home"] = None
+        with network_client(args.node, args.home, "provledger-fl-demo-") as (client, home, kept):
+            out = run(client, home, args.rounds)
+            if not kept:
+                out["home"] = None  # removed with the temporary directory
     except LedgerError as e:
         print(f"error: {e.message}" if "(" in e.message else f"error: {e.message} ({e.code})", file=sys.stderr)
         return 1
