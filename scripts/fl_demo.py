@@ -186,11 +186,11 @@ def server_app(strategy: Any, rounds: int, evaluation: tuple[Any, Any] | None = 
 
 
 def quiet_flwr() -> None:
-    """Flower's log below warnings off; provledger's warnings (rejected replies) on stderr."""
+    """Flower's log below errors off; provledger's warnings (rejected replies) on stderr."""
     import flwr.supercore  # noqa: F401 - sets up the "flwr" logger
 
     flwr_log = logging.getLogger("flwr")
-    flwr_log.setLevel(logging.WARNING)
+    flwr_log.setLevel(logging.ERROR)
     flwr_log.propagate = False  # it has its own console handler
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -270,12 +270,11 @@ def show(out: dict[str, Any]) -> None:
               f"{m['accountant']} at delta {m['target_delta']}")
     con.print(to_tree(out["lineage"]))
     con.print(attribution_table(out["attribution"]))
-    t = Table(title="privacy spent per dataset")
-    for col in ("dataset", "ledger epsilon", "accountant epsilon", "ledger delta", "budget epsilon"):
-        t.add_column(col, justify="left" if col == "dataset" else "right")
+    t = Table(title=f"privacy spent per dataset (budget epsilon {BUDGET[0]}, delta {BUDGET[1]})")
+    for col in ("dataset", "ledger epsilon", "accountant epsilon", "ledger delta"):
+        t.add_column(col, justify="left" if col == "dataset" else "right", no_wrap=True)
     for name, ds in out["datasets"].items():
-        t.add_row(name, ds["ledger_epsilon"], repr(ds["accountant_epsilon"]), ds["ledger_delta"],
-                  ds["budget"]["epsilon"] if ds["budget"] else "-")
+        t.add_row(name, ds["ledger_epsilon"], repr(ds["accountant_epsilon"]), ds["ledger_delta"])
     con.print(t)
     if out["home"]:
         con.print(f"provledger audit {Path(out['home']) / 'ledger.db'}", soft_wrap=True)
