@@ -82,11 +82,6 @@ class CentralDp:
         s = copy.get_privacy_spent()
         return _dec(s.epsilon), _dec(s.delta)
 
-    def round_cost(self, sample_size: int) -> tuple[Decimal, Decimal]:
-        """docs/flower.md 3.2: cumulative after the round minus cumulative before it."""
-        before, after = self.spent(), self.spent_after(sample_size)
-        return after[0] - before[0], after[1] - before[1]
-
     def describe(self) -> dict[str, Any]:
         acc = self.accountant
         return {

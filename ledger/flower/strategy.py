@@ -122,12 +122,6 @@ class ProvLedger(Strategy):
         self.overhead_s[server_round] = self.overhead_s.get(server_round, 0.0) + dt
 
     # -- 1. before a round ------------------------------------------------------------
-    def round_cost(self, sample_size: int) -> tuple[Decimal, Decimal]:
-        """docs/flower.md 3: what one local update of the next round costs its dataset."""
-        eps, delta = self.central.round_cost(sample_size) if self.central is not None else (Decimal(0), Decimal(0))
-        l_eps, l_delta = local_cost(self.local_dp)
-        return eps + l_eps, delta + l_delta
-
     def check_budgets(self, server_round: int, cost: tuple[Decimal, Decimal]) -> None:
         """Refuse to start a round that would overspend a dataset (its state read from the node,
         the datasets' states requested concurrently)."""
@@ -151,13 +145,15 @@ class ProvLedger(Strategy):
         t0 = time.perf_counter()
         if not messages:
             return messages
-        central = self.central.round_cost(len(messages)) if self.central is not None else (Decimal(0), Decimal(0))
-        cost = self.round_cost(len(messages))
+        # docs/flower.md 3: what one local update of this round costs its dataset.
+        central, cumulative = (Decimal(0), Decimal(0)), None
+        if self.central is not None:
+            before, cumulative = self.central.spent(), self.central.spent_after(len(messages))
+            central = (cumulative[0] - before[0], cumulative[1] - before[1])
+        local = local_cost(self.local_dp)
+        cost = (central[0] + local[0], central[1] + local[1])
         self.check_budgets(server_round, cost)
-        self._pending[server_round] = {
-            "cost": cost,
-            "cumulative": None if self.central is None else self.central.spent_after(len(messages)),
-        }
+        self._pending[server_round] = {"cost": cost, "cumulative": cumulative}
         keys: dict[str, str | int] = {CONFIG.CHAIN: self.chain, CONFIG.MODEL: self.model, CONFIG.ROUND: server_round,
                 CONFIG.PARENT: self.parent or "", CONFIG.EPSILON: decimal_string(central[0]),
                 CONFIG.DELTA: decimal_string(central[1]), CONFIG.WEIGHT_KEY: self.weight_key}
