@@ -180,7 +180,9 @@ def _tamper(site: int, what: str) -> Any:
         reply = call_next(msg, ctx)
         if int(ctx.node_config["partition-id"]) != site:
             return reply
-        if what == "weights":
+        if what == "unsigned":
+            del reply.content["provledger"]
+        elif what == "weights":
             arrays = reply.content["arrays"]
             w = arrays["w"].numpy().copy()
             w[0] += 1e-9
@@ -200,15 +202,16 @@ def _tamper(site: int, what: str) -> Any:
     return mod
 
 
-@pytest.mark.parametrize("what", ["weights", "epsilon"])
+@pytest.mark.parametrize("what", ["weights", "epsilon", "unsigned"])
 def test_tampered_reply_is_a_failed_reply(federation: dict[str, Any], what: str,
                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="ledger.flower")
     strategy, _ = _plain(federation, 2, outer=(_tamper(1, what),))
     client = federation["client"]
     assert [x["round"] for x in strategy.rejected] == [1, 2]
-    assert all(x["code"] == "update_mismatch" for x in strategy.rejected)
-    word = "weights_hash" if what == "weights" else "epsilon 0.5"
+    code = "unsigned_reply" if what == "unsigned" else "update_mismatch"
+    assert all(x["code"] == code for x in strategy.rejected)
+    word = {"weights": "weights_hash", "epsilon": "epsilon 0.5", "unsigned": "no signed provledger update"}[what]
     assert all(word in x["message"] for x in strategy.rejected)
     assert sum("signed update rejected" in r.getMessage() for r in caplog.records) == 2
     for r in strategy.rounds:
@@ -263,3 +266,33 @@ def test_local_dp_records_its_own_epsilon(federation: dict[str, Any]) -> None:
         assert (inp["epsilon"], inp["delta"]) == ("0.5", "0.000001")
     for d in DATASETS:
         assert Decimal(client.dataset(d)["spent"]["epsilon"]) == spent[d] + Decimal("0.5")
+
+
+# --- where a client finds its identity ------------------------------------------------------------
+def test_client_identity_sources(tmp_path: Path) -> None:
+    from flwr.app import RecordDict
+
+    from ledger.flower import client_identity
+
+    keys = {n: SigningKey.generate() for n in ("node", "run", "code")}
+    for n, k in keys.items():
+        k.save(tmp_path / f"{n}.key")
+
+    def ctx(node: dict[str, Any], run: dict[str, Any]) -> Context:
+        return Context(run_id=1, node_id=99, node_config=node, state=RecordDict(), run_config=run)
+
+    code = {0: (str(tmp_path / "code.key"), "ds-code")}
+    run = {"provledger-key-0": str(tmp_path / "run.key"), "provledger-dataset-0": "ds-run"}
+    node = {"provledger-key": str(tmp_path / "node.key"), "provledger-dataset": "ds-node", "partition-id": 0}
+    # The node config first, then the run config by partition id, then the app's mapping.
+    who = client_identity(ctx(node, run), code)
+    assert (who.key.public, who.dataset) == (keys["node"].public, "ds-node")
+    who = client_identity(ctx({"partition-id": 0}, run), code)
+    assert (who.key.public, who.dataset) == (keys["run"].public, "ds-run")
+    who = client_identity(ctx({"partition-id": 0}, {}), code)
+    assert (who.key.public, who.dataset) == (keys["code"].public, "ds-code")
+    for node_cfg, err in (({"partition-id": 1}, "no_client_key"), ({}, "no_client_key"),
+                          ({"provledger-key": str(tmp_path / "node.key")}, "no_client_dataset")):
+        with pytest.raises(InputError) as info:
+            client_identity(ctx(node_cfg, {}), code)
+        assert info.value.code == err
