@@ -110,6 +110,7 @@ class ProvLedger(Strategy):
         self.commit_s: dict[int, float] = {}  # of which waiting for the node to commit the round's batch
         self._pending: dict[int, dict[str, Any]] = {}
         self._queued: list[dict[str, Any]] = []  # evaluations, committed with the next round's records
+        self._trainers: set[str] = set()  # keys the node lists as unrevoked trainers (refreshed on a miss)
 
     def __repr__(self) -> str:
         return f"ProvLedger({self.strategy!r})"
@@ -178,6 +179,11 @@ class ProvLedger(Strategy):
         if record.type != "model.update":
             raise InputError(f"the signed record is a {record.type}, not a model.update", code="bad_reply")
         record.verify_signature()
+        if record.signer not in self._trainers:
+            self._trainers = {i["key"] for i in self.node.identities()
+                              if "trainer" in i["roles"] and not i.get("revoked")}
+            if record.signer not in self._trainers:
+                raise InputError(f"signer {record.signer[:16]}… is not a trainer on the chain", code="unknown_signer")
         body = record.body
         arrays = _only(reply.content.array_records, "ArrayRecord")
         metrics = _only(reply.content.metric_records, "MetricRecord")
@@ -214,7 +220,10 @@ class ProvLedger(Strategy):
                 checked.append(reply)
                 continue
             try:
-                updates.append(self.verify_reply(server_round, reply))
+                update = self.verify_reply(server_round, reply)
+                if any(u["id"] == update["id"] for u in updates):
+                    raise InputError(f"update {update['id'][:16]}… came in another reply already", code="duplicate_update")
+                updates.append(update)
                 checked.append(reply)
             except LedgerError as e:
                 reason = f"provledger: round {server_round}: signed update rejected: {e.message} ({e.code})"

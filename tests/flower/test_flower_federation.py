@@ -174,13 +174,26 @@ def test_fedavg_is_the_average_weighted_by_the_recorded_samples(federation: dict
 
 # --- tampered replies ----------------------------------------------------------------------------
 def _tamper(site: int, what: str) -> Any:
-    """A mod outside ProvLedgerMod on site ``site``: changes the reply after it was signed."""
+    """A mod outside ProvLedgerMod on site ``site``: changes the reply after it was signed.
+    (The in-process runtime asks site 0 before site 1: "duplicate" copies site 0's reply.)"""
+    first: dict[int, Any] = {}
 
     def mod(msg: Message, ctx: Context, call_next: Any) -> Message:
         reply = call_next(msg, ctx)
+        server_round = int(msg.content["config"]["server-round"])
+        if int(ctx.node_config["partition-id"]) == 0:
+            first[server_round] = reply.content
         if int(ctx.node_config["partition-id"]) != site:
             return reply
-        if what == "unsigned":
+        if what == "duplicate":
+            reply.content = first[server_round]
+        elif what == "stranger":  # a valid signature by a key the chain does not know
+            from ledger.records import make_record
+
+            env = json.loads(reply.content["provledger"]["envelope"])
+            fresh = make_record(SigningKey.generate(), env["chain"], "model.update", env["body"])
+            reply.content["provledger"] = ConfigRecord({"envelope": json.dumps(fresh).encode()})
+        elif what == "unsigned":
             del reply.content["provledger"]
         elif what == "weights":
             arrays = reply.content["arrays"]
@@ -202,16 +215,18 @@ def _tamper(site: int, what: str) -> Any:
     return mod
 
 
-@pytest.mark.parametrize("what", ["weights", "epsilon", "unsigned"])
+@pytest.mark.parametrize("what", ["weights", "epsilon", "unsigned", "stranger", "duplicate"])
 def test_tampered_reply_is_a_failed_reply(federation: dict[str, Any], what: str,
                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="ledger.flower")
     strategy, _ = _plain(federation, 2, outer=(_tamper(1, what),))
     client = federation["client"]
     assert [x["round"] for x in strategy.rejected] == [1, 2]
-    code = "unsigned_reply" if what == "unsigned" else "update_mismatch"
+    code = {"unsigned": "unsigned_reply", "stranger": "unknown_signer", "duplicate": "duplicate_update"}.get(
+        what, "update_mismatch")
     assert all(x["code"] == code for x in strategy.rejected)
-    word = {"weights": "weights_hash", "epsilon": "epsilon 0.5", "unsigned": "no signed provledger update"}[what]
+    word = {"weights": "weights_hash", "epsilon": "epsilon 0.5", "unsigned": "no signed provledger update",
+            "stranger": "is not a trainer on the chain", "duplicate": "came in another reply already"}[what]
     assert all(word in x["message"] for x in strategy.rejected)
     assert sum("signed update rejected" in r.getMessage() for r in caplog.records) == 2
     for r in strategy.rounds:
