@@ -311,3 +311,25 @@ def test_client_identity_sources(tmp_path: Path) -> None:
         with pytest.raises(InputError) as info:
             client_identity(ctx(node_cfg, {}), code)
         assert info.value.code == err
+
+
+def test_tampered_reply_under_accounted_dp_fails_the_round(federation: dict[str, Any]) -> None:
+    """Flower's accounted DP wrappers need every sampled reply: a rejected one fails the
+    round, which records nothing and spends nothing."""
+    from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant
+    from flwr.supercore.privacy_accounting import SamplingMethod
+
+    client, home = federation["client"], federation["home"]
+    accountant = RdpAccountant(PrivacyConfig(target_delta=1e-5, population_size=3,
+                                             neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                                             sampling_method=SamplingMethod.NO_AMPLIFICATION))
+    fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3)
+    inner = DifferentialPrivacyServerSideFixedClipping(fedavg, 10.0, 0.5, 3, accountant=accountant)
+    strategy = ProvLedger(inner, node=client, aggregator=key(home, "ari"), model="strict-dp", datasets=DATASETS)
+    spent = {d: client.dataset(d)["spent"] for d in DATASETS}
+    height = client.height()
+    run_inprocess(fl_demo.server_app(strategy, 1), fl_demo.client_app(outer=(_tamper(1, "weights"),)), 3,
+                  node_configs=identities(home))
+    assert [x["code"] for x in strategy.rejected] == ["update_mismatch"]
+    assert strategy.rounds == [] and strategy.parent is None and accountant.num_releases == 0
+    assert {d: client.dataset(d)["spent"] for d in DATASETS} == spent and client.height() == height
