@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -414,12 +414,22 @@ def main(argv: list[str] | None = None) -> int:
             if not kept:
                 out["home"] = None  # removed with the temporary directory
     except LedgerError as e:
-        print(f"error: {e.message}" if "(" in e.message else f"error: {e.message} ({e.code})", file=sys.stderr)
-        return 1
-    if args.json:
+        return fail(e)
+    return emit(out, args.json, lambda o: show(o, kept))
+
+
+def fail(e: LedgerError) -> int:
+    """The CLI's one error line on stderr; exit code 1."""
+    print(f"error: {e.message}" if "(" in e.message else f"error: {e.message} ({e.code})", file=sys.stderr)
+    return 1
+
+
+def emit(out: dict[str, Any], as_json: bool, show_fn: Callable[[dict[str, Any]], None]) -> int:
+    """Print ``out`` as one JSON document or with ``show_fn``; exit code 0."""
+    if as_json:
         print(json.dumps(out, indent=2))
     else:
-        show(out, kept)
+        show_fn(out)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from demo import Demo, network_client  # scripts/ is on sys.path
+from demo import Demo, emit, fail, network_client  # scripts/ is on sys.path
 
 from ledger.client import Client
 from ledger.errors import InputError, LedgerError, PeerError
@@ -298,13 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             if not kept:
                 out["home"] = None  # removed with the temporary directory
     except LedgerError as e:
-        print(f"error: {e.message}" if "(" in e.message else f"error: {e.message} ({e.code})", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        show(out)
-    return 0
+        return fail(e)
+    return emit(out, args.json, show)
 
 
 if __name__ == "__main__":
