@@ -25,12 +25,15 @@ from typing import Any
 
 import orjson
 
+from . import merkle
 from .audit import Finding, SourceBlock
 from .blocks import Header
 from .errors import InputError, LedgerError
+from .fetch import node_blocks
 from .genesis import parse_genesis
+from .records import record_id as envelope_id
 
-__all__ = ["FORMAT", "BundleSource", "export_bundle", "export_node_bundle", "write_bundle"]
+__all__ = ["FORMAT", "BundleSource", "bundle_proof_doc", "export_bundle", "export_node_bundle", "write_bundle"]
 
 FORMAT = "provledger-bundle/v1"
 
@@ -89,13 +92,40 @@ def export_bundle(store: Any, path: str | Path) -> dict[str, Any]:
 def export_node_bundle(url: str, path: str | Path) -> dict[str, Any]:
     """Write every final block of the node at ``url`` (up to its checkpoint when the
     export starts) to a bundle at ``path``."""
-    from .reader import _node_blocks
-
-    genesis, blocks, height, size = _node_blocks(url)
+    genesis, blocks, height, size = node_blocks(url)
     try:
         return write_bundle(path, genesis, blocks, block_count=height, record_count=size)
     except (KeyError, TypeError) as e:
-        raise InputError(f"{url}: a block is not shaped as PROTOCOL.md 8 says: {e}", code="bad_block") from e
+        raise InputError(f"{url}: a block is not shaped as GET /v1/blocks/{{height}} answers: {e}", code="bad_block") from e
+
+
+def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
+    """An inclusion proof of ``record_id`` against the bundle's last block, in the shape
+    of ``ledger.proofs.proof_doc``: the log is rebuilt from the record ids (PROTOCOL.md 4),
+    as a bundle holds no Merkle nodes. The caller verifies it (``verify_proof_doc``)."""
+    leaves: list[bytes] = []
+    index: int | None = None
+    last: dict[str, Any] | None = None
+    for blk in BundleSource(path).block_dicts():
+        try:
+            for env in blk["records"]:
+                rid = envelope_id(env)
+                if rid == record_id:
+                    index = len(leaves)
+                leaves.append(merkle.leaf_hash(bytes.fromhex(rid)))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"{path}: a block is not shaped as a bundle line: {e}", code="bad_bundle") from e
+        last = blk
+    if index is None or last is None:
+        raise InputError(f"no committed record {record_id} in {path}", code="not_found")
+    nodes = merkle.MemoryNodes(leaves)
+    return {
+        "record": record_id,
+        "index": index,
+        "tree_size": len(leaves),
+        "path": [h.hex() for h in merkle.inclusion_proof(index, len(leaves), nodes.get_nodes)],
+        "checkpoint": {k: last.get(k) for k in ("header", "hash", "certificate")},
+    }
 
 
 class BundleSource:
@@ -146,8 +176,7 @@ class BundleSource:
     def block_dicts(self) -> Iterator[dict[str, Any]]:
         """The block objects in file order (for ``MemoryReader``)."""
         if not self._lines:
-            for b in self._head.get("blocks") or []:
-                yield b
+            yield from self._head.get("blocks") or []
             return
         with open(self.path, "rb") as f:
             f.readline()

@@ -1,37 +1,38 @@
 """The ``provledger`` command line.
 
-Every command has ``--help`` ending with an example; ``--json`` prints machine output; any
-LedgerError is caught in one place (``main``) and printed as one line on stderr.
-Exit codes: 0 success, 1 verification failed or the operation failed, 2 usage or input error.
+Every command's ``--help`` ends with an example; ``--json`` prints machine output; errors
+are one line on stderr, and the exit codes follow one contract (``ledger.cli_common``):
+0 success, 1 verification failed or refused by the chain, 2 usage or unreadable input,
+130 interrupted.
 
-Commands that run or talk to a node are added from ``ledger.cli_node`` when it is present;
-``node start`` loads the daemon package lazily, so the auditor library never imports it.
+This module holds the root group and the commands of keys, genesis, audit and proofs;
+``ledger.cli_client`` (submit, show) and ``ledger.cli_lineage`` (lineage, attribution,
+export) add theirs. Other packages add command families through the
+``provledger.commands`` entry point group: ``node`` adds ``init`` and ``node start``
+(``node.cli``), so ``ledger`` imports nothing of ``node``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import InputError, LedgerError, VerificationError
+from . import cli_client, cli_lineage
+from .cli_common import Group, check_prefix, emit, full_id, pick_source, resolve_id, source_options
+from .errors import InputError, PeerError
 from .genesis import parse_genesis
 from .keys import SigningKey, is_hex
 from .records import ROLES, utc_now
 
-__all__ = ["emit", "main"]
+__all__ = ["cli", "main", "open_source"]
 
-
-class Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except LedgerError as e:
-            click.echo(f"error: {e.message}", err=True)
-            ctx.exit(2 if isinstance(e, InputError) else 1)
+ENTRY_POINTS = "provledger.commands"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,19 +40,15 @@ class Group(click.Group):
 def cli() -> None:
     """provledger: a signed, hash-chained ledger for collaborative machine learning.
 
+    Exit codes: 0 success, 1 verification failed or refused by the chain, 2 usage or
+    unreadable input, 130 interrupted. A node URL defaults to $PROVLEDGER_NODE.
+
     \b
-    Start here:
+    Example:
       provledger init --home ./net          # a one-validator network
       provledger node start --home ./net    # run it
       provledger audit ./net/ledger.db      # audit it offline
     """
-
-
-def emit(data: Any, as_json: bool, human: str | None = None) -> None:
-    if as_json or human is None:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        click.echo(human)
 
 
 # --- keys ----------------------------------------------------------------------------
@@ -74,14 +71,16 @@ def keygen(out: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("key_file", type=click.Path(dir_okay=False))
-def pubkey(key_file: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def pubkey(key_file: str, as_json: bool) -> None:
     """Print the public key of a key file.
 
     \b
     Example:
       provledger pubkey alice.key
     """
-    click.echo(SigningKey.load(key_file).public)
+    public = SigningKey.load(key_file).public
+    emit({"public_key": public, "file": key_file}, as_json, public)
 
 
 # --- genesis -------------------------------------------------------------------------
@@ -107,7 +106,10 @@ def _key_arg(value: str, what: str) -> str:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
 def genesis(name: str, validators: tuple[str, ...], orgs: tuple[str, ...], participants: tuple[str, ...],
             policy: str, created: str | None, out: str | None) -> None:
-    """Write a genesis document (PROTOCOL.md 2) from flags and print its chain id.
+    """Write a genesis document from flags and print its chain id.
+
+    The chain id is the hash of the document: whoever trusts it trusts its validators,
+    organisations, participants and attribution policy.
 
     \b
     Example:
@@ -157,39 +159,64 @@ def genesis(name: str, validators: tuple[str, ...], orgs: tuple[str, ...], parti
 
 
 # --- audit ---------------------------------------------------------------------------
-def open_source(target: str) -> Any:
-    """A ChainSource for a database file, an exported bundle or a node URL."""
+def _node_source(url: str) -> Any:
+    """An audit source over a node, once the node has answered: a URL that is not a
+    node (a typo, a wrong path) is unreadable input, not a failed chain."""
+    from .client import Client, HttpSource
+
+    try:
+        with Client(url) as probe:
+            probe.genesis()
+    except PeerError as e:
+        raise InputError(f"could not read a node at {url}: {e.message}", code="node_unreadable") from e
+    return HttpSource(url)
+
+
+def _file_source(target: str, kind: str | None = None) -> Any:
+    """An audit source over a database file or a bundle (``kind`` "db" / "bundle", or
+    told apart by the file's first bytes)."""
     from .audit import DbSource
+    from .bundle import BundleSource
 
-    if target.startswith(("http://", "https://")):
-        from .client import HttpSource  # added by the client module
-
-        return HttpSource(target)
     p = Path(target)
-    if not p.exists():
+    if p.is_dir():
+        raise InputError(f"{target} is a directory; give a database file, a bundle file or a node URL",
+                         code="is_a_directory")
+    if not p.is_file():
         raise InputError(f"no such file: {target}", code="no_such_file")
     with open(p, "rb") as f:
         head = f.read(16)
-    if head.startswith(b"SQLite format 3"):
-        return DbSource(p)
-    from .bundle import BundleSource  # an exported audit bundle
+    is_db = head.startswith(b"SQLite format 3")
+    if kind == "db" and not is_db:
+        raise InputError(f"{target} is not an SQLite database file", code="not_a_database")
+    return DbSource(p) if is_db and kind != "bundle" else BundleSource(p)
 
-    return BundleSource(p)
+
+def open_source(target: str) -> Any:
+    """An audit ChainSource for a database file, an exported bundle or a node URL."""
+    if target.startswith(("http://", "https://")):
+        return _node_source(target)
+    return _file_source(target)
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", required=False)
+@source_options(node_help="Audit a live node: every block is fetched and checked here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes for signature checks.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint file: verify consistency with the last audit, then save this one.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def audit(target: str, as_json: bool, jobs: int, state_file: str | None, quiet: bool) -> None:
-    """Audit a chain end to end: every check of PROTOCOL.md 7.
+def audit(target: str | None, db: str | None, node: str | None, bundle: str | None, as_json: bool, jobs: int,
+          state_file: str | None, quiet: bool) -> None:
+    """Audit a chain end to end: every check of the protocol.
 
-    TARGET is a node database file, an exported bundle, or a node URL. Each failure is
-    printed with its height, record and the check that failed. Exit 0 when the chain is
-    intact, 1 when anything fails, 2 for usage errors.
+    TARGET is a node database file, an exported bundle, or a node URL (or give --db,
+    --bundle or --node; --node defaults to $PROVLEDGER_NODE). The checks: the genesis,
+    every record's form, signature and rules, every block's hash, Merkle log root and
+    commit certificate, and the database's own indexes. Each failure is printed with
+    its height, record and the check that failed. Exit 0 when the chain is intact, 1
+    when anything fails, 2 for usage errors or a source that cannot be read.
 
     \b
     Examples:
@@ -199,13 +226,27 @@ def audit(target: str, as_json: bool, jobs: int, state_file: str | None, quiet: 
     from .audit import Checkpoint
     from .audit import audit as run_audit
 
-    source = open_source(target)
+    if target is not None:
+        if db is not None or bundle is not None or click.get_current_context().get_parameter_source("node") \
+                == click.core.ParameterSource.COMMANDLINE:
+            raise InputError("give the chain once: TARGET or one of --db, --node, --bundle", code="bad_argument")
+        source = open_source(target)
+    else:
+        db, node, bundle = pick_source(db, node, bundle)
+        source = _node_source(node) if node is not None else _file_source(db or bundle or "", "db" if db else "bundle")
     checkpoint = Checkpoint.load(state_file) if state_file else None
     _, total = source.totals()
     show = not quiet and not as_json and sys.stderr.isatty() and total >= 1000
     if show:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
+        # transient: the bar is erased when the audit ends, also on Ctrl-C (exit 130)
         with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       transient=True) as bar:
             task = bar.add_task("audit", total=total)
@@ -232,36 +273,44 @@ def audit(target: str, as_json: bool, jobs: int, state_file: str | None, quiet: 
 # --- proofs --------------------------------------------------------------------------
 @cli.command()
 @click.argument("record_id")
-@click.option("--db", "db", type=click.Path(dir_okay=False, exists=True), default=None, help="Node database file.")
-@click.option("--node", "node", default=None, help="Node URL; the proof is fetched and verified locally.")
+@source_options(node_help="Fetch the proof from a node; it is verified here.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the proof document here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the proof document as JSON.")
-def prove(record_id: str, db: str | None, node: str | None, out: str | None, as_json: bool) -> None:
+def prove(record_id: str, db: str | None, node: str | None, bundle: str | None, out: str | None,
+          as_json: bool) -> None:
     """Print an RFC 9162 inclusion proof of a record against the latest checkpoint.
 
-    With --node the proof and the genesis come from a node and are verified here against
-    the checkpoint's certificate before anything is printed.
+    RECORD_ID is a record id or a unique prefix of it (at least 8 hex characters; a
+    node needs the full id). The proof is verified here against the checkpoint's
+    certificate and the chain's genesis before anything is printed; with --node or
+    --bundle the genesis is the one the node or bundle gives: compare its chain id
+    with the one you trust, or check the written proof with `provledger verify-proof`.
 
     \b
     Examples:
-      provledger prove --db .provledger/ledger.db 3f2a...e9 --out proof.json
+      provledger prove 3f2a9c01 --db .provledger/ledger.db --out proof.json
       provledger prove 3f2a...e9 --node http://127.0.0.1:8000
     """
     from .proofs import proof_doc, verify_proof_doc
 
-    if not is_hex(record_id, 32):
-        raise InputError(f"record id must be 64 lowercase hex characters, got {record_id!r}", code="bad_hex")
-    if (db is None) == (node is None):
-        raise InputError("give exactly one of --db PATH or --node URL", code="bad_argument")
+    db, node, bundle = pick_source(db, node, bundle)
     if db is not None:
-        from .store import Store
-
-        with Store(db) as store:
+        with _open_store(db) as store:
+            record_id = resolve_id(store, record_id)
             doc = proof_doc(store, record_id)
             genesis = store.genesis
+    elif bundle is not None:
+        from .bundle import BundleSource, bundle_proof_doc
+        from .reader import MemoryReader
+
+        reader = MemoryReader.from_bundle(bundle) if len(record_id) < 64 else None
+        record_id = resolve_id(reader, record_id)
+        doc = bundle_proof_doc(bundle, record_id)
+        genesis = parse_genesis(BundleSource(bundle).genesis_doc())
     else:
         from .client import Client
 
+        record_id = full_id(record_id)
         with Client(node) as client:  # type: ignore[arg-type]
             doc = client.proof(record_id)
             doc.setdefault("record", record_id)
@@ -275,15 +324,25 @@ def prove(record_id: str, db: str | None, node: str | None, out: str | None, as_
         f"block     {header.height} {header.hash}",
         f"log_root  {header.log_root}",
         "path      " + ("\n          ".join(doc["path"]) or "(empty)"),
-        "verified: the record is in the log certified at height %d" % header.height,
+        f"verified: the record is in the log certified at height {header.height}",
     ]))
+
+
+def _open_store(db: str) -> Any:
+    """The store of a database file that exists (exit 2 otherwise)."""
+    from .store import Store
+
+    if not Path(db).is_file():
+        raise InputError(f"no such database file: {db}", code="no_database")
+    return Store(db)
 
 
 @cli.command("verify-proof")
 @click.argument("proof_file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False, exists=True),
               help="The trusted genesis document (its validators certify checkpoints).")
-@click.option("--record", "record_id", default=None, help="The record id the proof must be for.")
+@click.option("--record", "record_id", default=None, metavar="RECORD_ID",
+              help="The record the proof must be for: its id or a prefix of at least 8 hex characters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_json: bool) -> None:
     """Check an inclusion proof offline against a trusted genesis.
@@ -302,22 +361,35 @@ def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_j
         genesis = parse_genesis(json.loads(Path(genesis_file).read_text()))
     except ValueError as e:
         raise InputError(f"not JSON: {e}", code="bad_json") from e
+    if record_id is not None and len(record_id) < 64:
+        from .errors import ProofError
+
+        check_prefix(record_id, "--record")
+        claimed = doc.get("record") if isinstance(doc, dict) else None
+        if not (isinstance(claimed, str) and claimed.startswith(record_id)):
+            raise ProofError(f"the proof is not for a record with id {record_id}…")
+        record_id = claimed
     header = verify_proof_doc(doc, genesis, record_id)
     emit({"ok": True, "record": record_id or doc.get("record"), "height": header.height, "log_size": header.log_size},
          as_json, f"OK: record {record_id or doc.get('record')} is in the log certified at height {header.height}")
 
 
-import importlib as _il
-import importlib.util as _ilu
+def _load_command_families(group: click.Group) -> None:
+    """Add the commands of this package's modules and of every ``provledger.commands``
+    entry point (a function taking the root group)."""
+    cli_client.register(group)
+    cli_lineage.register(group)
+    for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
+        ep.load()(group)
 
-# Command families in their own modules, each with ``register(cli)``: running a node
-# (cli_node), talking to one (cli_client), lineage / attribution / exports (cli_lineage).
-for _name in ("cli_node", "cli_client", "cli_lineage"):
-    if _ilu.find_spec(f"ledger.{_name}") is not None:
-        _il.import_module(f"ledger.{_name}").register(cli)
+
+_load_command_families(cli)
 
 
 def main() -> None:
+    # Quiet by default: no per-request INFO lines from the HTTP client library.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     cli(prog_name="provledger")
 
 

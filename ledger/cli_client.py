@@ -1,20 +1,20 @@
 """``provledger submit`` and ``provledger show``: talk to a node over HTTP.
 
 The node URL comes from ``--node``, else ``$PROVLEDGER_NODE``, else http://127.0.0.1:8000.
+Record ids sent to a node are full ids (it has no prefix lookup).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli import emit
+from .cli_common import Group, emit, full_id, node_option
 from .client import Client
 from .errors import InputError
 from .keys import SigningKey, is_hex
@@ -25,9 +25,8 @@ __all__ = ["register"]
 DEFAULT_NODE = "http://127.0.0.1:8000"
 
 
-def _node_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--node", "node", envvar="PROVLEDGER_NODE", default=DEFAULT_NODE, show_default=True,
-                        help="Node URL (or $PROVLEDGER_NODE).")(f)
+_node_option = node_option(DEFAULT_NODE)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the node's answer as JSON.")
 
 
 def _file_hash(path: str) -> tuple[str, int]:
@@ -99,7 +98,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@click.group()
+@click.group(cls=Group)
 def submit() -> None:
     """Build, sign and submit a record to a node.
 
@@ -113,19 +112,19 @@ def submit() -> None:
 @submit.command("dataset")
 @_common
 @click.option("--dataset", default=None, help="Dataset name.")
-@click.option("--version", "version", default="1", show_default=True)
+@click.option("--version", "version", default="1", show_default=True, help="Version of the dataset.")
 @click.option("--content-hash", default=None, help="SHA-256 of the data (hex).")
 @click.option("--file", "file", default=None, type=click.Path(dir_okay=False),
               help="Hash this local file for content_hash and size_bytes (the data stays here).")
-@click.option("--size-bytes", type=int, default=None)
+@click.option("--size-bytes", type=int, default=None, help="Size of the data in bytes (taken from --file if given).")
 @click.option("--items", type=int, default=None, help="Number of items (examples).")
 @click.option("--license", "license_", default=None, help="SPDX licence id.")
 @click.option("--modality", default=None, help="e.g. image, text, tabular.")
 @click.option("--derived-from", multiple=True, help="Parent dataset name. Repeatable.")
 @click.option("--epsilon", default=None, help="Differential-privacy budget epsilon (decimal).")
 @click.option("--delta", default=None, help="Differential-privacy budget delta (decimal).")
-@click.option("--uri", default=None)
-@click.option("--description", default=None)
+@click.option("--uri", default=None, help="Where the data can be found (not fetched).")
+@click.option("--description", default=None, help="Free text about the dataset.")
 def submit_dataset(key_file: str, node: str, body_file: str | None, wait: bool, nonce: str | None, as_json: bool,
                    dry_run: bool, dataset: str | None, version: str, content_hash: str | None, file: str | None,
                    size_bytes: int | None, items: int | None, license_: str | None, modality: str | None,
@@ -166,11 +165,12 @@ def submit_dataset(key_file: str, node: str, body_file: str | None, wait: bool, 
 @click.option("--labels-hash", default=None, help="SHA-256 of the label batch (hex).")
 @click.option("--labels-file", default=None, type=click.Path(dir_okay=False), help="Hash this local label file.")
 @click.option("--labels", type=int, default=None, help="Number of labels.")
-@click.option("--label-schema", default=None)
-@click.option("--method", type=click.Choice(["manual", "automatic", "semi-automatic"]), default="manual", show_default=True)
+@click.option("--label-schema", default=None, help="Name of the label set (e.g. findings-14).")
+@click.option("--method", type=click.Choice(["manual", "automatic", "semi-automatic"]), default="manual", show_default=True,
+              help="How the labels were made.")
 @click.option("--model", "model_hash", default=None, help="Labelling model's hash (needed unless manual).")
 @click.option("--quality", default=None, help="Quality score in [0, 1] (decimal).")
-@click.option("--quality-method", default=None)
+@click.option("--quality-method", default=None, help="How the quality score was measured.")
 def submit_annotation(key_file: str, node: str, body_file: str | None, wait: bool, nonce: str | None,
                       as_json: bool, dry_run: bool, dataset: str | None, labels_hash: str | None,
                       labels_file: str | None, labels: int | None, label_schema: str | None, method: str,
@@ -209,13 +209,13 @@ def _parse_input(text: str) -> dict[str, Any]:
 @_common
 @click.option("--model", "model", default=None, help="Model name.")
 @click.option("--round", "rnd", type=int, default=None, help="Training round.")
-@click.option("--parent", default=None, help="Record id of the previous global version.")
+@click.option("--parent", default=None, metavar="RECORD_ID", help="Full record id of the previous global version.")
 @click.option("--weights-hash", default=None, help="SHA-256 of the weights or update (hex).")
 @click.option("--weights-file", default=None, type=click.Path(dir_okay=False), help="Hash this local weights file.")
 @click.option("--input", "inputs", multiple=True, metavar="DATASET:SAMPLES:EPSILON:DELTA",
               help="Data used by a local update. Repeatable.")
 @click.option("--aggregate", "aggregates", multiple=True, metavar="RECORD_ID",
-              help="An update this aggregate combines. Repeatable.")
+              help="Full record id of an update this aggregate combines. Repeatable.")
 @click.option("--metric", "metrics", multiple=True, metavar="NAME=VALUE", help="A metric (decimal). Repeatable.")
 def submit_model_update(key_file: str, node: str, body_file: str | None, wait: bool, nonce: str | None,
                         as_json: bool, dry_run: bool, model: str | None, rnd: int | None, parent: str | None,
@@ -248,8 +248,8 @@ def submit_model_update(key_file: str, node: str, body_file: str | None, wait: b
 
 @submit.command("evaluation")
 @_common
-@click.option("--target", default=None, help="Record id of the evaluated model update.")
-@click.option("--metric", default=None)
+@click.option("--target", default=None, metavar="RECORD_ID", help="Full record id of the evaluated model update.")
+@click.option("--metric", default=None, help="Name of the metric (e.g. accuracy).")
 @click.option("--value", default=None, help="Decimal value.")
 @click.option("--eval-set-hash", default=None, help="SHA-256 of the evaluation set (hex).")
 @click.option("--eval-set-file", default=None, type=click.Path(dir_okay=False), help="Hash this local file.")
@@ -277,7 +277,7 @@ def submit_evaluation(key_file: str, node: str, body_file: str | None, wait: boo
 @submit.command("identity")
 @_common
 @click.option("--member", "member", default=None, help="Public key (hex) or key file of the new member.")
-@click.option("--name", default=None)
+@click.option("--name", default=None, help="The member's name.")
 @click.option("--org", default=None, help="Organisation (the signer must be its admin).")
 @click.option("--role", "roles", multiple=True, type=click.Choice(ROLES), help="A role. Repeatable.")
 def submit_identity(key_file: str, node: str, body_file: str | None, wait: bool, nonce: str | None,
@@ -342,7 +342,7 @@ def submit_policy(key_file: str, node: str, body_file: str | None, wait: bool, n
 
 
 # --- show ------------------------------------------------------------------------------
-@click.group()
+@click.group(cls=Group)
 def show() -> None:
     """Show what a node holds: records, blocks, checkpoints, datasets, identities.
 
@@ -355,14 +355,15 @@ def show() -> None:
 @show.command("record")
 @click.argument("record_id")
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_record(record_id: str, node: str, as_json: bool) -> None:
-    """A record, its status, height and log index.
+    """A record, its status, height and log index (RECORD_ID: the full id).
 
     \b
     Example:
       provledger show record 3f2a...e9
     """
+    record_id = full_id(record_id)
     with Client(node) as c:
         d = c.record(record_id)
     env = d["record"]
@@ -374,7 +375,7 @@ def show_record(record_id: str, node: str, as_json: bool) -> None:
 @show.command("block")
 @click.argument("height", type=int)
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_block(height: int, node: str, as_json: bool) -> None:
     """A block: header, certificate and its records.
 
@@ -395,7 +396,7 @@ def show_block(height: int, node: str, as_json: bool) -> None:
 @show.command("checkpoint")
 @click.argument("height", type=int, required=False)
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_checkpoint(height: int | None, node: str, as_json: bool) -> None:
     """The latest (or a given) final block header with its certificate.
 
@@ -413,7 +414,7 @@ def show_checkpoint(height: int | None, node: str, as_json: bool) -> None:
 @show.command("dataset")
 @click.argument("name")
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_dataset(name: str, node: str, as_json: bool) -> None:
     """A dataset's versions, annotations and privacy budget (spent, remaining).
 
@@ -438,7 +439,7 @@ def show_dataset(name: str, node: str, as_json: bool) -> None:
 
 @show.command("identities")
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_identities(node: str, as_json: bool) -> None:
     """Registered participants: key, name, organisation, roles, revoked.
 
@@ -455,7 +456,7 @@ def show_identities(node: str, as_json: bool) -> None:
 
 @show.command("status")
 @_node_option
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def show_status(node: str, as_json: bool) -> None:
     """The node's chain id, height, log size and mempool.
 

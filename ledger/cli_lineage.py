@@ -1,8 +1,10 @@
 """``provledger lineage``, ``attribution`` and ``export bundle|prov`` (registered by ``ledger.cli``).
 
 Each reads a chain from exactly one of ``--db PATH`` (a node's SQLite file), ``--node URL``
-(every final block fetched over HTTP) or ``--bundle FILE`` (an exported audit bundle), and
-computes the answer here. ``lineage`` and ``attribution`` with ``--node URL --remote`` ask
+(every final block fetched over HTTP; default ``$PROVLEDGER_NODE``) or ``--bundle FILE``
+(an exported audit bundle), and computes the answer here. A record is named by its id or
+a unique prefix of at least 8 hex characters (a node asked with ``--remote`` needs the
+full id). ``lineage`` and ``attribution`` with ``--node URL --remote`` ask
 the node for its answer instead (``GET /v1/lineage``, ``GET /v1/attribution``): the same
 JSON, without fetching the chain, but taken on trust.
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 import click
 
+from .cli_common import Group, full_id, pick_source, resolve_id, source_options
 from .errors import InputError
 from .reader import ChainReader
 
@@ -24,9 +27,7 @@ __all__ = ["attribution_table", "coalition_note", "open_reader", "register"]
 
 def open_reader(db: str | None, node: str | None, bundle: str | None) -> tuple[ChainReader, Callable[[], None]]:
     """A reader over exactly one source, and the function that closes it."""
-    given = [x for x in (db, node, bundle) if x is not None]
-    if len(given) != 1:
-        raise InputError("give exactly one of --db PATH, --node URL or --bundle FILE", code="bad_argument")
+    db, node, bundle = pick_source(db, node, bundle)
     if db is not None:
         from .reader import StoreReader
         from .store import Store
@@ -72,7 +73,9 @@ def coalition_note(result: dict[str, Any]) -> str | None:
 
 def _computed_by_node(node: str | None, local: tuple[str | None, ...], path: str, **params: Any) -> Any:
     """``GET path`` on the node (``--remote``): its own answer, recomputed nowhere here."""
-    if node is None or any(x is not None for x in local):
+    if any(x is not None for x in local):
+        node = None
+    if node is None:
         raise InputError("--remote reads from --node URL only (the node computes the answer)", code="bad_argument")
     from .client import Client
 
@@ -84,19 +87,26 @@ _REMOTE_HELP = ("With --node: let the node compute the answer (GET /v1/...) inst
                 "here from the node's blocks. Faster on a long chain, but trusts the node.")
 
 
-def _source_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--bundle", "bundle", type=click.Path(dir_okay=False), default=None, help="An exported audit bundle.")(f)
-    f = click.option("--node", "node", default=None, metavar="URL", help="A node URL: its final blocks are fetched.")(f)
-    f = click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="A node database file.")(f)
-    return f
+_source_options = source_options()
 
 
-def _with_reader(db: str | None, node: str | None, bundle: str | None, work: Callable[[ChainReader], Any]) -> Any:
+def _with_reader(db: str | None, node: str | None, bundle: str | None, ref: str,
+                 work: Callable[[ChainReader, str], Any]) -> Any:
+    """``work(reader, record_id)`` over the one source given, ``ref`` (a record id, a
+    prefix of one, or ``dataset:NAME``) resolved to a full id in it."""
     reader, close = open_reader(db, node, bundle)
     try:
-        return work(reader)
+        return work(reader, _resolve_ref(reader, ref))
     finally:
         close()
+
+
+def _resolve_ref(reader: ChainReader, ref: str) -> str:
+    return ref if ref.startswith("dataset:") else resolve_id(reader, ref)
+
+
+def _remote_ref(ref: str) -> str:
+    return ref if ref.startswith("dataset:") else full_id(ref)
 
 
 def register(cli: click.Group) -> None:
@@ -106,19 +116,22 @@ def register(cli: click.Group) -> None:
     @click.argument("record_id")
     @_source_options
     @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
-    @click.option("--dot", "as_dot", is_flag=True, help="Print Graphviz DOT text.")
+    @click.option("--dot", "as_dot", is_flag=True,
+                  help="Print the graph in Graphviz DOT; drawing it needs Graphviz's `dot` program, "
+                       "which provledger does not install (e.g. apt install graphviz).")
     @click.option("--remote", is_flag=True, help=_REMOTE_HELP)
     def lineage(record_id: str, db: str | None, node: str | None, bundle: str | None, as_json: bool, as_dot: bool,
                 remote: bool) -> None:
         """Show where a model version came from, or which models used a dataset.
 
-        RECORD_ID is a model.update record id (its lineage back to datasets, annotations,
-        signers and organisations) or a dataset record id / dataset:NAME (every model
-        that used the dataset). A tree by default.
+        RECORD_ID is a model.update record (its lineage back to datasets, annotations,
+        signers and organisations) or a dataset record or dataset:NAME (every model that
+        used the dataset): a record id or a unique prefix of at least 8 hex characters.
+        A tree by default; --dot | dot -Tsvg draws it (needs Graphviz).
 
         \b
         Examples:
-          provledger lineage 3f2a...e9 --db .provledger/ledger.db
+          provledger lineage 3f2a9c01 --db .provledger/ledger.db
           provledger lineage dataset:scans --bundle chain.bundle --dot | dot -Tsvg > scans.svg
           provledger lineage 3f2a...e9 --node http://127.0.0.1:8000 --remote
         """
@@ -130,9 +143,9 @@ def register(cli: click.Group) -> None:
         if remote:
             from urllib.parse import quote
 
-            graph = _computed_by_node(node, (db, bundle), f"/v1/lineage/{quote(record_id, safe=':')}")
+            graph = _computed_by_node(node, (db, bundle), f"/v1/lineage/{quote(_remote_ref(record_id), safe=':')}")
         else:
-            graph = _with_reader(db, node, bundle, lambda r: build(r, record_id))
+            graph = _with_reader(db, node, bundle, record_id, build)
         if as_json:
             click.echo(json.dumps(graph, indent=2))
         elif as_dot:
@@ -155,9 +168,11 @@ def register(cli: click.Group) -> None:
                     node: str | None, bundle: str | None, as_json: bool, remote: bool) -> None:
         """Share TOTAL units of a model version's benefit among its contributors.
 
-        Deterministic and exact (docs/attribution.md): pools by the policy in force at
-        the model, exact fractions, integer units by largest remainder, ties broken by
-        public key. Every line is justified by record ids (see --json).
+        MODEL_RECORD_ID is a model.update record id or a unique prefix of at least 8 hex
+        characters. Deterministic and exact: the data, annotation and training pools of
+        the policy in force at the model, exact fractions, integer units by largest
+        remainder, ties broken by public key. Every line is justified by record ids (see
+        --json).
 
         \b
         Examples:
@@ -170,10 +185,11 @@ def register(cli: click.Group) -> None:
         if remote:
             from urllib.parse import quote
 
-            result = _computed_by_node(node, (db, bundle), f"/v1/attribution/{quote(model_record_id, safe='')}",
+            result = _computed_by_node(node, (db, bundle), f"/v1/attribution/{quote(full_id(model_record_id), safe='')}",
                                        total=total, method=method, metric=metric)
         else:
-            result = _with_reader(db, node, bundle, lambda r: attribute(r, model_record_id, total, method, metric=metric))
+            result = _with_reader(db, node, bundle, model_record_id,
+                                  lambda r, rid: attribute(r, rid, total, method, metric=metric))
         if as_json:
             click.echo(json.dumps(result, indent=2))
             return
@@ -184,23 +200,17 @@ def register(cli: click.Group) -> None:
         if note:
             click.echo(note)
 
-    group = cli.commands.get("export")
-    if not isinstance(group, click.Group):
+    @cli.group(cls=Group)
+    def export() -> None:
+        """Export a chain: an audit bundle, or W3C PROV-JSON of a lineage.
 
-        @cli.group()
-        def export() -> None:
-            """Export a chain: an audit bundle, or W3C PROV-JSON of a lineage.
+        \b
+        Example:
+          provledger export bundle --db .provledger/ledger.db --out chain.bundle
+        """
 
-            \b
-            Example:
-              provledger export bundle --db .provledger/ledger.db --out chain.bundle
-            """
-
-        group = export
-
-    @group.command("bundle")
-    @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="A node database file.")
-    @click.option("--node", "node", default=None, metavar="URL", help="A node URL.")
+    @export.command("bundle")
+    @source_options(bundle=False)
     @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Bundle file to write.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
     def export_bundle(db: str | None, node: str | None, out: str, as_json: bool) -> None:
@@ -216,8 +226,7 @@ def register(cli: click.Group) -> None:
         from .bundle import export_bundle as write_db
         from .bundle import export_node_bundle
 
-        if (db is None) == (node is None):
-            raise InputError("give exactly one of --db PATH or --node URL", code="bad_argument")
+        db, node, _ = pick_source(db, node, None, with_bundle=False)
         if Path(out).exists():
             raise InputError(f"{out} already exists; refusing to overwrite", code="file_exists")
         if db is not None:
@@ -235,7 +244,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"wrote {summary['blocks']} blocks, {summary['records']} records of chain "
                        f"{summary['chain_id'][:16]}… to {summary['file']}")
 
-    @group.command("prov")
+    @export.command("prov")
     @click.argument("record_id")
     @_source_options
     @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
@@ -250,7 +259,7 @@ def register(cli: click.Group) -> None:
         """
         from .prov import prov_document
 
-        doc = _with_reader(db, node, bundle, lambda r: prov_document(r, record_id))
+        doc = _with_reader(db, node, bundle, record_id, prov_document)
         text = json.dumps(doc, indent=2) + "\n"
         if out:
             Path(out).write_text(text)

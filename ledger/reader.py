@@ -16,7 +16,7 @@ verifies it). Identities and policies are derived by replaying the genesis, the
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +24,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from .bundle import BundleSource
 from .errors import InputError, LedgerError, PeerError
+from .fetch import node_blocks
 from .genesis import Genesis, parse_genesis
 from .records import parse_decimal, record_id
 from .state import ChainState, DatasetState
@@ -289,8 +291,6 @@ class MemoryReader(ReaderBase):
     @classmethod
     def from_bundle(cls, path: str | Path) -> MemoryReader:
         """A reader over an exported bundle (``ledger.bundle``)."""
-        from .bundle import BundleSource
-
         src = BundleSource(path)
         return cls(src.genesis_doc(), src.block_dicts())
 
@@ -311,34 +311,10 @@ class MemoryReader(ReaderBase):
 
 
 # --- a node over HTTP --------------------------------------------------------------------
-def _node_blocks(url: str) -> tuple[dict[str, Any], Iterator[dict[str, Any]], int, int]:
-    """(genesis, blocks 1..height, height, log size) of the node at ``url``, as of its
-    latest checkpoint when called (PROTOCOL.md 8, through ``ledger.client``)."""
-    from .client import Client
-
-    client = Client(url)
-    try:
-        genesis = client.genesis()
-        height = client.height()
-        size = int(client.checkpoint(height)["header"]["log_size"]) if height else 0
-    except BaseException:
-        client.close()
-        raise
-
-    def gen() -> Iterator[dict[str, Any]]:
-        try:
-            for h in range(1, height + 1):
-                yield client.block(h)
-        finally:
-            client.close()
-
-    return genesis, gen(), height, size
-
-
 def fetch_node(url: str) -> MemoryReader:
     """A MemoryReader over every final block of the node at ``url``."""
     try:
-        genesis, blocks, _height, _size = _node_blocks(url)
+        genesis, blocks, _height, _size = node_blocks(url)
         return MemoryReader(genesis, blocks)
     except LedgerError:
         raise

@@ -1,5 +1,6 @@
 # Sourced by the scripts: create .venv if missing and (re)install the project when
-# pyproject.toml changed since the last install. Usage: . scripts/_venv.sh [EXTRAS]
+# pyproject.toml changed since the last install. Usage: . scripts/_venv.sh [EXTRA,EXTRA...]
+# (extras of pyproject.toml, e.g. "node,test"; the plain install is the auditor alone)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -17,19 +18,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 STAMP="$VENV/.install-stamp"
 HASH="$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)"
-WANT="$HASH-$EXTRAS"
-HAVE="$(cat "$STAMP" 2>/dev/null || true)"
-# An install serves any run whose extras it has (a plain run needs none).
-covered() {
-  [ "${HAVE%%-*}" = "$HASH" ] || return 1
-  local e
-  for e in ${EXTRAS//,/ }; do [[ ",${HAVE#*-}," == *",$e,"* ]] || return 1; done
-}
-if [ "$HAVE" != "$WANT" ] && ! covered; then
-  echo "installing provledger into $VENV" >&2
+# The stamp holds the pyproject hash and the extras installed with it ("HASH node,test").
+# An install serves every script whose extras it includes; otherwise the union is installed.
+read -r HAVE_HASH HAVE_EXTRAS < "$STAMP" 2>/dev/null || { HAVE_HASH=""; HAVE_EXTRAS=""; }
+[ "$HAVE_HASH" = "$HASH" ] || HAVE_EXTRAS=""
+ALL="$(printf '%s\n' ${EXTRAS//,/ } ${HAVE_EXTRAS//,/ } | sort -u | paste -sd, -)"
+if [ "$HAVE_HASH" != "$HASH" ] || [ "$ALL" != "$HAVE_EXTRAS" ]; then
+  echo "installing provledger${ALL:+[$ALL]} into $VENV" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  if [ -n "$EXTRAS" ]; then SPEC="$ROOT[$EXTRAS]"; else SPEC="$ROOT"; fi
+  if [ -n "$ALL" ]; then SPEC="$ROOT[$ALL]"; else SPEC="$ROOT"; fi
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$SPEC" >&2
-  echo "$WANT" > "$STAMP"
+  echo "$HASH $ALL" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

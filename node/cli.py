@@ -1,20 +1,70 @@
-"""CLI commands that create and run a node: ``provledger init`` and ``provledger node start``.
+"""The node's commands of the ``provledger`` CLI: ``provledger init`` and ``provledger node start``.
 
-The daemon package (``node``) is imported inside the commands only, so importing
-``ledger`` (the auditor's library) never imports the web stack.
+``ledger.cli`` loads ``register`` through the ``provledger.commands`` entry point
+(pyproject.toml), so the auditor's package imports nothing of ``node``. Without the
+``node`` extra installed (``pip install 'provledger[node]'``) the same command names say
+so in one line and exit 2.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from importlib.metadata import PackageNotFoundError, distribution, requires
+
 import click
 
-__all__ = ["register"]
+from ledger.cli_common import emit
+from ledger.errors import InputError
+
+__all__ = ["missing_requirements", "register"]
+
+EXTRA = "node"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def missing_requirements(dist: str = "provledger", extra: str = EXTRA) -> list[str]:
+    """The distributions the ``extra`` of ``dist`` requires (its metadata, i.e.
+    pyproject.toml) that are not installed."""
+    try:
+        reqs = requires(dist) or []
+    except PackageNotFoundError:
+        return []
+    out = []
+    for req in reqs:
+        spec, _, marker = req.partition(";")
+        if f'extra == "{extra}"' not in marker:
+            continue
+        name = _NAME.match(spec.strip())
+        if name is None:
+            continue
+        try:
+            distribution(name.group())
+        except PackageNotFoundError:
+            out.append(name.group())
+    return out
+
+
+def _register_install_hint(cli: click.Group, missing: list[str]) -> None:
+    hint = f"needs the node extra ({', '.join(missing)} missing): pip install 'provledger[{EXTRA}]'"
+    for name in ("init", "node"):
+
+        @cli.command(name, help=f"(Not installed) {hint}.", add_help_option=False,
+                     context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        @click.pass_context
+        def needs_node(ctx: click.Context) -> None:
+            raise InputError(f"provledger {ctx.info_name} {hint}", code="not_installed")
 
 
 def register(cli: click.Group) -> None:
-    from .cli import emit
+    """Add ``init`` and ``node`` to the root group: the real commands when the node extra
+    is installed, else commands that say how to install it."""
+    missing = missing_requirements()
+    if missing:
+        _register_install_hint(cli, missing)
+        return
 
-    DEFAULT_BASE_PORT = 8100  # node.config.DEFAULT_BASE_PORT (the core does not import node/ here)
+    from .config import DEFAULT_BASE_PORT
 
     @cli.command()
     @click.option("--home", required=True, type=click.Path(file_okay=False), help="Directory for the new network.")
@@ -53,8 +103,7 @@ def register(cli: click.Group) -> None:
           provledger init --home ./devnet --validators 4 --participant-key ./alice.key=contributor
           provledger node start --home ./devnet/node-1
         """
-        from ledger.errors import InputError
-        from node.config import init_network
+        from .config import init_network
 
         if validators > 1 and port is not None:
             raise InputError("--port is for a one-validator network; with --validators N use --base-port",
@@ -104,7 +153,8 @@ def register(cli: click.Group) -> None:
     @click.option("--host", default=None, help="Listen address (default: from config.json).")
     @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Listen port (default: from config.json).")
     @click.option("--log-level", default="info", show_default=True,
-                  type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+                  type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                  help="Least severe log lines written to stderr (library HTTP requests at debug only).")
     def start(home: str, host: str | None, port: int | None, log_level: str) -> None:
         """Run the node in the foreground until SIGTERM or Ctrl-C.
 
@@ -118,6 +168,9 @@ def register(cli: click.Group) -> None:
         Example:
           provledger node start --home ./net --port 8000
         """
-        from node.daemon import serve
+        from .daemon import serve
 
+        if log_level.lower() != "debug":  # no INFO line per peer request from the HTTP client
+            for name in ("httpx", "httpcore"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         serve(home, host=host, port=port, log_level=log_level)
