@@ -101,7 +101,7 @@ def export_node_bundle(url: str, path: str | Path) -> dict[str, Any]:
 
 def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
     """An inclusion proof of ``record_id`` against the bundle's last block, in the shape
-    of ``ledger.proofs.proof_doc``: the log is rebuilt from the record ids (PROTOCOL.md 4),
+    of ``ledger.proofs.proof_doc``: the log is rebuilt from the record ids,
     as a bundle holds no Merkle nodes. The caller verifies it (``verify_proof_doc``)."""
     leaves: list[bytes] = []
     index: int | None = None
@@ -112,7 +112,7 @@ def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
                 rid = envelope_id(env)
                 if rid == record_id:
                     index = len(leaves)
-                leaves.append(merkle.leaf_hash(bytes.fromhex(rid)))
+                leaves.append(bytes.fromhex(rid))  # the record id is the leaf hash (PROTOCOL.md 4)
         except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{path}: a block is not shaped as a bundle line: {e}", code="bad_bundle") from e
         last = blk
@@ -196,7 +196,8 @@ class BundleSource:
                 self._findings.append(Finding("bundle", f"block entry {pos} is not an object"))
                 continue
             header = blk.get("header")
-            height = header.get("height") if isinstance(header, dict) and type(header.get("height")) is int else pos
+            stated = header.get("height") if isinstance(header, dict) else None
+            height = stated if type(stated) is int else pos
             recs = blk.get("records")
             if type(recs) is not list:
                 self._findings.append(Finding("bundle", "block has no records array", height))

@@ -149,10 +149,10 @@ def genesis(name: str, validators: tuple[str, ...], orgs: tuple[str, ...], parti
     g = parse_genesis(doc)
     text = json.dumps(doc, indent=2) + "\n"
     if out:
-        p = Path(out)
-        if p.exists():
-            raise InputError(f"{p} already exists; refusing to overwrite", code="file_exists")
-        p.write_text(text)
+        target = Path(out)
+        if target.exists():
+            raise InputError(f"{target} already exists; refusing to overwrite", code="file_exists")
+        target.write_text(text)
         click.echo(f"chain id {g.chain_id}\nwritten to {out}")
     else:
         click.echo(text, nl=False)
@@ -238,6 +238,7 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
     _, total = source.totals()
     show = not quiet and not as_json and sys.stderr.isatty() and total >= 1000
     if show:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -246,9 +247,10 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
             TimeRemainingColumn,
         )
 
-        # transient: the bar is erased when the audit ends, also on Ctrl-C (exit 130)
+        # On stderr (stdout stays the report); transient: erased when the audit ends,
+        # also on Ctrl-C (exit 130).
         with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
+                      console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("audit", total=total)
             report = run_audit(source, jobs=jobs, checkpoint=checkpoint, progress=lambda n: bar.advance(task, n))
     else:
