@@ -35,7 +35,29 @@ __all__ = ["cli", "main", "open_source"]
 ENTRY_POINTS = "provledger.commands"
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Root(Group):
+    """The root group: the ``provledger.commands`` entry points are loaded when the CLI
+    first looks a command up, so importing this module loads no other package."""
+
+    group_class = Group  # type: ignore[assignment]  # click types it as type[Group] | type[type]
+    _families_loaded = False
+
+    def _load_families(self) -> None:
+        if not self._families_loaded:
+            self._families_loaded = True
+            for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
+                ep.load()(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_families()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_families()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="provledger")
 def cli() -> None:
     """provledger: a signed, hash-chained ledger for collaborative machine learning.
@@ -376,16 +398,8 @@ def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_j
          as_json, f"OK: record {record_id or doc.get('record')} is in the log certified at height {header.height}")
 
 
-def _load_command_families(group: click.Group) -> None:
-    """Add the commands of this package's modules and of every ``provledger.commands``
-    entry point (a function taking the root group)."""
-    cli_client.register(group)
-    cli_lineage.register(group)
-    for ep in sorted(entry_points(group=ENTRY_POINTS), key=lambda e: e.name):
-        ep.load()(group)
-
-
-_load_command_families(cli)
+cli_client.register(cli)
+cli_lineage.register(cli)
 
 
 def main() -> None:

@@ -38,7 +38,10 @@ def one_error_line(res: Result) -> str:
 # --- help ------------------------------------------------------------------------------------
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out = []
-    for name, cmd in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in sorted(group.list_commands(ctx)):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None
         out.append((*prefix, name))
         if isinstance(cmd, click.Group):
             out += _commands(cmd, (*prefix, name))
@@ -244,7 +247,9 @@ def _command(path: tuple[str, ...]) -> click.Command:
     cmd: click.Command = cli
     for name in path:
         assert isinstance(cmd, click.Group)
-        cmd = cmd.commands[name]
+        found = cmd.get_command(click.Context(cmd), name)
+        assert found is not None
+        cmd = found
     return cmd
 
 
