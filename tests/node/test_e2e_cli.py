@@ -84,7 +84,7 @@ def test_walkthrough_through_the_cli(tmp_path: Path) -> None:
         # An update over the dataset's remaining budget: one line saying why, non-zero exit.
         over = cli.run("submit", "model-update", "--key", key, "--model", "xray-net", "--round", "2",
                        "--weights-file", "update.pt", "--input", "chest-xray:1000:9:0.000001", "--wait", ok=False)
-        assert over.returncode != 0
+        assert over.returncode == 1  # refused by the chain
         err = over.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), over.stderr
         assert "budget_exceeded" in err[0] and "chest-xray" in err[0] and "remaining budget is epsilon 7" in err[0]
@@ -116,7 +116,7 @@ def test_walkthrough_through_the_cli(tmp_path: Path) -> None:
         assert [a["id"] for a in dataset["annotations"]] == [ann_id]
 
         missing = cli.run("show", "record", "00" * 32, ok=False)
-        assert missing.returncode != 0 and "not_found" in missing.stderr and missing.stderr.count("\n") == 1
+        assert missing.returncode == 2 and "not_found" in missing.stderr and missing.stderr.count("\n") == 1
 
         # 5. prove against the node, then check the written proof offline.
         proved = cli.run("prove", model_id, "--node", url, "--out", "proof.json")
@@ -130,6 +130,24 @@ def test_walkthrough_through_the_cli(tmp_path: Path) -> None:
         proof["record"] = ds["id"]
         (tmp_path / "wrong.json").write_text(json.dumps(proof))
         assert cli.run("verify-proof", "wrong.json", "--genesis", str(home / "genesis.json"), ok=False).returncode == 1
+
+        # $PROVLEDGER_NODE is the node of every command that reads one.
+        from_env = cli.json("prove", model_id)
+        assert from_env["record"] == model_id and from_env["tree_size"] == 3
+        assert cli.json("lineage", model_id)["root"] == model_id
+        assert cli.json("lineage", model_id, "--remote")["root"] == model_id
+        assert cli.json("attribution", model_id, "--total", "100")["total_units"] == 100
+        assert model_id in cli.run("export", "prov", model_id).stdout
+        assert "3 records" in cli.run("export", "bundle", "--out", "chain.bundle").stdout
+        assert cli.json("audit")["records"] == 3
+        # The 12-character ids the CLI prints name a record wherever the chain is local.
+        assert cli.json("lineage", model_id[:12], "--bundle", "chain.bundle")["root"] == model_id
+        # A node is asked by full id; a URL that is not a node is unreadable input.
+        short = cli.run("show", "record", model_id[:12], ok=False)
+        assert short.returncode == 2 and "full record id" in short.stderr and short.stderr.count("\n") == 1
+        typo = cli.run("audit", url + "/typo", ok=False)
+        assert typo.returncode == 2 and "could not read a node at" in typo.stderr and "chain None" not in typo.stdout
+        assert typo.stderr.count("\n") == 1
 
         # 6. audit over HTTP.
         audited = cli.run("audit", url)
@@ -150,3 +168,4 @@ def test_walkthrough_through_the_cli(tmp_path: Path) -> None:
     assert "OK: the chain is intact" in offline.stdout
     report = offline_cli.json("audit", str(home / "ledger.db"))
     assert report["ok"] is True and report["records"] == 3 and report["head"] == live["head"]
+
