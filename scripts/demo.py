@@ -382,12 +382,24 @@ def show(out: dict[str, Any], kept: bool) -> None:
     con.print(f"[bold]refused[/]: {r['signer']}'s round-{ROUNDS + 1} update spending epsilon {r['epsilon']} of "
               f"{r['dataset']}: {r['message']} ({r['code']})")
     if kept:
-        final, db = out["final_model"], Path(out["home"]) / "ledger.db"
-        total = out["attribution"]["shapley"]["total_units"]
         con.rule("recompute it yourself")
-        con.print(f"provledger attribution {final} --total {total} --method shapley --db {db}", soft_wrap=True)
-        con.print(f"provledger export bundle --db {db} --out cxr.bundle && "
-                  f"provledger attribution {final} --total {total} --method shapley --bundle cxr.bundle", soft_wrap=True)
+        for line in recompute_commands(out):
+            con.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def recompute_commands(out: dict[str, Any]) -> list[str]:
+    """The commands the README lists that recompute the demo's answers from its files
+    (everything they write goes into the network's directory)."""
+    home = Path(out["home"])
+    final, db, bundle = out["final_model"], home / "ledger.db", home / "cxr.bundle"
+    total = out["attribution"]["shapley"]["total_units"]
+    return [
+        f"provledger audit {db}",
+        f"provledger attribution {final} --total {total} --method shapley --db {db}",
+        f"provledger export bundle --db {db} --out {bundle}",
+        f"provledger attribution {final} --total {total} --method shapley --bundle {bundle} --json",
+        f"provledger lineage {final} --db {db} --dot | dot -Tsvg > {home / 'cxr-net.svg'}  # needs Graphviz",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

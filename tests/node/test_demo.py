@@ -262,3 +262,30 @@ def test_bad_method_is_400_and_missing_coalitions_422(client: Any, chain: dict[s
     body = _error(client.get(url, params={"total": "10", "method": "shapley"}), 422, "coalitions_missing")
     assert "scans" in body["message"]
     _error(client.get(url, params={"total": "10", "method": "leave-one-out"}), 422, "coalitions_missing")
+
+
+@pytest.mark.e2e
+def test_demo_prints_the_readme_commands_and_writes_only_into_its_home(tmp_path: Path) -> None:
+    """With --home the demo ends by printing the README's five commands (its model id and
+    directory filled in); they run as printed, and nothing lands in the current directory."""
+    import shlex
+
+    home, cwd = tmp_path / "cxr-demo", tmp_path / "cwd"
+    cwd.mkdir()
+    res = run(sys.executable, str(DEMO), "--home", str(home), cwd=cwd)
+    tail = res.stdout.split("recompute it yourself", 1)[1]
+    printed = [line for line in tail.splitlines() if line.strip()][1:]
+    final = json.loads(provledger("lineage", "dataset:harbor-cxr", "--db", str(home / "ledger.db"), "--json").stdout)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("MODEL=...   # the final model's record id", 1)[1].split("```", 1)[0]
+    wanted = [line for line in block.splitlines() if line.startswith("provledger ")]
+    assert len(wanted) == 5
+    model = printed[1].split()[2]
+    assert model in json.dumps(final)  # the final aggregate used harbor-cxr
+    assert printed == [w.replace("$MODEL", model).replace("/tmp/cxr-demo", str(home)) for w in wanted]
+    for line in printed[:4]:
+        assert run(*provledger_cmd(), *shlex.split(line)[1:], cwd=cwd).returncode == 0, line
+    dot = shlex.split(printed[4].split("|")[0])
+    assert run(*provledger_cmd(), *dot[1:], cwd=cwd).stdout.startswith("digraph")
+    assert list(cwd.iterdir()) == []
+    assert (home / "cxr.bundle").is_file()
