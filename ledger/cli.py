@@ -234,10 +234,12 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
     """Audit a chain end to end: every check of the protocol.
 
     TARGET is a node database file, an exported bundle, or a node URL (or give --db,
-    --bundle or --node; --node defaults to $PROVLEDGER_NODE). The checks: the genesis,
-    every record's form, signature and rules, every block's hash, Merkle log root and
-    commit certificate, and the database's own indexes. Each failure is printed with
-    its height, record and the check that failed. Exit 0 when the chain is intact, 1
+    --bundle or --node; --node defaults to $PROVLEDGER_NODE). The checks: the chain id
+    recomputed from the genesis; per block its height, link, commit certificate and
+    counts; per record its form, id, signature and the chain's rules at that point; every
+    log_root recomputed over the record ids (RFC 9162); with --state, consistency with
+    the last audit. Each failure is printed with its height, record and the check that
+    failed. Exit 0 when the chain is intact, 1
     when anything fails, 2 for usage errors or a source that cannot be read.
 
     \b
@@ -269,12 +271,16 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
             TimeRemainingColumn,
         )
 
-        # On stderr (stdout stays the report); transient: erased when the audit ends,
-        # also on Ctrl-C (exit 130).
-        with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True), transient=True) as bar:
+        # On stderr (stdout stays the report); transient: erased when the audit ends, also
+        # on Ctrl-C (exit 130), even one that lands while the bar is being set up.
+        bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=True)
+        try:
+            bar.start()
             task = bar.add_task("audit", total=total)
             report = run_audit(source, jobs=jobs, checkpoint=checkpoint, progress=lambda n: bar.advance(task, n))
+        finally:
+            bar.stop()
     else:
         report = run_audit(source, jobs=jobs, checkpoint=checkpoint)
     if as_json:
