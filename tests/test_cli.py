@@ -451,8 +451,9 @@ def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(tmp_path: Pat
     db = tmp_path / "big.db"
     _big_chain(db, 40_000)  # several seconds of audit: time to interrupt it mid-way
     master, slave = pty.openpty()  # a terminal on stderr: the progress bar is drawn
+    # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it.
     proc = subprocess.Popen([str(PROVLEDGER), "audit", str(db)], stdout=subprocess.PIPE, stderr=slave,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     os.close(slave)
     seen = b""
     try:
@@ -461,7 +462,7 @@ def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(tmp_path: Pat
             assert time.monotonic() < deadline and proc.poll() is None, seen
             if select.select([master], [], [], 0.5)[0]:
                 seen += os.read(master, 65536)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait(60)
         while select.select([master], [], [], 0.5)[0]:
             try:
