@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -25,7 +26,7 @@ import click
 
 from . import cli_client, cli_lineage
 from .cli_common import Group, check_prefix, emit, full_id, pick_source, resolve_id, source_options
-from .errors import InputError, PeerError
+from .errors import InputError, PeerError, StorageError, VerificationError
 from .genesis import parse_genesis
 from .keys import SigningKey, is_hex
 from .records import ROLES, utc_now
@@ -221,6 +222,37 @@ def open_source(target: str) -> Any:
     return _file_source(target)
 
 
+def _run_audit(source: Any, checkpoint: Any, jobs: int, *, show_progress: bool) -> Any:
+    """``ledger.audit.audit`` with a progress bar on a terminal for 1,000 records or more."""
+    from .audit import audit as run_audit
+
+    _, total = source.totals()
+    show = show_progress and sys.stderr.isatty() and total >= 1000
+    if show:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        # On stderr (stdout stays the report); transient: erased when the audit ends, also
+        # on Ctrl-C (exit 130), even one that lands while the bar is being set up.
+        bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=True)
+        try:
+            bar.start()
+            task = bar.add_task("audit", total=total)
+            report = run_audit(source, jobs=jobs, checkpoint=checkpoint, progress=lambda n: bar.advance(task, n))
+        finally:
+            bar.stop()
+    else:
+        report = run_audit(source, jobs=jobs, checkpoint=checkpoint)
+    return report
+
+
 @cli.command()
 @click.argument("target", required=False)
 @source_options(node_help="Audit a live node: every block is fetched and checked here.")
@@ -248,7 +280,6 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
       provledger audit http://127.0.0.1:8000 --jobs 2 --json
     """
     from .audit import Checkpoint
-    from .audit import audit as run_audit
 
     if target is not None:
         if db is not None or bundle is not None or click.get_current_context().get_parameter_source("node") \
@@ -259,30 +290,10 @@ def audit(target: str | None, db: str | None, node: str | None, bundle: str | No
         db, node, bundle = pick_source(db, node, bundle)
         source = _node_source(node) if node is not None else _file_source(db or bundle or "", "db" if db else "bundle")
     checkpoint = Checkpoint.load(state_file) if state_file else None
-    _, total = source.totals()
-    show = not quiet and not as_json and sys.stderr.isatty() and total >= 1000
-    if show:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        # On stderr (stdout stays the report); transient: erased when the audit ends, also
-        # on Ctrl-C (exit 130), even one that lands while the bar is being set up.
-        bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
-        try:
-            bar.start()
-            task = bar.add_task("audit", total=total)
-            report = run_audit(source, jobs=jobs, checkpoint=checkpoint, progress=lambda n: bar.advance(task, n))
-        finally:
-            bar.stop()
-    else:
-        report = run_audit(source, jobs=jobs, checkpoint=checkpoint)
+    try:
+        report = _run_audit(source, checkpoint, jobs, show_progress=not quiet and not as_json)
+    except (StorageError, sqlite3.DatabaseError) as e:  # a database too damaged to read: a failed chain
+        raise VerificationError(f"the chain failed: its database cannot be read: {e}", code="corrupt_database") from e
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +103,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except sqlite3.DatabaseError as e:  # a file that is not a readable SQLite database
+            click.echo(f"error: the database cannot be read: {e}", err=True)
+            ctx.exit(EXIT_USAGE)
         except OSError as e:  # a file that cannot be read or written
             where = f": {e.filename}" if e.filename else ""
             click.echo(f"error: {e.strerror or e}{where}", err=True)

@@ -483,3 +483,17 @@ def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(tmp_path: Pat
     assert b"\x1b[?25h" in tail, tail  # the cursor is shown again: the live display was stopped
     assert b"\x1b[1A\x1b[2K" in tail[tail.rindex(b"\x1b[?25h"):], tail  # and the bar's line erased
     assert b"Traceback" not in seen and seen.rstrip().endswith(b"interrupted"), seen
+
+
+def test_a_damaged_database_fails_the_audit_and_is_unreadable_elsewhere(chain1: Any, tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    data = bytearray(chain1.path.read_bytes())
+    half = len(data) // 2 // 4096 * 4096
+    data[half:] = b"\xff" * (len(data) - half)  # the second half of its pages overwritten
+    db.write_bytes(bytes(data))
+    res = run("audit", str(db))
+    assert res.exit_code == 1  # the chain failed
+    assert "database cannot be read" in one_error_line(res)
+    res = run("lineage", chain1.ids[2][0], "--db", str(db))
+    assert res.exit_code == 2
+    one_error_line(res)
