@@ -427,8 +427,7 @@ def test_a_corrupt_chain_is_exit_1_and_a_tampered_proof_too(chain1: Any, kit: An
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------------
-def _big_chain(path: Path, records: int) -> None:
-    from conftest import commit
+def _big_chain(path: Path, records: int, commit: Any) -> None:
     from factory import Consortium
 
     cons = Consortium()
@@ -442,14 +441,14 @@ def _big_chain(path: Path, records: int) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not PROVLEDGER.exists(), reason="console script not installed")
-def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(tmp_path: Path) -> None:
+def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(kit: Any, tmp_path: Path) -> None:
     import pty
     import select
     import signal
     import time
 
     db = tmp_path / "big.db"
-    _big_chain(db, 40_000)  # several seconds of audit: time to interrupt it mid-way
+    _big_chain(db, 40_000, kit.commit)  # several seconds of audit: time to interrupt it mid-way
     master, slave = pty.openpty()  # a terminal on stderr: the progress bar is drawn
     # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it.
     proc = subprocess.Popen([str(PROVLEDGER), "audit", str(db)], stdout=subprocess.PIPE, stderr=slave,
