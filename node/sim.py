@@ -28,11 +28,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import heapq
+import itertools
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.blocks import max_faulty, quorum
@@ -62,14 +63,17 @@ __all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt"
 SCENARIOS = (
     "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
     "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "byz_relock", "byz_skip", "mixed",
+    "byz_minority", "byz_late",
 )
 BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror", "relock", "skip")
 _BYZ_SCENARIOS = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote", "byz_silent": "silent",
-                  "byz_mirror": "mirror", "byz_relock": "relock", "byz_skip": "skip"}
+                  "byz_mirror": "mirror", "byz_relock": "relock", "byz_skip": "skip", "byz_minority": "minority",
+                  "byz_late": "late"}
 TIMEOUTS = Timeouts(propose=150, prevote=60, precommit=60, delta=40, commit=40)
 GOSSIP_MS = 300  # a node re-sends its height's messages if it made no progress for this long
 SYNC_EVERY_MS = 150  # at most one catch-up request per node per this long
 SYNC_BATCH = 32  # blocks per catch-up answer
+LATE_MS = 40.0  # byz_late: the delay of the proposal held back, within the bound (max_delay)
 STALL_MS = 30_000  # liveness bound after the network heals
 _MAX_EVENTS = 2_000_000
 
@@ -105,6 +109,24 @@ class Result:
     rejected: int
     violation: str | None = None
     kind: str | None = None
+
+
+@dataclass
+class Split:
+    """byz_minority: the height whose round 0 a Byzantine validator proposes with two values."""
+
+    height: int
+    again: int  # the next round of the height with a Byzantine proposer: it re-proposes v
+    target: int  # the honest node that decides w in round 0
+    majority: tuple[int, ...]  # f + 1 honest nodes shown w (the target among them)
+    minority: tuple[int, ...]  # the other f honest nodes, shown v
+    below: bool  # v has a polka in round 0, below the lock on w (round 1); else f + f prevotes
+    v: Any = None  # the minority value (a block)
+    v_hash: str = ""
+    support: tuple[Vote, ...] = ()  # the Byzantine prevotes for v in round 0
+    active: bool = True
+    done: frozenset[int] = frozenset()  # rounds of the height already played
+    prompt: dict[tuple[int, int], set[int]] = field(default_factory=dict)  # (round, node) -> prompt senders
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +248,12 @@ class Simulation:
         self._precommits_let: dict[tuple[int, int, int], set[int]] = {}
         self._prevotes_let: dict[tuple[int, int, int], set[int]] = {}
         self.relock_target = -1
+        self.split: Split | None = None  # byz_minority
+        self.sync_down = False  # catch-up requests and answers are lost
+        self.late_height: int | None = None  # byz_late: the height it plays
+        self._late_node: dict[int, int] = {}  # byz_late: round -> the honest node its proposal reaches late
+        self._late_done: set[int] = set()
+        self._withheld: Proposal | None = None
         self.quorum = quorum(n)
         self.blocks: dict[str, Any] = {}  # every proposed block by hash (the validity check)
         self.known: dict[int, dict[str, Any]] = {}  # height -> hash -> block, for Byzantine re-proposals
@@ -247,7 +275,11 @@ class Simulation:
         if not s.startswith("byz_") and s != "mixed":
             return {}
         count = self.f if s != "mixed" else rng.randint(0, self.f)
-        who = rng.sample(range(self.n), count)
+        if s == "byz_late" and count:  # the proposer of height 1 or 2, round 0, and f - 1 others
+            first = rng.choice((1, 2))
+            who = [first, *rng.sample([i for i in range(self.n) if i != first], count - 1)]
+        else:
+            who = rng.sample(range(self.n), count)
         mode = _BYZ_SCENARIOS.get(s)
         return {i: mode or rng.choice(BYZ_MODES) for i in who}
 
@@ -278,6 +310,46 @@ class Simulation:
             self.at(t1, self._set_reach, None)
             for i in self.byzantine:
                 self.at(t1, self._silence, i)
+        if s == "byz_minority" and self.byzantine:
+            # A Byzantine proposer of round 0 splits the honest nodes: f + 1 of them (the
+            # majority) get the value w and the Byzantine prevotes for w, so they lock on it, and
+            # one of them, the target, gets the Byzantine precommits too and decides w; the
+            # other f get v and the Byzantine prevotes for v, which then has f + f >= f + 1
+            # prevotes in round 0, short of a polka. The next Byzantine proposer of the height
+            # re-proposes v with valid round 0 and those prevotes: line 28 must refuse it (2f + 1
+            # are needed), although the nodes locked in round 0 pass line 29. In the rounds
+            # between, the Byzantine validators vote nil, so that the 2f honest nodes left at the
+            # height (the target has moved on) get from round to round without a quorum of their
+            # own. Catch-up is down until the end, so they cannot learn the target's decision.
+            # Or (``below``) the lock is above v's valid round: in round 0 every honest node
+            # prevotes v, but each gets only f of the other honest prevotes in time (and nil
+            # from the Byzantine ones), so nobody locks; in round 1 the majority locks on a new
+            # value w and the target decides it, the minority getting the prevotes late; v is
+            # then re-proposed with valid round 0 and its polka: line 29 must refuse it to the
+            # nodes locked in round 1.
+            t1 = heal = t0 + rng.uniform(12_000, 15_000)
+            below = rng.random() < 0.5
+            h = next(h for h in itertools.count(2) if h % n in self.byzantine)
+            again = next(r for r in itertools.count(1 + below) if (h + r) % n in self.byzantine)
+            honest = [nd.idx for nd in self.honest]
+            rng.shuffle(honest)
+            self.split = Split(h, again, honest[0], tuple(honest[: self.f + 1]), tuple(honest[self.f + 1:]), below)
+            self.sync_down = True
+            self.at(t1, self._end_split)
+        if s == "byz_late" and self.byzantine:
+            # The network is within its bound from the start (the liveness clock runs from 0),
+            # but at the height whose round 0 a Byzantine validator proposes it is adversarial
+            # within that bound: every message takes min_delay, except that the proposal of each
+            # honest round reaches one honest node (drawn per round) LATE_MS after it was sent.
+            # That node then sees the round's polka, for a value it already knows, before the
+            # proposal: it must still lock and precommit once the proposal arrives (lines 28 and
+            # 36 with step = prevote). The Byzantine proposer of round 0 shows its value to all
+            # but one honest node (which gets it only after it precommitted nil), so that the
+            # round makes a polka but no decision; the Byzantine validators prevote whatever is
+            # proposed and precommit nil.
+            self.late_height = next(i for i in sorted(self.byzantine) if i in (1, 2))
+            self.max_delay = max(self.max_delay, LATE_MS)
+            heal = 0.0
         if s in ("halves", "mixed") and n > 1:
             side = set(rng.sample(range(n), n // 2))
             links = {(a, b) for a in range(n) for b in range(n) if (a in side) != (b in side)}
@@ -319,6 +391,12 @@ class Simulation:
 
     def _set_drop(self, p: float) -> None:
         self.drop = p
+
+    def _end_split(self) -> None:
+        assert self.split is not None
+        self.split.active = self.sync_down = False
+        for i in self.byzantine:
+            self._silence(i)
 
     def _set_reach(self, reach: dict[tuple[int, int, str], Any] | None) -> None:
         self.vote_reach = reach
@@ -449,12 +527,29 @@ class Simulation:
         if (src, dst) in self.blocked:
             return
         t = type(msg)
+        if self.sync_down and (t is SyncRequest or t is SyncAnswer):
+            return
+        if (t is Proposal or t is Vote) and msg.height == self.late_height:
+            if t is Proposal:
+                self.blocks.setdefault(msg.block_hash, msg.block)
+            late = t is Proposal and self.nodes[src].byz is None and dst == self.late_node(msg.round)
+            self.push(self.now + (LATE_MS if late else self.min_delay), _DELIVER, dst, msg, src)
+            return
         if t is Proposal:
             self.blocks.setdefault(msg.block_hash, msg.block)
             self.known.setdefault(msg.height, {}).setdefault(msg.block_hash, msg.block)
         elif t is Vote and msg.step == "prevote" and msg.block_hash != NIL:
             self.prevotes.setdefault((msg.height, msg.block_hash), {}).setdefault((msg.round, msg.validator), msg)
         extra = 0.0
+        sp = self.split
+        if (sp is not None and sp.below and sp.active and t is Vote and msg.step == "prevote"
+                and msg.height == sp.height and self.nodes[src].byz is None and self.nodes[dst].byz is None
+                and (msg.round == 0 or (msg.round == 1 and dst in sp.minority))):
+            let = sp.prompt.setdefault((msg.round, dst), set())
+            if src in let or len(let) < self.f:
+                let.add(src)  # f honest prevotes in time: with the Byzantine nil ones, no polka
+            else:
+                extra = self.rng.uniform(600, 1200)  # delayed past the lock
         if self.vote_reach is not None and self.nodes[src].byz is None:
             held = self._held_back(src, dst, msg)
             if held is None:
@@ -535,6 +630,9 @@ class Simulation:
                 raise self.violation("agreement", f"height {height}: node {nd.idx} finalized {bhash[:12]}, another honest node {first[:12]} ({how})")
         nd.chain.append((block, bhash, cert))
         self.note(f"node {nd.idx} finalizes {height} {bhash[:8]} round {cert['round']} ({how})")
+        sp = self.split
+        if sp is not None and sp.active and nd.byz is None and height == sp.height - 1 and 0 not in sp.done:
+            self.split_round(0)  # the honest nodes are about to enter the height: propose at once
 
     def request_sync(self, nd: Node, peer: int | None) -> None:
         if self.now - nd.last_sync < SYNC_EVERY_MS:
@@ -555,6 +653,22 @@ class Simulation:
         if t is Vote or t is Proposal:
             if nd.byz == "skip":
                 self.skip_ahead(nd, msg)
+            elif nd.byz == "late":
+                if msg.height == self.late_height and self.nodes[src].byz is None:
+                    if t is Proposal:
+                        self.late_round(msg)
+                    held = self._withheld
+                    if (held is not None and src == self.late_node(0)
+                            and (msg.round > 0 or (t is Vote and msg.step == "precommit"))):
+                        self._withheld = None  # it has left round 0 or precommitted nil in it
+                        self.send(self.byzantine_proposer(held), src, held)
+            elif nd.byz == "minority":
+                sp = self.split
+                if sp is not None and sp.active and msg.height == sp.height and self.nodes[src].byz is None:
+                    # Play a round on its first message, or on a precommit of the round before it.
+                    self.split_round(msg.round, msg if t is Proposal else None)
+                    if t is Vote and msg.step == "precommit":
+                        self.split_round(msg.round + 1)
             elif nd.byz == "relock":
                 if t is Vote and msg.step == "precommit" and self.vote_reach is not None:
                     self.relock_precommit(nd, msg)
@@ -610,6 +724,17 @@ class Simulation:
             for j in peers:
                 self.send(nd.idx, j, msg if rng.random() < 0.5 else alt)
             return
+        if mode == "late":
+            if msg.height != self.late_height:
+                self.broadcast(nd.idx, msg)  # honest at the other heights
+            elif type(msg) is Proposal and msg.round == 0:
+                self.late_round(msg)
+            return
+        if mode == "minority":
+            sp = self.split
+            if sp is None or not sp.active or msg.height < sp.height:
+                self.broadcast(nd.idx, msg)  # honest until the split height; then split_round speaks
+            return
         if mode == "relock":
             if type(msg) is Proposal:
                 self.relock_proposal(nd, msg.height, msg.round)
@@ -618,16 +743,16 @@ class Simulation:
                 return  # it precommits on its own terms (relock_precommit)
         if type(msg) is Vote and mode == "equivocate_vote":
             other = NIL if msg.block_hash != NIL else tagged_hash(BLOCK_TAG, {"fake": msg.height, "r": msg.round})
-            alt = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, other)
+            alt_vote = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, other)
             for j in peers:
                 x = rng.random()
                 if x < 0.4:
                     self.send(nd.idx, j, msg)
                 elif x < 0.8:
-                    self.send(nd.idx, j, alt)
+                    self.send(nd.idx, j, alt_vote)
                 else:
                     self.send(nd.idx, j, msg)
-                    self.send(nd.idx, j, alt)
+                    self.send(nd.idx, j, alt_vote)
             return
         self.broadcast(nd.idx, msg)
 
@@ -692,6 +817,129 @@ class Simulation:
             votes.append(sign_vote(nd.key, self.chain, h, r, "precommit", bh))
         for m in (*support, alt, *votes):
             self.broadcast(nd.idx, m)
+
+    def late_node(self, r: int) -> int:
+        """byz_late: the honest node that round ``r``'s proposal reaches late (drawn once)."""
+        got = self._late_node.get(r)
+        if got is None:
+            h = self.late_height
+            assert h is not None
+            proposer = (h + r) % self.n
+            # In round 1, not the node left out in round 0: it may not know the value yet.
+            pool = [nd.idx for nd in self.honest if nd.idx != proposer and (r != 1 or nd.idx != self._late_node.get(0))]
+            got = self._late_node[r] = self.rng.choice(pool)
+            self.note(f"the proposal of {h}/{r} reaches node {got} late")
+        return got
+
+    def byzantine_proposer(self, p: Proposal) -> int:
+        return self.validators.index(p.proposer)
+
+    def late_round(self, p: Proposal) -> None:
+        """byz_late: once per round of the height, on its proposal: the Byzantine validators
+        prevote its value and precommit nil; in round 0 (their own) the proposal reaches every
+        honest node but one, which gets it after its precommit."""
+        r = p.round
+        if r in self._late_done:
+            return
+        self._late_done.add(r)
+        honest = [nd.idx for nd in self.honest]
+        if r == 0:
+            left_out = self.late_node(0)
+            self._withheld = p
+            for j in honest:
+                if j != left_out:
+                    self.send(self.byzantine_proposer(p), j, p)
+        for i in sorted(self.byzantine):
+            b = self.nodes[i]
+            for step, value in (("prevote", p.block_hash), ("precommit", NIL)):
+                vote = sign_vote(b.key, self.chain, p.height, r, step, value)
+                for j in honest:
+                    self.send(i, j, vote)
+
+    def split_round(self, r: int, seen: Proposal | None = None) -> None:
+        """byz_minority: what the Byzantine validators send, once, for round ``r`` of the split
+        height (see ``_setup``): in round 0, w to the majority and v to the minority, with
+        prevotes to match and precommits for w to the target only (nil to the others); in round
+        ``again``, v re-proposed with valid round 0 and its round-0 prevotes, and votes for it;
+        in the rounds between, nil votes; after ``again``, nothing. With ``below``: in round 0,
+        v to everyone and nil votes; in round 1, votes for the round's new value w as in round
+        0 (``seen`` is its proposal when an honest validator made it)."""
+        sp = self.split
+        assert sp is not None
+        if r in sp.done or r > sp.again:
+            return
+        h, chain, rng = sp.height, self.chain, self.rng
+        byz = [self.nodes[i] for i in sorted(self.byzantine)]
+        honest = [nd.idx for nd in self.honest]
+        proposer = self.nodes[(h + r) % self.n]
+        if sp.below and r == 1 and proposer.byz is None and seen is None:
+            return  # wait for the honest proposal of round 1
+        sp.done |= {r}
+
+        def to_all(src: Node, m: Any) -> None:
+            for j in honest:
+                self.send(src.idx, j, m)
+
+        def lock_on(wh: str, r: int) -> None:  # the majority locks, the target decides
+            for b in byz:
+                vote = sign_vote(b.key, chain, h, r, "prevote", wh)
+                nil = sign_vote(b.key, chain, h, r, "prevote", NIL)
+                for j in honest:
+                    self.send(b.idx, j, vote if j in sp.majority else nil)
+                for j in honest:
+                    self.send(b.idx, j, sign_vote(b.key, chain, h, r, "precommit", wh if j == sp.target else NIL))
+
+        if r == 0 and sp.below:
+            base = {"height": h, "prev": self.decided[h - 1], "proposer": proposer.key.public}
+            sp.v = dict(base, payload=f"polka-{h}-{rng.randrange(1 << 30)}")
+            sp.v_hash = block_hash(sp.v)
+            self.note(f"split at height {h}: v={sp.v_hash[:8]} to all, majority {sp.majority} "
+                      f"(target {sp.target}) to lock in round 1, v again in round {sp.again}")
+            to_all(proposer, sign_proposal(proposer.key, chain, h, 0, sp.v, sp.v_hash))
+            sp.support = tuple(sign_vote(b.key, chain, h, 0, "prevote", sp.v_hash) for b in byz)
+            for b in byz:
+                for step in ("prevote", "precommit"):
+                    to_all(b, sign_vote(b.key, chain, h, 0, step, NIL))
+        elif r == 1 and sp.below:
+            if seen is None or seen.round != 1:
+                w = {"height": h, "prev": self.decided[h - 1], "proposer": proposer.key.public,
+                     "payload": f"lock-{h}-{rng.randrange(1 << 30)}"}
+                seen = sign_proposal(proposer.key, chain, h, 1, w, block_hash(w))
+                to_all(proposer, seen)
+            lock_on(seen.block_hash, 1)
+        elif r == 0:
+            w = {"height": h, "prev": self.decided[h - 1], "proposer": proposer.key.public,
+                 "payload": f"majority-{h}-{rng.randrange(1 << 30)}"}
+            sp.v = dict(w, payload=f"minority-{h}-{rng.randrange(1 << 30)}")
+            wh, sp.v_hash = block_hash(w), block_hash(sp.v)
+            self.note(f"split at height {h}: w={wh[:8]} to {sp.majority} (target {sp.target}), "
+                      f"v={sp.v_hash[:8]} to {sp.minority}, v again in round {sp.again}")
+            for group, block, bh in ((sp.majority, w, wh), (sp.minority, sp.v, sp.v_hash)):
+                for j in group:
+                    self.send(proposer.idx, j, sign_proposal(proposer.key, chain, h, 0, block, bh))
+            support = []
+            for b in byz:
+                for group, bh in ((sp.majority, wh), (sp.minority, sp.v_hash)):
+                    vote = sign_vote(b.key, chain, h, 0, "prevote", bh)
+                    for j in group:
+                        self.send(b.idx, j, vote)
+                support.append(sign_vote(b.key, chain, h, 0, "prevote", sp.v_hash))
+                for j in honest:
+                    self.send(b.idx, j, sign_vote(b.key, chain, h, 0, "precommit", wh if j == sp.target else NIL))
+            sp.support = tuple(support)
+        elif r < sp.again:
+            for b in byz:
+                for step in ("prevote", "precommit"):
+                    to_all(b, sign_vote(b.key, chain, h, r, step, NIL))
+        else:
+            honest_keys = {self.validators[j] for j in honest}
+            shown = [v for (q, who), v in sorted(self.prevotes.get((h, sp.v_hash), {}).items())
+                     if q == 0 and who in honest_keys]
+            for m in (*shown, *sp.support, sign_proposal(proposer.key, chain, h, r, sp.v, sp.v_hash, 0)):
+                to_all(proposer, m)
+            for b in byz:
+                for step in ("prevote", "precommit"):
+                    to_all(b, sign_vote(b.key, chain, h, r, step, sp.v_hash))
 
     def relock_precommit(self, nd: Node, seen: Vote) -> None:
         """Once per (height, round) in which it sees an honest precommit: nil to everyone
@@ -879,8 +1127,7 @@ def _mutation_check(jobs: int) -> int:
             print(f"equivalent {m.name:11} lines {m.lines:8} {m.what}: {m.equivalent} ({c.runs} runs)")
         elif c.seed is None:
             survivors += 1
-            print(f"SURVIVED {m.name:11} lines {m.lines:8} {m.what} ({c.runs} runs, {c.seconds:.1f}s)"
-                  + (f"\n         known gap: {m.survives}" if m.survives else ""))
+            print(f"SURVIVED {m.name:11} lines {m.lines:8} {m.what} ({c.runs} runs, {c.seconds:.1f}s)")
         else:
             print(f"caught   {m.name:11} lines {m.lines:8} {m.what}\n"
                   f"         {c.kind} at seed {c.seed} ({c.scenario}) after {c.runs} runs, {c.seconds:.1f}s;"
