@@ -198,7 +198,7 @@ class StoreReader(ReaderBase):
     def __init__(self, store: Any) -> None:
         self.store = store
         self._genesis = store.genesis
-        self._size = store.log_size()  # a fixed view: records committed later are ignored
+        self._size: int = store.log_size()  # a fixed view: records committed later are ignored
         self._usage_idx: dict[str, list[int]] | None = None  # dataset name -> log indexes
         self._using: dict[str, list[Row]] = {}
 

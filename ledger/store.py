@@ -117,35 +117,35 @@ class Store:
             return
         with self._lock:
             self.conn.execute("BEGIN")
-            db["meta"].create({"key": str, "value": str}, pk="key")
-            db["blocks"].create(
+            db.table("meta").create({"key": str, "value": str}, pk="key")
+            db.table("blocks").create(
                 {"height": int, "hash": str, "header": str, "certificate": str, "first": int, "count": int},
                 pk="height",
             )
-            db["blocks"].create_index(["hash"], unique=True)
-            db["records"].create(
+            db.table("blocks").create_index(["hash"], unique=True)
+            db.table("records").create(
                 {"idx": int, "id": str, "height": int, "type": str, "signer": str, "nonce": str,
                  "dataset": str, "model": str, "envelope": str},
                 pk="idx",
                 not_null={"id", "height", "type", "signer", "nonce", "envelope"},
             )
-            db["records"].create_index(["id"], unique=True)
-            db["records"].create_index(["signer", "nonce"], unique=True)
-            db["records"].create_index(["height"])
-            db["records"].create_index(["type"])
-            db["records"].create_index(["dataset"])
-            db["records"].create_index(["model"])
-            db["merkle"].create({"k": int, "h": bytes}, pk="k")
-            db["identities"].create(
+            db.table("records").create_index(["id"], unique=True)
+            db.table("records").create_index(["signer", "nonce"], unique=True)
+            db.table("records").create_index(["height"])
+            db.table("records").create_index(["type"])
+            db.table("records").create_index(["dataset"])
+            db.table("records").create_index(["model"])
+            db.table("merkle").create({"k": int, "h": bytes}, pk="k")
+            db.table("identities").create(
                 {"key": str, "name": str, "org": str, "roles": str, "revoked": int, "registered_by": str}, pk="key"
             )
-            db["datasets"].create({"name": str, "version": str, "record": str}, pk=("name", "version"))
-            db["budgets"].create(
+            db.table("datasets").create({"name": str, "version": str, "record": str}, pk=("name", "version"))
+            db.table("budgets").create(
                 {"dataset": str, "epsilon": str, "delta": str, "spent_epsilon": str, "spent_delta": str}, pk="dataset"
             )
-            db["policies"].create({"idx": int, "data": str, "annotation": str, "training": str}, pk="idx")
-            db["evidence"].create({"id": str, "height": int, "validator": str, "evidence": str}, pk="id")
-            db["signed"].create({"k": int, "height": int, "round": int, "step": str, "block": str}, pk="k")
+            db.table("policies").create({"idx": int, "data": str, "annotation": str, "training": str}, pk="idx")
+            db.table("evidence").create({"id": str, "height": int, "validator": str, "evidence": str}, pk="id")
+            db.table("signed").create({"k": int, "height": int, "round": int, "step": str, "block": str}, pk="k")
             for table in LEDGER_TABLES:
                 for op in ("UPDATE", "DELETE"):
                     self.conn.execute(
@@ -440,7 +440,7 @@ class Store:
 
     def last_signed(self) -> tuple[int, int, str, str] | None:
         row = self.reader.execute("SELECT height, round, step, block FROM signed WHERE k = 0").fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return (int(row[0]), int(row[1]), str(row[2]), str(row[3])) if row else None
 
     def save_signed_state(self, doc: dict[str, Any], blocks: dict[str, bytes] | None = None) -> None:
         """Durably keep the consensus core's recovery document (one row, overwritten) and

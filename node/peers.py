@@ -25,13 +25,13 @@ dozens of small messages per height; measured on 127.0.0.1, a general-purpose cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
-
-import ssl
 from urllib.parse import urlsplit
 
 import orjson
@@ -203,10 +203,8 @@ class Peers:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks.clear()
 
     def status(self) -> list[dict[str, Any]]:

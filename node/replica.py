@@ -47,6 +47,7 @@ the node has it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -206,10 +207,8 @@ class Replica:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
         await self.peers.stop()
 
     def status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ A child exits when its stdin closes (the node stopped or died).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -189,10 +190,8 @@ def _serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    with contextlib.suppress(BrokenPipeError):
         _serve(sys.stdin.buffer, sys.stdout.buffer)
-    except BrokenPipeError:
-        pass
     os._exit(0)
 
 

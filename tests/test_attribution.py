@@ -151,7 +151,7 @@ def build(spec: dict[str, Any], prefix: str = "", double: int | None = None) -> 
     """A chain from a spec; ``prefix`` relabels every key, ``double`` doubles one dataset's
     samples. An outsider (``zz``) contributes, annotates and trains outside the lineage."""
     ch = Chain(prefix)
-    for i, name in enumerate(NAMES + ["zz"]):
+    for i, name in enumerate([*NAMES, "zz"]):
         ch.member(name, "org-a" if i % 2 == 0 else "org-b")
     for d, versions in enumerate(spec["datasets"]):
         for v, (who, items) in enumerate(versions):

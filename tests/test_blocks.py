@@ -10,7 +10,14 @@ import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from factory import Consortium, key
 
-from ledger.blocks import Certificate, Header, certify_single, make_header, verify_certificate, vote_payload
+from ledger.blocks import (
+    Certificate,
+    Header,
+    certify_single,
+    make_header,
+    verify_certificate,
+    vote_payload,
+)
 from ledger.canonical import VOTE_TAG
 from ledger.errors import CertificateError, InputError
 

@@ -183,7 +183,7 @@ def test_lock_keeps_the_node_from_prevoting_another_value_later() -> None:
 
 
 def test_locked_node_prevotes_its_locked_value_again() -> None:
-    c, me, px = _lock_on_x()
+    c, me, _px = _lock_on_x()
     c.on_timeout(1, 0, "prevote")
     for i in [i for i in range(4) if i != me][:2]:
         c.on_vote(sign_vote(KEYS[i], CHAIN, 1, 0, "precommit", NIL))
@@ -196,7 +196,7 @@ def test_locked_node_prevotes_its_locked_value_again() -> None:
 
 
 def test_a_later_polka_unlocks_lines_28_to_33() -> None:
-    c, me, px = _lock_on_x()
+    c, me, _px = _lock_on_x()
     others = [i for i in range(4) if i != me]
     for i in others[:2]:
         c.on_vote(sign_vote(KEYS[i], CHAIN, 1, 0, "precommit", NIL))

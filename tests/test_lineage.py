@@ -180,7 +180,7 @@ def test_trace_counts_each_local_update_once() -> None:
 def test_lineage_errors_are_input_errors() -> None:
     ch, ids = demo()
     r = ch.memory()
-    with pytest.raises(InputError, match="not a model.update"):
+    with pytest.raises(InputError, match=r"not a model\.update"):
         trace(r, ids["ann1"])
     with pytest.raises(InputError, match="no committed record"):
         model_lineage(r, "0" * 64)
