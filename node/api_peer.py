@@ -23,7 +23,7 @@ from fastapi.responses import Response
 
 from ledger.errors import InputError, LedgerError, TooLargeError
 
-from .api_schema import errors
+from .api_schema import body, errors
 from .asgi import MAX_BATCH_RECORDS, loads, read_body
 
 __all__ = ["MAX_PEER_MESSAGES", "install"]
@@ -67,14 +67,17 @@ def install(app: FastAPI, node: Any) -> None:
         rep.accept(obj)
         return {"accepted": 1, "refused": []}
 
-    @app.post("/v1/peer/message", status_code=202, tags=["peers"],
+    message_doc = {"type": "object", "description": 'A signed proposal or vote, or {"messages": [...]}'}
+    records_doc = {"type": "object", "description": '{"records": [envelope, ...]}'}
+
+    @app.post("/v1/peer/message", status_code=202, tags=["peers"], openapi_extra=body(message_doc),
               responses={202: {"description": "How many messages were accepted; the refused ones"},
                          **errors(400, 413)})
     async def post_peer_message(request: Request) -> Response:
         """A signed consensus message from a validator (one, or ``{"messages": [...]}``)."""
         return _json(accept(await read_body(request)), 202)
 
-    @app.post("/v1/peer/records", tags=["peers"],
+    @app.post("/v1/peer/records", tags=["peers"], openapi_extra=body(records_doc),
               responses={200: {"description": "One result per record, in order"}, **errors(400, 413)})
     async def post_peer_records(request: Request) -> Response:
         """Records another validator accepted; admitted here without forwarding them again."""

@@ -16,8 +16,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "HEX64", "MAX_INT", "Batch", "BatchResults", "Block", "Checkpoint", "Consistency", "Dataset", "ErrorBody",
-    "Health", "RecordView", "Submitted", "errors", "openapi",
+    "HEX64", "MAX_INT", "Batch", "BatchResults", "Block", "Blocks", "Checkpoint", "Consistency", "Dataset", "ErrorBody",
+    "Health", "RecordView", "Submitted", "body", "errors", "openapi",
 ]
 
 HEX64 = "^[0-9a-f]{64}$"  # a record id, hash or key: 64 lowercase hex characters
@@ -42,6 +42,11 @@ class ErrorBody(BaseModel):
     message: str
     field: str | None = None
     index: int | None = None
+
+
+def body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``openapi_extra=`` of a route whose JSON body it reads itself."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

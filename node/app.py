@@ -158,12 +158,10 @@ _BATCH_SCHEMA = {
     "type": "object",
     "required": ["records"],
     "additionalProperties": False,
-    "properties": {"records": {"type": "array", "maxItems": MAX_BATCH_RECORDS, "items": _RECORD_SCHEMA}},
+    # Any item: each is checked on its own and answered in ``results``.
+    "properties": {"records": {"type": "array", "maxItems": MAX_BATCH_RECORDS,
+                               "items": {"description": "A signed record envelope (PROTOCOL.md 3)"}}},
 }
-
-
-def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def create_app(home: str | Path | None = None, *, node: Node | None = None, **overrides: Any) -> FastAPI:
@@ -198,7 +196,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     )
     app.openapi = lambda: doc.openapi(app)  # type: ignore[method-assign]
     app.state.node = the_node
-    app.add_middleware(_Edge, node_of=lambda: the_node)  # type: ignore[arg-type]
+    app.add_middleware(_Edge, node_of=lambda: the_node)
 
     # -- errors: one JSON shape for all -------------------------------------------------
     @app.exception_handler(LedgerError)
@@ -239,7 +237,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             status = "committed"
         return 200 if status == "committed" else 202, {"id": rid, "status": status}
 
-    @app.post("/v1/records", status_code=202, openapi_extra=_body_doc(_RECORD_SCHEMA), tags=["records"],
+    @app.post("/v1/records", status_code=202, openapi_extra=doc.body(_RECORD_SCHEMA), tags=["records"],
               responses={200: {"model": doc.Submitted, "description": "Committed (before, or with `wait=true`)"},
                          202: {"model": doc.Submitted, "description": "Accepted, pending"},
                          **doc.errors(400, 413, 422, 503, 504)})
@@ -249,7 +247,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         code, out = await settle(rid, status, wait, timeout)
         return _json(out, code)
 
-    @app.post("/v1/records/batch", openapi_extra=_body_doc(_BATCH_SCHEMA), tags=["records"],
+    @app.post("/v1/records/batch", openapi_extra=doc.body(_BATCH_SCHEMA), tags=["records"],
               responses={200: {"model": doc.BatchResults, "description": "One result per item, in order"},
                          **doc.errors(400, 413, 503, 504)})
     async def post_batch(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
@@ -280,6 +278,11 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
                     elif out is not None:
                         r["status"] = "committed"
         return _json({"results": results})
+
+    @app.api_route("/v1/records/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def batch_other_methods() -> Response:
+        """405, not ``GET /v1/records/{record_id}`` with the id "batch"."""
+        raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
 
     # -- reading -----------------------------------------------------------------------
     record_id_p = PathParam(pattern=doc.HEX64, description="A record id: 64 lowercase hex characters.")
