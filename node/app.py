@@ -193,6 +193,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         version="1",
         summary="Signed, hash-chained provenance records for collaborative ML (PROTOCOL.md 8)",
         lifespan=lifespan,
+        # No OpenTelemetry: the node has /metrics; this spares a provider check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.openapi = lambda: doc.openapi(app)  # type: ignore[method-assign]
     app.state.node = the_node
