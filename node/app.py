@@ -26,7 +26,7 @@ Endpoints::
     GET  /healthz, GET /metrics (Prometheus text), GET /docs (OpenAPI)
 
 Errors: every error body is ``{"code": str, "message": str}``, sometimes with ``field``
-or ``index``. Status by kind:
+or ``index``. Status by kind (each error family's ``http_status``, ledger.errors):
 
     400  the request or a record is malformed, or a signature does not verify:
          bad_json, bad_type, unknown_field, missing_field, bad_hex, bad_value, bad_decimal,
