@@ -182,3 +182,15 @@ def test_header_timeout_is_checked_at_start(tmp_path: Path) -> None:
     proc = NodeProcess(home)
     assert proc.wait(30) == 1
     assert "header_timeout_s must be a number of seconds in (0, 60]" in proc.log()
+
+
+def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    home = init_home(tmp_path / "net")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        proc = NodeProcess(home, busy.getsockname()[1])
+        assert proc.wait(30) == 1
+    log = proc.log()
+    assert "cannot listen on 127.0.0.1:" in log
+    assert "listening on http" not in log and "Traceback" not in log
