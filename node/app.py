@@ -99,8 +99,8 @@ log = logging.getLogger("provledger.node")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # A query or path parameter that breaks its declared form is 400 ``bad_request``, except
-# these, which keep the code their own check gives (docs/protocol.md 8).
-_PARAM_CODES = {"record_id": "bad_hex", "total": "bad_total"}
+# these, which keep the code and field their own check gives (docs/protocol.md 8).
+_PARAM_CODES = {"record_id": ("bad_hex", "id"), "total": ("bad_total", "total")}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -214,8 +214,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         first = errs[0] if errs else {}
         where = [str(p) for p in first.get("loc", ())]
         loc = ".".join(where)
-        code = _PARAM_CODES.get(where[-1], "bad_request") if where else "bad_request"
-        body = {"code": code, "message": f"{loc}: {first.get('msg', 'invalid')}", "field": loc}
+        code, field = _PARAM_CODES.get(where[-1], ("bad_request", loc)) if where else ("bad_request", loc)
+        body = {"code": code, "message": f"{loc}: {first.get('msg', 'invalid')}", "field": field}
         if request.method == "POST":
             the_node.rejected(code, body["message"])
         return _json(body, 400)
