@@ -9,6 +9,7 @@ HTTP status a node answers it with (``http_status``, docs/protocol.md section 8)
     │   ├── RecordFormError          a record's envelope or body breaks PROTOCOL.md 3 / 3.1
     │   ├── NotFoundError            no such record, block, dataset              404
     │   ├── TooLargeError            a record, request or batch over its limit   413
+    │   │   └── RecordTooLargeError  (also a RecordFormError)
     │   └── UnprocessableError       the record exists but the chain cannot      422
     │                                answer for it (lineage, attribution)
     ├── VerificationError            cryptographic checks                        400
@@ -41,6 +42,7 @@ __all__ = [
     "PeerError",
     "ProofError",
     "RecordFormError",
+    "RecordTooLargeError",
     "RuleError",
     "SignatureError",
     "StorageError",
@@ -90,6 +92,12 @@ class NotFoundError(InputError):
 class TooLargeError(InputError):
     default_code = "too_large"
     http_status = 413
+
+
+class RecordTooLargeError(TooLargeError, RecordFormError):
+    """A record's canonical envelope over its limit: a form error of the record, answered 413."""
+
+    default_code = "record_too_large"
 
 
 class UnprocessableError(InputError):
