@@ -399,7 +399,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             "config": n.config.settings(),  # every setting in force (node.config.NodeConfig)
         })
 
-    @app.get("/healthz", tags=["ops"], responses={200: {"model": doc.Health, "description": "The node is up"}})
+    @app.get("/healthz", tags=["ops"], responses={200: {"model": doc.Health, "description": "The node is up"},
+                                                  **doc.errors(503)})
     async def healthz() -> Response:
         """200 ``{"ok": true, "height"}``; 503 ``{"ok": false, "code", "message", "height"}``
         while blocks cannot be stored (``storage_unavailable``, ``commit_failing``)."""

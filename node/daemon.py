@@ -33,6 +33,7 @@ metrics, log line).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket

@@ -181,7 +181,7 @@ def test_header_timeout_is_checked_at_start(tmp_path: Path) -> None:
     (home / "config.json").write_text(json.dumps(cfg))
     proc = NodeProcess(home)
     assert proc.wait(30) == 1
-    assert "header_timeout_s must be a number of seconds in (0, 60]" in proc.log()
+    assert "header_timeout_s" in proc.log() and "Traceback" not in proc.log()
 
 
 def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
