@@ -183,14 +183,3 @@ def test_header_timeout_is_checked_at_start(tmp_path: Path) -> None:
     assert proc.wait(30) == 2  # a bad config.json value: one line naming the key (node.config)
     assert "header_timeout_s" in proc.log() and "Traceback" not in proc.log()
 
-
-def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    home = init_home(tmp_path / "net")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        proc = NodeProcess(home, busy.getsockname()[1])
-        assert proc.wait(30) == 1
-    log = proc.log()
-    assert "cannot listen on 127.0.0.1:" in log
-    assert "listening on http" not in log and "Traceback" not in log
