@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, UnprocessableError
 from .lineage import Trace, trace
 from .reader import ChainReader, Row
 from .records import parse_decimal
@@ -98,7 +98,7 @@ def shapley_exact(players: Sequence[str], v: Mapping[Coalition, Fraction]) -> di
                 s = frozenset(combo)
                 with_p, without = _v(v, s | {p}), _v(v, s)
                 if with_p is None or without is None:
-                    raise InputError("exact Shapley needs every coalition", code="coalitions_missing")
+                    raise UnprocessableError("exact Shapley needs every coalition", code="coalitions_missing")
                 total += weight * (with_p - without)
         phi[p] = total
     return phi
@@ -193,7 +193,7 @@ def _coalition_weights(
     players = sorted(t.datasets)
     v, metric, used_ids = coalition_values(reader, players, metric)
     if metric is None:
-        raise InputError(
+        raise UnprocessableError(
             f"{method}: no model.evaluation with a coalition of this model's datasets "
             f"({', '.join(players)}) is recorded",
             code="coalitions_missing", missing=[[p] for p in players],
@@ -204,7 +204,7 @@ def _coalition_weights(
         info["estimator"] = "leave-one-out"
         if missing:
             shown = _sorted_missing(missing)
-            raise InputError(
+            raise UnprocessableError(
                 f"leave-one-out needs coalition values that are not recorded (metric {metric}): "
                 + "; ".join("{" + ", ".join(s) + "}" for s in shown[:5]) + (" …" if len(shown) > 5 else ""),
                 code="coalitions_missing", missing=shown,
@@ -221,7 +221,7 @@ def _coalition_weights(
             shown = _sorted_missing(missing)
             info["missing"], info["missing_count"] = shown[:MISSING_REPORTED], len(shown)
             if used == 0:
-                raise InputError(
+                raise UnprocessableError(
                     f"shapley: coalition values are not recorded for any complete ordering of the "
                     f"{len(players)} datasets (metric {metric}); missing: "
                     + "; ".join("{" + ", ".join(s) + "}" for s in shown[:5]) + (" …" if len(shown) > 5 else ""),
@@ -315,7 +315,7 @@ def attribute(
     live = [p for p in POOLS if totals[p] > 0]
     live_weight = sum((pol[p] for p in live), Fraction(0))
     if not live_weight:
-        raise InputError(
+        raise UnprocessableError(
             f"nothing to attribute: pools with contributions ({', '.join(live) or 'none'}) have weight 0 in the policy",
             code="nothing_to_attribute",
         )

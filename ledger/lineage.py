@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, NotFoundError, UnprocessableError
 from .keys import is_hex
 from .reader import ChainReader, Participant, Row
 
@@ -63,7 +63,7 @@ def _need_record(reader: ChainReader, record_id: str) -> tuple[dict[str, Any], i
         raise InputError(f"record id must be 64 lowercase hex characters, got {record_id!r:.80}", code="bad_hex")
     found = reader.record(record_id)
     if found is None:
-        raise InputError(f"no committed record {record_id}", code="not_found")
+        raise NotFoundError(f"no committed record {record_id}")
     return found
 
 
@@ -71,7 +71,7 @@ def trace(reader: ChainReader, record_id: str) -> Trace:
     """Walk the lineage of the ``model.update`` record ``record_id``."""
     env, index, height = _need_record(reader, record_id)
     if env["type"] != "model.update":
-        raise InputError(f"record {record_id[:16]}… is a {env['type']}, not a model.update", code="not_a_model")
+        raise UnprocessableError(f"record {record_id[:16]}… is a {env['type']}, not a model.update", code="not_a_model")
     t = Trace(record_id, index, height)
     # 1. Updates: the root, its parents and what aggregates combine, transitively.
     stack = [record_id]
@@ -81,7 +81,7 @@ def trace(reader: ChainReader, record_id: str) -> Trace:
             continue
         found = reader.record(rid)
         if found is None or found[0]["type"] != "model.update":  # pragma: no cover - the state rules forbid it
-            raise InputError(f"record {rid[:16]}… named in the lineage is not a committed model.update", code="broken_lineage")
+            raise UnprocessableError(f"record {rid[:16]}… named in the lineage is not a committed model.update", code="broken_lineage")
         e, i, _h = found
         t.updates[rid] = (i, rid, e)
         b = e["body"]
@@ -237,7 +237,7 @@ def dataset_lineage(reader: ChainReader, name: str) -> dict[str, Any]:
     holds such a local update); plus the dataset's versions, parents and annotations."""
     recs = reader.dataset_records(name)
     if not recs:
-        raise InputError(f"no dataset {name!r} on the chain", code="not_found")
+        raise NotFoundError(f"no dataset {name!r} on the chain")
     g = _Graph(reader)
     root = g.dataset(name, None)
     for r in recs:

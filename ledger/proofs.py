@@ -14,7 +14,7 @@ from typing import Any
 
 from . import merkle
 from .blocks import Certificate, Header, verify_certificate
-from .errors import InputError, LedgerError, ProofError
+from .errors import InputError, LedgerError, NotFoundError, ProofError
 from .genesis import Genesis
 from .keys import is_hex
 
@@ -30,10 +30,10 @@ def proof_doc(store: Any, record_id: str, height: int | None = None) -> dict[str
     """An inclusion proof of a committed record against the latest (or given) checkpoint."""
     index = store.record_index(record_id)
     if index is None:
-        raise InputError(f"no committed record {record_id}", code="not_found")
+        raise NotFoundError(f"no committed record {record_id}")
     block = store.head() if height is None else store.block(height)
     if block is None or block.header.log_size <= index:
-        raise InputError(f"record {record_id[:16]}… is not covered by that checkpoint", code="not_found")
+        raise NotFoundError(f"record {record_id[:16]}… is not covered by that checkpoint")
     size = block.header.log_size
     return {
         "record": record_id,

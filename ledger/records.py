@@ -17,7 +17,7 @@ from typing import Any
 
 from . import values
 from .canonical import MAX_SAFE_INTEGER, RECORD_TAG, jcs, jcs_checked, jcs_part, key_in_domain
-from .errors import RecordFormError, SignatureError
+from .errors import RecordFormError, RecordTooLargeError, SignatureError
 from .keys import SigningKey, is_hex, is_key, verify_bytes
 
 __all__ = [
@@ -382,8 +382,8 @@ def parse_record(obj: Any, *, chain: str | None = None) -> Record:
     in_domain = rtype != "model.update" or all(map(key_in_domain, body["metrics"]))
     canonical, fast = jcs_checked(obj, in_domain=in_domain)
     if len(canonical) > MAX_RECORD_BYTES:
-        raise RecordFormError(
-            f"record: canonical size {len(canonical)} bytes exceeds {MAX_RECORD_BYTES}", code="record_too_large"
+        raise RecordTooLargeError(
+            f"record: canonical size {len(canonical)} bytes exceeds {MAX_RECORD_BYTES}"
         )
     return Record(obj, hashlib.sha256(b"\x00" + canonical).hexdigest(), canonical, fast)
 

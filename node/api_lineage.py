@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
@@ -39,14 +39,13 @@ from ledger.errors import InputError, LedgerError
 from ledger.lineage import lineage
 from ledger.reader import StoreReader
 
+from .api_schema import HEX64, errors
+
 __all__ = ["MAX_CONCURRENT", "MAX_TOTAL", "install", "parse_total"]
 
 MAX_CONCURRENT = 2  # lineage/attribution computations at once; more wait their turn
 MAX_TOTAL = 10**18  # units to share out: any integer 0..MAX_TOTAL
 _DIGITS = re.compile(r"[0-9]{1,19}")
-
-# The record exists but cannot be answered for: the caller sent nothing malformed.
-_UNPROCESSABLE = {"not_a_model", "coalitions_missing", "nothing_to_attribute", "broken_lineage"}
 
 
 def parse_total(text: str | None) -> int:
@@ -59,12 +58,6 @@ def parse_total(text: str | None) -> int:
     return int(text)
 
 
-def _status(e: LedgerError) -> int:
-    if e.code == "not_found":
-        return 404
-    return 422 if e.code in _UNPROCESSABLE else 400
-
-
 def install(app: FastAPI, node: Any) -> None:
     """Add ``GET /v1/lineage/{ref}`` and ``GET /v1/attribution/{record_id}`` to ``app``."""
     gate = asyncio.Semaphore(MAX_CONCURRENT)
@@ -74,21 +67,24 @@ def install(app: FastAPI, node: Any) -> None:
             try:
                 out = await run_in_threadpool(lambda: work(StoreReader(node.store)))
             except LedgerError as e:
-                return Response(orjson.dumps(e.to_dict()), status_code=_status(e), media_type="application/json")
+                return Response(orjson.dumps(e.to_dict()), status_code=e.http_status, media_type="application/json")
         return Response(orjson.dumps(out), media_type="application/json")
 
-    @app.get("/v1/lineage/{ref:path}", tags=["lineage"])
+    @app.get("/v1/lineage/{ref:path}", tags=["lineage"],
+             responses={200: {"description": "The lineage graph"}, **errors(400, 404, 422)})
     async def get_lineage(ref: str) -> Response:
         """Where a model version came from (a model.update record id), or which models
         used a dataset (a dataset.contribute record id, or `dataset:NAME`): the graph
         `provledger lineage --json` prints."""
         return await compute(lambda r: lineage(r, ref))
 
-    @app.get("/v1/attribution/{record_id}", tags=["lineage"])
+    @app.get("/v1/attribution/{record_id}", tags=["lineage"],
+             responses={200: {"description": "The attribution table"}, **errors(400, 404, 422)})
     async def get_attribution(
-        record_id: str,
-        total: str | None = Query(None, description="Units to share out: an integer 0..10^18."),
-        method: str = Query("proportional", description="proportional, shapley or leave-one-out."),
+        record_id: str = Path(pattern=HEX64, description="A model.update record id."),
+        total: str = Query(pattern="^[0-9]{1,19}$", description="Units to share out: an integer 0..10^18."),
+        method: str = Query("proportional", description="proportional, shapley or leave-one-out.",
+                            json_schema_extra={"enum": list(METHODS)}),
         metric: str | None = Query(None, description="Evaluation metric for shapley / leave-one-out."),
     ) -> Response:
         """Share `total` units of a model version's benefit among its contributors

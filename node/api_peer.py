@@ -10,11 +10,6 @@ and round) and its signature. Anything else is refused with a 400 and a stable `
 ``bad_message``, ``wrong_chain``, ``not_validator``, ``wrong_proposer``, ``bad_signature``,
 ``no_consensus`` (a one-validator node takes no peer messages). Forwarded records are
 admitted as any submission is (form, signature, state rules) but not forwarded again.
-
-Consensus messages are the requests validators exchange most (a few per peer per height), so
-``POST /v1/peer/message`` is answered by a bare ASGI handler in front of FastAPI, as
-``POST /v1/records`` is (``node.app._NodeApp``): the same answers, errors, log lines and
-metrics, without the routing and parameter machinery that costs more than the message.
 """
 
 from __future__ import annotations
@@ -26,7 +21,10 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ledger.errors import InputError, LedgerError
+from ledger.errors import InputError, LedgerError, TooLargeError
+
+from .api_schema import body, errors
+from .asgi import MAX_BATCH_RECORDS, loads, read_body
 
 __all__ = ["MAX_PEER_MESSAGES", "install"]
 
@@ -40,9 +38,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def install(app: FastAPI, node: Any) -> None:
     """Add the peer routes to the node's app (``node.app.create_app`` calls this)."""
-    from .app import MAX_BATCH_RECORDS, _read_body
-    from .asgi import Disconnected, loads, receive_body, send_json, status_for
-
     def replica() -> Any:
         r = node.replica
         if r is None:
@@ -58,7 +53,7 @@ def install(app: FastAPI, node: Any) -> None:
             if set(obj) != {"messages"} or type(items) is not list:
                 raise InputError('a batch of messages is {"messages": [message, ...]}', code="bad_message")
             if len(items) > MAX_PEER_MESSAGES:
-                raise InputError(f"at most {MAX_PEER_MESSAGES} messages at once", code="batch_too_large")
+                raise TooLargeError(f"at most {MAX_PEER_MESSAGES} messages at once", code="batch_too_large")
             refused = []
             for i, m in enumerate(items):
                 try:
@@ -72,44 +67,26 @@ def install(app: FastAPI, node: Any) -> None:
         rep.accept(obj)
         return {"accepted": 1, "refused": []}
 
-    @app.post("/v1/peer/message", status_code=202, tags=["peers"])
+    message_doc = {"type": "object", "description": 'A signed proposal or vote, or {"messages": [...]}'}
+    records_doc = {"type": "object", "description": '{"records": [envelope, ...]}'}
+
+    @app.post("/v1/peer/message", status_code=202, tags=["peers"], openapi_extra=body(message_doc),
+              responses={202: {"description": "How many messages were accepted; the refused ones"},
+                         **errors(400, 413)})
     async def post_peer_message(request: Request) -> Response:
         """A signed consensus message from a validator (one, or ``{"messages": [...]}``)."""
-        return _json(accept(await _read_body(request)), 202)
+        return _json(accept(await read_body(request)), 202)
 
-    class PeerMessages:
-        """``POST /v1/peer/message`` as a bare ASGI handler (see the module docstring)."""
-
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            if not (scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/peer/message"):
-                await self.inner(scope, receive, send)
-                return
-            try:
-                try:
-                    status, out = 202, accept(await receive_body(scope, receive))
-                except LedgerError as e:
-                    status, out = status_for(e), e.to_dict()
-                    node.rejected(e.code, f"POST /v1/peer/message -> {status}: {e.message}")
-            except Disconnected:
-                return
-            body = orjson.dumps(out)
-            node.metrics.answered("POST", status)
-            await send_json(send, status, body)
-
-    app.add_middleware(PeerMessages)
-
-    @app.post("/v1/peer/records", tags=["peers"])
+    @app.post("/v1/peer/records", tags=["peers"], openapi_extra=body(records_doc),
+              responses={200: {"description": "One result per record, in order"}, **errors(400, 413)})
     async def post_peer_records(request: Request) -> Response:
         """Records another validator accepted; admitted here without forwarding them again."""
         replica()
-        obj = loads(await _read_body(request))
+        obj = loads(await read_body(request))
         if type(obj) is not dict or set(obj) != {"records"} or type(obj["records"]) is not list:
             raise InputError('forwarded records are {"records": [envelope, ...]}', code="bad_type")
         if len(obj["records"]) > MAX_BATCH_RECORDS:
-            raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records", code="batch_too_large")
+            raise TooLargeError(f"a batch holds at most {MAX_BATCH_RECORDS} records", code="batch_too_large")
         # In slices, letting consensus events in between: a large forwarded batch must not
         # hold the event loop (and so this node's votes) for the whole batch.
         items, results = obj["records"], []
@@ -122,7 +99,7 @@ def install(app: FastAPI, node: Any) -> None:
             await asyncio.sleep(0)
         return _json({"results": results})
 
-    @app.get("/v1/evidence", tags=["peers"])
+    @app.get("/v1/evidence", tags=["peers"], responses={200: {"description": "The evidence"}})
     async def get_evidence() -> Response:
         """Equivocation evidence: two conflicting messages one validator signed for one
         height, round and step (``{"validator", "a", "b"}`` each)."""

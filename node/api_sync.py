@@ -27,6 +27,8 @@ from typing import Any
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
+from .api_schema import MAX_INT, Blocks, errors
+
 __all__ = ["MAX_BYTES", "MAX_LIMIT", "MAX_RECORDS", "blocks_range", "install"]
 
 log = logging.getLogger("provledger.sync")
@@ -67,9 +69,10 @@ def blocks_range(store: Any, start: int, limit: int = 100, records: int = 5000, 
 def install(app: FastAPI, node: Any) -> None:
     """Add ``GET /v1/blocks`` to ``app`` and run the node's catch-up beside it."""
 
-    @app.get("/v1/blocks", tags=["blocks"])
+    @app.get("/v1/blocks", tags=["blocks"],
+             responses={200: {"model": Blocks, "description": "The blocks"}, **errors(400)})
     async def get_blocks(
-        start: int = Query(..., alias="from", ge=1, description="First height to return."),
+        start: int = Query(..., alias="from", ge=1, le=MAX_INT, description="First height to return."),
         limit: int = Query(100, ge=1, le=MAX_LIMIT, description="At most this many blocks."),
         records: int = Query(5000, ge=1, le=MAX_RECORDS, description="Stop adding blocks past this many records."),
     ) -> Response:

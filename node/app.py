@@ -26,7 +26,7 @@ Endpoints::
     GET  /healthz, GET /metrics (Prometheus text), GET /docs (OpenAPI)
 
 Errors: every error body is ``{"code": str, "message": str}``, sometimes with ``field``
-or ``index``. Status by kind:
+or ``index``. Status by kind (each error family's ``http_status``, ledger.errors):
 
     400  the request or a record is malformed, or a signature does not verify:
          bad_json, bad_type, unknown_field, missing_field, bad_hex, bad_value, bad_decimal,
@@ -49,13 +49,9 @@ or ``index``. Status by kind:
     500  internal (a bug: logged with its traceback)
 
 Request bodies are read and parsed here with orjson, never by FastAPI/pydantic: it is
-faster and the errors are ours. Responses are orjson bytes. ``POST /v1/records`` with plain
-query parameters skips FastAPI altogether (``_NodeApp``): it is the request a busy node
-answers most often, and Starlette's middleware, routing and FastAPI's parameter resolution
-cost more than the record's own checks. On more than one core ``provledger node start`` puts
-ingress processes (``node.ingress``) in front of this app: they answer that request up to
-the state rules and pass every other one here (``create_app(ingress=...)``), with the same
-answers, log lines and metrics.
+faster and the errors are ours. Responses are orjson bytes. Each request has one route and
+one set of answers; the OpenAPI document (``/openapi.json``, ``node.api_schema``) lists them.
+The HTTP server on the port is granian (``node.daemon.serve``).
 """
 
 from __future__ import annotations
@@ -68,19 +64,20 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import InputError, LedgerError
-from ledger.keys import is_hex
+from ledger.errors import InputError, LedgerError, NotFoundError, TooLargeError
 from ledger.proofs import checkpoint_doc, proof_doc
-from ledger.records import Record
 
+from . import api_schema as doc
 from .api_lineage import install as install_lineage
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
 from .asgi import (
+    MAX_BATCH_RECORDS,
     MAX_REQUEST_BYTES,
     MAX_WAIT_S,
     Disconnected,
@@ -89,22 +86,21 @@ from .asgi import (
     Scope,
     Send,
     loads,
-    plain_submit_query,
-    receive_body,
+    read_body,
     send_json,
-    status_for,
 )
 from .daemon import Node
-from .ingress import Ingress
 from .metrics import CONTENT_TYPE_LATEST
 
-__all__ = ["MAX_BATCH_RECORDS", "MAX_REQUEST_BYTES", "create_app", "status_for"]
+__all__ = ["MAX_BATCH_RECORDS", "MAX_REQUEST_BYTES", "create_app"]
 
 log = logging.getLogger("provledger.node")
 
-MAX_BATCH_RECORDS = 10_000
-
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# A query or path parameter that breaks its declared form is 400 ``bad_request``, except
+# these, which keep the code and field their own check gives (docs/protocol.md 8).
+_PARAM_CODES = {"record_id": ("bad_hex", "id"), "total": ("bad_total", "total")}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -113,38 +109,6 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def _raw_json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
-
-
-def _not_found(message: str) -> InputError:
-    return InputError(message, code="not_found")
-
-
-def _record_id(record_id: str) -> str:
-    if not is_hex(record_id, 32):
-        raise InputError("record id must be 64 lowercase hex characters", code="bad_hex", field="id")
-    return record_id
-
-
-async def _read_body(request: Request) -> bytes:
-    """``receive_body`` for a FastAPI route: the same limit, the same errors."""
-    return await receive_body(request.scope, request.receive)
-
-
-class _NodeApp(FastAPI):
-    """FastAPI, except that ``POST /v1/records`` with plain query parameters goes straight
-    to ``fast_submit`` (set by ``create_app``); every other request, and one whose query
-    needs validating, takes the ordinary route, which answers in the same way."""
-
-    fast_submit: Callable[[Scope, Receive, Send, bool, float], Awaitable[None]] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.fast_submit is not None and scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"] == "/v1/records"):
-            query = plain_submit_query(scope["query_string"])
-            if query is not None:
-                await self.fast_submit(scope, receive, send, *query)
-                return
-        await super().__call__(scope, receive, send)
 
 
 class _Edge:
@@ -193,21 +157,18 @@ _RECORD_SCHEMA = {
 _BATCH_SCHEMA = {
     "type": "object",
     "required": ["records"],
-    "properties": {"records": {"type": "array", "maxItems": MAX_BATCH_RECORDS, "items": _RECORD_SCHEMA}},
+    "additionalProperties": False,
+    # Any item: each is checked on its own and answered in ``results``.
+    "properties": {"records": {"type": "array", "maxItems": MAX_BATCH_RECORDS,
+                               "items": {"description": "A signed record envelope (PROTOCOL.md 3)"}}},
 }
 
 
-def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def create_app(home: str | Path | None = None, *, node: Node | None = None, ingress: Ingress | None = None,
-               **overrides: Any) -> FastAPI:
+def create_app(home: str | Path | None = None, *, node: Node | None = None, **overrides: Any) -> FastAPI:
     """The node's FastAPI app. Give ``home`` (a node home made by ``provledger init``) or
     an opened ``node``. The lifespan starts the block loop and, on shutdown, finishes the
-    block in flight, commits what is waiting and closes the store. With ``ingress``
-    (``node.ingress``) it also starts the ingress processes that serve the node's port,
-    after the node, and stops them first."""
+    block in flight, commits what is waiting and closes the store. More routes join with
+    ``app.include_router(...)``; their errors get the same answers."""
     if node is None:
         if home is None:
             raise TypeError("create_app needs home or node")
@@ -218,8 +179,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_node.start()
         cfg = the_node.config
-        if ingress is not None:
-            await ingress.start(app, submit_verified, refused)
         log.info("listening on http://%s:%d chain %s height %d log size %d (node %s, validator %s…)",
                  cfg.host, cfg.port, the_node.chain_id, the_node.store.height(), the_node.store.log_size(),
                  cfg.node_name, the_node.key.public[:16])
@@ -227,25 +186,24 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             yield
         finally:
             log.info("shutting down")
-            try:
-                if ingress is not None:
-                    await ingress.stop()
-            finally:
-                await the_node.stop()
+            await the_node.stop()
 
-    app = _NodeApp(
+    app = FastAPI(
         title="provledger node",
         version="1",
         summary="Signed, hash-chained provenance records for collaborative ML (PROTOCOL.md 8)",
         lifespan=lifespan,
+        # No OpenTelemetry: the node has /metrics; this spares a provider check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.openapi = lambda: doc.openapi(app)  # type: ignore[method-assign]
     app.state.node = the_node
-    app.add_middleware(_Edge, node_of=lambda: the_node)  # type: ignore[arg-type]
+    app.add_middleware(_Edge, node_of=lambda: the_node)
 
     # -- errors: one JSON shape for all -------------------------------------------------
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, e: LedgerError) -> Response:
-        status = status_for(e)
+        status = e.http_status
         if request.method == "POST" or status == 413:
             the_node.rejected(e.code, f"{request.method} {request.url.path} -> {status}: {e.message}")
         return _json(e.to_dict(), status)
@@ -254,100 +212,49 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     async def validation_error(request: Request, e: RequestValidationError) -> Response:
         errs = e.errors()
         first = errs[0] if errs else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        body = {"code": "bad_request", "message": f"{loc}: {first.get('msg', 'invalid')}", "field": loc}
+        where = [str(p) for p in first.get("loc", ())]
+        loc = ".".join(where)
+        code, field = _PARAM_CODES.get(where[-1], ("bad_request", loc)) if where else ("bad_request", loc)
+        body = {"code": code, "message": f"{loc}: {first.get('msg', 'invalid')}", "field": field}
         if request.method == "POST":
-            the_node.rejected("bad_request", body["message"])
+            the_node.rejected(code, body["message"])
         return _json(body, 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, f"http_{e.status_code}")
-        return _json({"code": code, "message": str(e.detail)}, e.status_code)
+        out = _json({"code": code, "message": str(e.detail)}, e.status_code)
+        out.headers.update(e.headers or {})  # 405: Allow
+        return out
 
     # -- submission --------------------------------------------------------------------
     wait_q = Query(False, description="Answer only once the record is committed (or 504 after `timeout`).")
     timeout_q = Query(10.0, gt=0, le=MAX_WAIT_S, description="Seconds to wait with `wait=true`.")
 
-    async def submit_one(body: bytes, wait: bool, timeout: float) -> tuple[int, dict[str, Any]]:
-        rid, status = await the_node.submit_one(loads(body))
-        return await settle(rid, status, wait, timeout)
-
     async def settle(rid: str, status: str, wait: bool, timeout: float) -> tuple[int, dict[str, Any]]:
         if status == "pending" and wait:
             result = (await the_node.wait_committed([rid], timeout))[rid]
             if isinstance(result, LedgerError):  # dropped at block time (counted and logged there)
-                return status_for(result), result.to_dict()
+                return result.http_status, result.to_dict()
             status = "committed"
         return 200 if status == "committed" else 202, {"id": rid, "status": status}
 
-    @app.post("/v1/records", status_code=202, openapi_extra=_body_doc(_RECORD_SCHEMA), tags=["records"])
+    @app.post("/v1/records", status_code=202, openapi_extra=doc.body(_RECORD_SCHEMA), tags=["records"],
+              responses={200: {"model": doc.Submitted, "description": "Committed (before, or with `wait=true`)"},
+                         202: {"model": doc.Submitted, "description": "Accepted, pending"},
+                         **doc.errors(400, 413, 422, 503, 504)})
     async def post_record(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
         """Submit one signed envelope. 202 pending, 200 if already committed."""
-        status, out = await submit_one(await _read_body(request), wait, timeout)
-        return _json(out, status)
+        rid, status = await the_node.submit_one(loads(await read_body(request)))
+        code, out = await settle(rid, status, wait, timeout)
+        return _json(out, code)
 
-    def refusal(e: LedgerError) -> tuple[int, bytes]:
-        """A refused record: logged, counted, and the answer."""
-        status = status_for(e)
-        the_node.rejected(e.code, f"POST /v1/records -> {status}: {e.message}")
-        the_node.metrics.answered("POST", status)
-        return status, orjson.dumps(e.to_dict())
-
-    async def fast_submit(scope: Scope, receive: Receive, send: Send, wait: bool, timeout: float) -> None:
-        """``post_record`` as a bare ASGI handler, with what ``_Edge`` and the error
-        handlers do for the ordinary route: the same answers, errors, log lines, metrics."""
-        try:
-            try:
-                status, out = await submit_one(await receive_body(scope, receive), wait, timeout)
-            except LedgerError as e:
-                await send_json(send, *refusal(e))
-                return
-        except Disconnected:
-            return
-        except Exception:
-            log.exception("internal error on POST /v1/records")
-            status, out = 500, {"code": "internal", "message": "internal error; see the node's log"}
-        body = orjson.dumps(out)
-        the_node.metrics.answered("POST", status)
-        await send_json(send, status, body)
-
-    app.fast_submit = fast_submit
-
-    # -- what the ingress processes (node.ingress) leave to this process ---------------------
-    def submit_verified(rec: Record, wait: bool, timeout: float) -> tuple[int, bytes] | Awaitable[tuple[int, bytes]]:
-        """``fast_submit`` for a record an ingress process has parsed and whose signature it
-        has verified: the rules against the pending state, the same answers, log lines and
-        metrics. The answer now, or (``wait``) an awaitable of it."""
-        try:
-            status = the_node.admit(rec, verified=True)
-        except LedgerError as e:
-            return refusal(e)
-        if status == "pending" and wait:
-            return waited(rec.id, timeout)
-        code = 200 if status == "committed" else 202
-        the_node.metrics.answered("POST", code)
-        return code, orjson.dumps({"id": rec.id, "status": status})
-
-    async def waited(rid: str, timeout: float) -> tuple[int, bytes]:
-        try:
-            status, out = await settle(rid, "pending", True, timeout)
-        except LedgerError as e:
-            return refusal(e)
-        the_node.metrics.answered("POST", status)
-        return status, orjson.dumps(out)
-
-    def refused(method: str, path: str, status: int, code: str, message: str) -> None:
-        """An error an ingress process answered: logged and counted as ``ledger_error`` and
-        ``fast_submit`` would have."""
-        if code != "internal" and (method == "POST" or status == 413):
-            the_node.rejected(code, f"{method} {path} -> {status}: {message}")
-        the_node.metrics.answered(method, status)
-
-    @app.post("/v1/records/batch", openapi_extra=_body_doc(_BATCH_SCHEMA), tags=["records"])
+    @app.post("/v1/records/batch", openapi_extra=doc.body(_BATCH_SCHEMA), tags=["records"],
+              responses={200: {"model": doc.BatchResults, "description": "One result per item, in order"},
+                         **doc.errors(400, 413, 503, 504)})
     async def post_batch(request: Request, wait: bool = wait_q, timeout: float = timeout_q) -> Response:
         """Submit up to 10,000 envelopes; per-item results in the same order."""
-        obj = loads(await _read_body(request))
+        obj = loads(await read_body(request))
         if type(obj) is not dict:
             raise InputError('a batch must be a JSON object {"records": [...]}', code="bad_type")
         for k in obj:
@@ -359,7 +266,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         if type(items) is not list:
             raise InputError("records: must be an array", code="bad_type", field="records")
         if len(items) > MAX_BATCH_RECORDS:
-            raise InputError(f"a batch holds at most {MAX_BATCH_RECORDS} records, got {len(items)}", code="batch_too_large")
+            raise TooLargeError(f"a batch holds at most {MAX_BATCH_RECORDS} records, got {len(items)}",
+                                code="batch_too_large")
         results = await the_node.submit_batch(items)
         if wait:
             waiting = [r["id"] for r in results if r.get("status") == "pending"]
@@ -373,57 +281,70 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
                         r["status"] = "committed"
         return _json({"results": results})
 
+    @app.api_route("/v1/records/batch", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def batch_other_methods() -> Response:
+        """405, not ``GET /v1/records/{record_id}`` with the id "batch"."""
+        raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
+
     # -- reading -----------------------------------------------------------------------
-    @app.get("/v1/records/{record_id}", tags=["records"])
-    async def get_record(record_id: str) -> Response:
+    record_id_p = PathParam(pattern=doc.HEX64, description="A record id: 64 lowercase hex characters.")
+    height_p = PathParam(ge=0, le=doc.MAX_INT, description="A block height (the first block is 1).")
+
+    @app.get("/v1/records/{record_id}", tags=["records"],
+             responses={200: {"model": doc.RecordView, "description": "The record"}, **doc.errors(400, 404)})
+    async def get_record(record_id: str = record_id_p) -> Response:
         """A record with its status, and its block height and log index once committed."""
-        rid = _record_id(record_id)
-        rec = the_node.mempool.get(rid)
+        rec = the_node.mempool.get(record_id)
         if rec is not None:
             return _raw_json(b'{"record":' + rec.canonical + b',"status":"pending","height":null,"index":null}')
-        found = the_node.store.record(rid)
+        found = the_node.store.record(record_id)
         if found is None:
-            raise _not_found(f"no record {rid}")
+            raise NotFoundError(f"no record {record_id}")
         env, index, height = found
         return _json({"record": env, "status": "committed", "height": height, "index": index})
 
-    @app.get("/v1/records/{record_id}/proof", tags=["proofs"])
-    async def get_proof(record_id: str) -> Response:
+    @app.get("/v1/records/{record_id}/proof", tags=["proofs"],
+             responses={200: {"description": "RFC 9162 inclusion proof and checkpoint"}, **doc.errors(400, 404)})
+    async def get_proof(record_id: str = record_id_p) -> Response:
         """RFC 9162 inclusion proof against the latest checkpoint."""
-        rid = _record_id(record_id)
-        if rid in the_node.mempool:
-            raise _not_found(f"record {rid} is pending; it has no proof until it is committed")
-        return _json(proof_doc(the_node.store, rid))
+        if record_id in the_node.mempool:
+            raise NotFoundError(f"record {record_id} is pending; it has no proof until it is committed")
+        return _json(proof_doc(the_node.store, record_id))
 
     def _checkpoint(height: int | None) -> dict[str, Any]:
         store = the_node.store
         block = store.head() if height is None else store.block(height)
         if block is None:
-            raise _not_found("no block has been committed yet" if height is None else f"no block at height {height}")
+            raise NotFoundError("no block has been committed yet" if height is None else f"no block at height {height}")
         return checkpoint_doc(block.header, block.certificate)
 
-    @app.get("/v1/checkpoint", tags=["blocks"])
+    @app.get("/v1/checkpoint", tags=["blocks"],
+             responses={200: {"model": doc.Checkpoint, "description": "The latest checkpoint"}, **doc.errors(404)})
     async def get_checkpoint() -> Response:
         """The latest final block's header, hash and commit certificate."""
         return _json(_checkpoint(None))
 
-    @app.get("/v1/checkpoint/{height}", tags=["blocks"])
-    async def get_checkpoint_at(height: int) -> Response:
+    @app.get("/v1/checkpoint/{height}", tags=["blocks"],
+             responses={200: {"model": doc.Checkpoint, "description": "The checkpoint"}, **doc.errors(400, 404)})
+    async def get_checkpoint_at(height: int = height_p) -> Response:
+        """The header, hash and commit certificate of the block at `height`."""
         return _json(_checkpoint(height))
 
-    @app.get("/v1/blocks/{height}", tags=["blocks"])
-    async def get_block(height: int) -> Response:
+    @app.get("/v1/blocks/{height}", tags=["blocks"],
+             responses={200: {"model": doc.Block, "description": "The block"}, **doc.errors(400, 404)})
+    async def get_block(height: int = height_p) -> Response:
         """A block: header, hash, certificate and its records in log order."""
-        doc = _checkpoint(height)
+        head = orjson.dumps(_checkpoint(height))
         rows = the_node.store.reader.execute(
             "SELECT envelope FROM records WHERE height = ? ORDER BY idx", (height,)
         ).fetchall()
-        head = orjson.dumps(doc)
         # The stored envelopes are canonical JSON already: splice them in unparsed.
         return _raw_json(head[:-1] + b',"records":[' + ",".join(r[0] for r in rows).encode() + b"]}")
 
-    @app.get("/v1/proofs/consistency", tags=["proofs"])
-    async def get_consistency(first: int = Query(..., ge=0), second: int = Query(..., ge=0)) -> Response:
+    @app.get("/v1/proofs/consistency", tags=["proofs"],
+             responses={200: {"model": doc.Consistency, "description": "The proof"}, **doc.errors(400)})
+    async def get_consistency(first: int = Query(..., ge=0, le=doc.MAX_INT, description="The older log size."),
+                              second: int = Query(..., ge=0, le=doc.MAX_INT, description="The newer log size.")) -> Response:
         """RFC 9162 consistency proof between two log sizes (each a checkpoint's log_size)."""
         size = the_node.store.log_size()
         if first > second:
@@ -435,22 +356,23 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
 
     genesis_bytes = orjson.dumps(the_node.genesis.doc)
 
-    @app.get("/v1/genesis", tags=["chain"])
+    @app.get("/v1/genesis", tags=["chain"], responses={200: {"description": "The genesis document"}})
     async def get_genesis() -> Response:
         """The genesis document; its chain id is hex(SHA-256(tag || JCS(genesis)))."""
         return _raw_json(genesis_bytes)
 
-    @app.get("/v1/identities", tags=["chain"])
+    @app.get("/v1/identities", tags=["chain"], responses={200: {"description": "The identities"}})
     async def get_identities() -> Response:
         """Registered identities in the committed state (genesis and identity records)."""
         return _json({"identities": [i.to_dict() for i in the_node.ledger.state.identities.values()]})
 
-    @app.get("/v1/datasets/{name:path}", tags=["chain"])
+    @app.get("/v1/datasets/{name:path}", tags=["chain"],
+             responses={200: {"model": doc.Dataset, "description": "The dataset"}, **doc.errors(404)})
     async def get_dataset(name: str) -> Response:
         """A dataset's versions (record ids), annotations and privacy budget."""
         ds = the_node.ledger.state.datasets.get(name)
         if ds is None:
-            raise _not_found(f"no dataset {name!r} on the chain")
+            raise NotFoundError(f"no dataset {name!r} on the chain")
         out = ds.to_dict()
         out["annotations"] = [
             {"id": rid, "index": idx, "signer": env["signer"], "ts": env["ts"], **env["body"]}
@@ -459,8 +381,9 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         ]
         return _json(out)
 
-    @app.get("/v1/status", tags=["chain"])
+    @app.get("/v1/status", tags=["chain"], responses={200: {"description": "The node's status"}})
     async def get_status() -> Response:
+        """Chain id, height, log size, mempool, consensus and peers."""
         n = the_node
         return _json({
             "chain_id": n.chain_id,
@@ -476,7 +399,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             "config": n.config.settings(),  # every setting in force (node.config.NodeConfig)
         })
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], responses={200: {"model": doc.Health, "description": "The node is up"},
+                                                  **doc.errors(503)})
     async def healthz() -> Response:
         """200 ``{"ok": true, "height"}``; 503 ``{"ok": false, "code", "message", "height"}``
         while blocks cannot be stored (``storage_unavailable``, ``commit_failing``)."""
@@ -485,7 +409,9 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
             return _json({"ok": False, **fault.to_dict(), "height": the_node.store.height()}, 503)
         return _json({"ok": True, "height": the_node.store.height()})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
     async def metrics() -> Response:
         """Prometheus text format."""
         the_node.metrics.mempool.set(len(the_node.mempool))
@@ -495,4 +421,3 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
     return app
-

@@ -158,11 +158,9 @@ def register(cli: click.Group) -> None:
     def start(home: str, host: str | None, port: int | None, log_level: str) -> None:
         """Run the node in the foreground until SIGTERM or Ctrl-C.
 
-        Serves the HTTP API (OpenAPI at /docs) and commits blocks. On more than one
-        core the port is served by ingress processes (one per core, at most 4;
-        `ingress_workers` in config.json) that check records before this process
-        applies the chain's rules. On SIGTERM it stops them, finishes the block in
-        flight, commits what is waiting and closes the database.
+        Serves the HTTP API (OpenAPI at /docs) and commits blocks. On SIGTERM it
+        finishes the block in flight, commits what is waiting and closes the
+        database.
 
         \b
         Example:

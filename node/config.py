@@ -14,7 +14,7 @@ Layout of a one-validator network made by ``provledger init --home DIR``::
      "validator_key": "validator.key", "genesis": "genesis.json",
      "block_interval_ms": 50, "max_block_records": 2000}
 
-Optional keys: ``max_mempool``, ``ingress_workers``, ``verify_workers``,
+Optional keys: ``max_mempool``, ``header_timeout_s``, ``verify_workers``,
 ``consensus_timeouts``, ``gossip_ms`` and ``peers``; each is declared, with its range,
 default and meaning, in ``NodeConfig`` below (the README's table is ``config_table()``).
 
@@ -61,12 +61,6 @@ DEFAULT_BASE_PORT = 8100  # node-i of a multi-validator network listens on BASE_
 DEFAULT_POLICY = {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}}
 
 
-def _default_ingress_workers() -> int:
-    """One ingress process per core, at most 4; none on a single core."""
-    cpus = os.cpu_count() or 1
-    return 0 if cpus < 2 else min(4, cpus)
-
-
 def _default_verify_workers() -> int:
     """One less than the CPU count, at least 1, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
@@ -107,9 +101,8 @@ class NodeConfig(BaseModel):
     max_block_records: int = Field(2000, ge=1, description="most records in one block")
     max_mempool: int = Field(100_000, ge=1, description="records that may wait for blocks before submissions "
                                                         "get 503 `mempool_full`")
-    ingress_workers: int = Field(default_factory=_default_ingress_workers, ge=0,
-                                 description="ingress processes serving the port (0: the node's process serves "
-                                             "HTTP); default one per core, at most 4, 0 on one core")
+    header_timeout_s: float = Field(30.0, gt=0, le=60, description="seconds a client may take to send a "
+                                                                   "request's line and headers (then it is closed)")
     verify_workers: int = Field(default_factory=_default_verify_workers, ge=0,
                                 description="signature verifier processes (0: verify in the node's process); "
                                             "default one less than the CPU count, 1 to 4")
@@ -252,7 +245,7 @@ def config_table() -> str:
     for name, f in NodeConfig.model_fields.items():
         if f.exclude:
             continue
-        if f.default_factory is _default_ingress_workers or f.default_factory is _default_verify_workers:
+        if f.default_factory is _default_verify_workers:
             default = "by CPU count"
         elif f.default_factory is not None:
             value = f.default_factory()  # type: ignore[call-arg]
@@ -335,11 +328,8 @@ def init_network(
         if base_port < 0 or base_port + validators > 65535:
             raise InputError(f"--base-port {base_port}: ports {base_port + 1}..{base_port + validators} must be within 1..65535",
                              code="bad_argument")
-        # The N nodes share this host's cores: each serves HTTP from its own process
-        # rather than adding ingress processes of its own (node.ingress).
         cfgs = [
-            NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i,
-                       ingress_workers=0)
+            NodeConfig(home=h / f"node-{i}", node_name=f"node-{i}", host=host, port=base_port + i)
             for i in range(1, validators + 1)
         ]
         orgs = [f"org-{i}" for i in range(1, validators + 1)]

@@ -19,10 +19,7 @@ precommit as certificate, one SQLite transaction). Records the rules refuse at b
 are dropped and logged. On shutdown the loop finishes the block in flight, commits what is
 still waiting, and the store is closed.
 
-``serve`` runs the node in a process: on more than one core the node's port is served by
-ingress processes (``node.ingress``), which parse records sent one per request and verify
-their signatures before handing them to ``admit`` here (``verified=True``), and pass every
-other request to the app in this process.
+``serve`` runs the node in a process, its port served by granian.
 
 With more than one validator in the genesis there is no block loop: a ``node.replica.Replica``
 runs the Tendermint core between the validators, and records accepted here are forwarded to
@@ -40,17 +37,24 @@ import contextlib
 import logging
 import signal
 import socket
-import threading
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ledger.blocks import Certificate, Header
 from ledger.chain import Block, Ledger
-from ledger.errors import InputError, LedgerError, SignatureError, StorageError, VerificationError
+from ledger.errors import (
+    CommitTimeoutError,
+    InputError,
+    LedgerError,
+    SignatureError,
+    StorageError,
+    UnavailableError,
+    VerificationError,
+)
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
 from ledger.records import Record, parse_record
@@ -180,7 +184,7 @@ class Node:
         for futs in self._waiters.values():
             for f in futs:
                 if not f.done():
-                    f.set_result(LedgerError("the node is shutting down", code="shutting_down"))
+                    f.set_result(UnavailableError("the node is shutting down", code="shutting_down"))
         self._waiters.clear()
         height, size = self.store.height(), self.store.log_size()
         # Each thread holds its own read connection: close the commit thread's there.
@@ -396,10 +400,8 @@ class Node:
         try:
             _, not_done = await asyncio.wait(futs.values(), timeout=timeout)
             if not_done:
-                raise LedgerError(
-                    f"{len(not_done)} record(s) not committed within {timeout:g} s; they are still pending",
-                    code="commit_timeout",
-                )
+                raise CommitTimeoutError(
+                    f"{len(not_done)} record(s) not committed within {timeout:g} s; they are still pending")
             return {rid: f.result() for rid, f in futs.items()}
         finally:
             for rid, f in futs.items():
@@ -659,85 +661,65 @@ def setup_logging(level: str = "info") -> None:
     )
 
 
-def _server_class() -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, except that after a clean shutdown on SIGTERM / SIGINT the
-        process exits 0 instead of re-raising the signal (uvicorn >= 0.29 re-raises it)."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
 def _listen(host: str, port: int) -> socket.socket:
-    """The node's listening socket, bound before anything starts: uvicorn serves it, or the
-    node's process accepts there and hands each connection to an ingress process
-    (``node.ingress``)."""
+    """A listening socket on the node's address (to find a busy port before starting)."""
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
-        sock.listen(2048)
+        sock.listen(1)
     except OSError:
         sock.close()
         raise
     return sock
 
 
+def _deprecated_keys(cfg: NodeConfig) -> None:
+    """``ingress_workers`` is no longer used (granian parses HTTP on its own thread): a
+    config.json that has it is warned about, and it is ignored."""
+    if "ingress_workers" in cfg.extra:
+        log.warning("config.json: ingress_workers is no longer used and is ignored; remove it")
+
+
 def serve(home: str | Path, *, host: str | None = None, port: int | None = None, log_level: str = "info") -> None:
-    """Run the node in this process until SIGTERM / SIGINT: uvicorn on the node's port, or,
-    with ``ingress_workers`` > 0 (the default on more than one core), that many ingress
-    processes on it (``node.ingress``) passing requests to the app in this process."""
-    import uvicorn
+    """Run the node in this process until SIGTERM / SIGINT, its app served on the node's
+    port by granian (HTTP/1.1 parsed by its Rust threads, the app on this process's event
+    loop). An incomplete request is closed after ``header_timeout_s``; a malformed one is
+    answered ``400 Bad Request`` with an empty body by granian itself (docs/protocol.md 8)."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
 
     from .app import create_app
-    from .ingress import Ingress
 
-    _Server = _server_class()
     setup_logging(log_level)
-    node = Node.open(home, host=host, port=port)  # errors surface here, before uvicorn starts
+    node = Node.open(home, host=host, port=port)  # errors surface here, before the server starts
     cfg = node.config
-    workers = cfg.ingress_workers
-    ingress = None
-    # The port first, in every configuration: a busy port fails here, in one line, before
-    # the app's start-up (which logs "startup complete") has begun.
-    try:
-        sock = _listen(cfg.host, cfg.port)
+    _deprecated_keys(cfg)
+    try:  # the port, before anything starts: a busy port is one line and exit 1
+        _listen(cfg.host, cfg.port).close()
     except OSError as e:
         node.store.close()
         log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port, e.strerror or e)
         raise SystemExit(1) from e
-    sockets = [sock]
-    if workers:
-        ingress = Ingress(sock, workers, node.chain_id, log_level=log_level)
-        sockets = []  # this process's uvicorn serves no socket: the ingress processes pass requests on
-    node.warm_verifier = not workers  # batches still use the verifier processes, started when needed
-    app = create_app(node=node, ingress=ingress)
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=cfg.host,
-            port=cfg.port,
-            log_level=log_level.lower(),
-            log_config=None,  # our one-line format, set above
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=15,
-        )
+    node.warm_verifier = True
+    app = create_app(node=node)
+    server = Server(
+        app, address=cfg.host, port=cfg.port, interface=Interfaces.ASGI, http=HTTPModes.http1,
+        websockets=False, backlog=2048, log_enabled=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(cfg.header_timeout_s * 1000)),
     )
-    server.run(sockets=sockets)
-    if not server.started:
-        raise SystemExit(1)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.serve()
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency
+        asyncio.run(run())
+    else:
+        uvloop.run(run())

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from itertools import islice
 
-from ledger.errors import LedgerError
+from ledger.errors import UnavailableError
 from ledger.records import Record
 from ledger.state import ChainState
 
@@ -43,7 +43,7 @@ class Mempool:
         ``mempool_full``). The caller has checked its form and signature and that it is
         not already known."""
         if len(self._records) >= self.limit:
-            raise LedgerError(
+            raise UnavailableError(
                 f"the mempool holds {self.limit} records waiting for blocks; retry shortly", code="mempool_full"
             )
         self.pending.check(rec)

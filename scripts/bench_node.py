@@ -3,11 +3,13 @@
 Measures, in one run:
 
 - limits: raw Ed25519 verify/s on one core (``bench.raw_verify_per_s``), and the
-  requests/s of a trivial FastAPI endpoint (reads the body, answers a constant 202) served
-  by uvicorn in its own process, under the same client and the same request bodies as the
-  node's single-record run;
-- one record per request: ``POST /v1/records`` requests/s from several concurrent
-  keep-alive connections (closed loop);
+  requests/s of a trivial FastAPI endpoint (reads the body, answers a constant 202) in its
+  own process, under the same client and the same request bodies as the node's
+  single-record run;
+- the HTTP servers side by side (``SERVERS``: granian, which the node runs, uvicorn with
+  its httptools and h11 parsers, hypercorn): for each, the trivial endpoint, and the node's
+  app on a fresh copy of the same chain for one record per request (``POST /v1/records``
+  requests/s from several concurrent keep-alive connections, closed loop) and for batches;
 - submit-to-commit latency: ``POST /v1/records?wait=true`` from paced open-loop clients at
   half the measured single-record rate, timed from each request's scheduled start, so a
   slow answer cannot delay the next request's clock;
@@ -29,6 +31,7 @@ import asyncio
 import concurrent.futures as cf
 import itertools
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -254,12 +257,12 @@ def _counts(text: str) -> list[int]:
 
 
 def _helper_kind(pid: int) -> str:
-    """``ingress`` or ``verifier``: which of the node's helper processes ``pid`` is."""
+    """``verifier`` (or ``?``): which of the node's helper processes ``pid`` is."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    for kind, module in (("ingress", b"node.ingress"), ("verifier", b"node.verify")):
+    for kind, module in (("verifier", b"node.verify"),):
         if any(module in arg for arg in cmdline):
             return kind
     return "?"
@@ -449,10 +452,51 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-def trivial_server(port: int) -> None:
-    """The reference endpoint: FastAPI + uvicorn as the node runs them, doing nothing."""
-    import uvicorn
+SERVERS = ("granian", "uvicorn-httptools", "uvicorn-h11", "hypercorn")  # the first is the node's
 
+
+def serve_with(app: Any, server: str, port: int) -> None:
+    """Serve the ASGI ``app`` on 127.0.0.1:``port`` with ``server`` (one of SERVERS, each
+    with uvloop) until SIGTERM."""
+    import uvloop
+
+    if server.startswith("uvicorn-"):
+        import uvicorn
+
+        uvicorn.run(app, host="127.0.0.1", port=port, http=server.split("-")[1], loop="uvloop",
+                    log_level="warning", access_log=False, lifespan="on")
+        return
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if server == "hypercorn":
+            from hypercorn.asyncio import serve
+            from hypercorn.config import Config
+
+            cfg = Config()
+            cfg.bind = [f"127.0.0.1:{port}"]
+            cfg.loglevel = "WARNING"
+            cfg.backlog = 2048
+            await serve(app, cfg, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        elif server == "granian":
+            from granian.constants import HTTPModes, Interfaces
+            from granian.server.embed import Server
+
+            g = Server(app, address="127.0.0.1", port=port, interface=Interfaces.ASGI, http=HTTPModes.http1,
+                       websockets=False, backlog=2048, log_enabled=False)
+            loop.add_signal_handler(signal.SIGTERM, g.stop)
+            await g.serve()
+        else:
+            raise SystemExit(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
+
+    uvloop.run(main())
+
+
+def trivial_server(port: int, server: str) -> None:
+    """The reference endpoint: FastAPI as the node runs it, doing nothing."""
     app = FastAPI()
     answer = orjson.dumps({"id": "0" * 64, "status": "pending"})
 
@@ -461,12 +505,94 @@ def trivial_server(port: int) -> None:
         await request.body()
         return Response(answer, status_code=202, media_type="application/json")
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    serve_with(app, server, port)
+
+
+def node_server(home: str, port: int, server: str) -> None:
+    """The node's app served by ``server``; granian exactly as ``provledger node start``
+    runs it (``node.daemon.serve``)."""
+    from node.daemon import serve, setup_logging
+
+    if server == SERVERS[0]:
+        serve(home, port=port, log_level="warning")
+        return
+    from node.app import create_app
+
+    setup_logging("warning")
+    serve_with(create_app(home, port=port), server, port)
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _servers(text: str) -> list[str]:
+    names = [x.strip() for x in str(text).split(",") if x.strip()]
+    unknown = [n for n in names if n not in SERVERS]
+    if not names or unknown or names[0] != SERVERS[0]:
+        raise SystemExit(f"--node-servers {text!r}: a list of {', '.join(SERVERS)}, starting with {SERVERS[0]}")
+    return names
+
+
+def _one_server(args: argparse.Namespace, root: Path, fresh: Path, server: str, chain_id: str, key_files: list[Path],
+                singles: list[bytes], runs: list[list[bytes]], batches: list[bytes], n_batch: int) -> dict[str, Any]:
+    """One HTTP server: the trivial endpoint at each connection count, then the node's app
+    on a fresh copy of the chain (one record per request at each count, then batches)."""
+    sweep, seconds = _counts(args.node_clients), args.node_seconds
+    out: dict[str, Any] = {"trivial_sweep": [], "single_sweep": []}
+    port = _free_port()
+    log = root / f"trivial-{server}.log"
+    proc = _spawn([sys.executable, str(Path(__file__).resolve()), "_trivial", str(port), server], log)
+    try:
+        _wait_http(port, proc, f"the trivial server ({server})", log)
+        closed_loop(port, "/v1/records", singles[:2000], sweep[0], 0.5, {202}, reuse=True)
+        for conns in sweep:
+            print(f"limit: a trivial FastAPI endpoint under {server}, {conns} connections, {seconds:g} s ...", flush=True)
+            run = cpu_per_request(
+                [proc.pid], lambda n=conns: closed_loop(port, "/v1/records", singles, n, seconds, {202}, reuse=True))
+            if run["errors"]:
+                raise SystemExit(f"the trivial endpoint ({server}) failed: {run['statuses']}")
+            print(f"  {run['requests_per_s']:,.0f} requests/s", flush=True)
+            out["trivial_sweep"].append(run)
+    finally:
+        _stop(proc)
+    out["trivial"] = max(out["trivial_sweep"], key=lambda x: x["requests_per_s"])
+
+    home = root / f"node-{server}"
+    shutil.copytree(fresh, home)
+    port = _free_port()
+    log = root / f"node-{server}.log"
+    proc = _spawn([sys.executable, str(Path(__file__).resolve()), "_node", str(home), str(port), server], log)
+    try:
+        _wait_http(port, proc, f"the node ({server})", log)
+        base = _run(lambda: Conn("127.0.0.1", port).request("POST", "/v1/records?wait=true",
+                                                               _base_dataset(chain_id, key_files[0])))
+        if base[0] != 200:
+            raise SystemExit(f"the base dataset was not committed ({server}): {base}")
+        for conns, bodies in zip(sweep, runs, strict=True):
+            print(f"one record per request under {server}: {conns} connections, {seconds:g} s ...", flush=True)
+            helpers = children(proc.pid)
+            run = cpu_per_request([proc.pid, *helpers],
+                                  lambda b=bodies, n=conns: closed_loop(port, "/v1/records", b, n, seconds, {202}))
+            run["helpers"] = [_helper_kind(p) for p in helpers]
+            if run["errors"]:
+                raise SystemExit(f"the node ({server}) refused single records: {run['statuses']}")
+            print(f"  {run['requests_per_s']:,.0f} requests/s", flush=True)
+            out["single_sweep"].append(run)
+        out["single"] = max(out["single_sweep"], key=lambda x: x["requests_per_s"])
+        start_size = _settle(port)
+        print(f"batched ingest under {server}: {n_batch:,} records, {args.node_batch_clients} connections ...", flush=True)
+        out["batched"] = batched_ingest(port, proc.pid, batches, args.node_batch_clients, start_size, n_batch)
+        out["batched"].pop("samples", None)
+        print(f"  {out['batched']['committed_per_s']:,.0f} records/s committed", flush=True)
+    finally:
+        rc = _stop(proc)
+    errors = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    # uvicorn re-raises SIGTERM after its clean shutdown (uvicorn >= 0.29): -15 is clean there.
+    if rc not in (0, -signal.SIGTERM if server.startswith("uvicorn-") else 0) or errors:
+        raise SystemExit(f"the node ({server}) exited with {rc} or logged errors: {errors[:3]}; see {log}")
+    return out
 
 
 # --- the section ----------------------------------------------------------------------------
@@ -499,25 +625,21 @@ def section_node(args: argparse.Namespace) -> dict[str, Any]:
                                                 for s, n in _split(n_single * len(sweep), workers, 3)], workers)
         runs = [singles[k * n_single:(k + 1) * n_single] for k in range(len(sweep))]
 
-        port = _free_port()
-        log = root / "trivial.log"
-        proc = _spawn([sys.executable, str(Path(__file__).resolve()), "_trivial", str(port)], log)
-        res["trivial_sweep"] = []
-        try:
-            _wait_http(port, proc, "the trivial server", log)
-            closed_loop(port, "/v1/records", singles[:2000], sweep[0], 0.5, {202}, reuse=True)
-            for conns in sweep:
-                print(f"limit: a trivial FastAPI endpoint under uvicorn, {conns} connections, {seconds:g} s ...",
-                      flush=True)
-                run = cpu_per_request(
-                    [proc.pid], lambda n=conns: closed_loop(port, "/v1/records", singles, n, seconds, {202}, reuse=True))
-                if run["errors"]:
-                    raise SystemExit(f"the trivial endpoint failed: {run['statuses']}")
-                print(f"  {run['requests_per_s']:,.0f} requests/s", flush=True)
-                res["trivial_sweep"].append(run)
-        finally:
-            _stop(proc)
-        res["trivial"] = max(res["trivial_sweep"], key=lambda x: x["requests_per_s"])
+        servers = _servers(args.node_servers)
+        n_server = args.node_server_records
+        print(f"signing {n_server:,} records in batches of {BATCH} for each server's batched run ...", flush=True)
+        server_batches = sign_parallel(_sign_batches, [(chain_id, key_files, s, n)
+                                                      for s, n in _split(n_server, workers * 4, BATCH)], workers)
+        fresh = root / "fresh"
+        shutil.copytree(home, fresh)  # the chain before any run: every server's node starts from a copy
+        res["servers"] = {}
+        for server in servers:
+            res["servers"][server] = _one_server(args, root, fresh, server, chain_id, key_files, singles, runs,
+                                                 server_batches, n_server)
+        ours = res["servers"][servers[0]]
+        for key in ("trivial", "trivial_sweep", "single", "single_sweep"):
+            res[key] = ours[key]
+        single_rate = res["single"]["requests_per_s"]
 
         port = _free_port()
         log = root / "node.log"
@@ -528,21 +650,6 @@ def section_node(args: argparse.Namespace) -> dict[str, Any]:
                                                                    _base_dataset(chain_id, key_files[0])))
             if base[0] != 200:
                 raise SystemExit(f"the base dataset was not committed: {base}")
-
-            res["single_sweep"] = []
-            for conns, bodies in zip(sweep, runs, strict=True):
-                print(f"one record per request: {conns} connections, {seconds:g} s ...", flush=True)
-                # CPU per request of the node's own process and of each of its helper processes.
-                helpers = children(proc.pid)
-                run = cpu_per_request([proc.pid, *helpers],
-                                      lambda b=bodies, n=conns: closed_loop(port, "/v1/records", b, n, seconds, {202}))
-                run["helpers"] = [_helper_kind(p) for p in helpers]
-                if run["errors"]:
-                    raise SystemExit(f"the node refused single records: {run['statuses']}")
-                print(f"  {run['requests_per_s']:,.0f} requests/s", flush=True)
-                res["single_sweep"].append(run)
-            res["single"] = max(res["single_sweep"], key=lambda x: x["requests_per_s"])
-            single_rate = res["single"]["requests_per_s"]
 
             rate = single_rate / 2
             n_lat = int(rate * args.node_latency_seconds)
@@ -590,6 +697,11 @@ def section_node(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": res["latency"]["p99_ms"],
         "rss_mb": res["batched"]["rss_mb"],
         "records": total,
+        "servers": {name: {"trivial_requests_per_s": x["trivial"]["requests_per_s"],
+                           "single_requests_per_s": x["single"]["requests_per_s"],
+                           "single_vs_trivial": x["single"]["requests_per_s"] / x["trivial"]["requests_per_s"],
+                           "batched_records_per_s": x["batched"]["committed_per_s"]}
+                    for name, x in res["servers"].items()},
     }
     return res
 
@@ -628,38 +740,24 @@ def render_node(r: dict[str, Any]) -> list[str]:
     rss = b["rss_mb"]
     load = r.get("load_during") or r.get("load_before") or (0, 0, 0)
     cfg = r.get("node_config", {})
-    return [
-        "## Node: one validator, real HTTP on 127.0.0.1 (issue 3)",
-        "",
-        "| figure | value | limit measured in the same run | ratio | target |",
-        "| --- | ---: | --- | ---: | --- |",
-        f"| batched ingest, {BATCH} records per `POST /v1/records/batch`, {b['connections']} connections, "
-        f"{b['records']:,} records | {b['committed_per_s']:,.0f} records/s committed | raw Ed25519 verify {raw:,.0f}/s "
-        f"(one core) | {s['batched_vs_raw_verify']:.2f} | >= 5,000/s |",
-        f"| one record per `POST /v1/records`, best of {_sweep_text(r)} keep-alive connections "
-        f"| {single['requests_per_s']:,.0f} requests/s ({single['connections']} connections) "
-        f"| trivial FastAPI endpoint {triv:,.0f} requests/s ({r['trivial']['connections']} connections) "
-        f"| {s['single_vs_trivial']:.2f} | >= 0.5 |",
-        f"| submit-to-commit latency, `?wait=true`, open loop at {lat['offered_per_s']:,.0f} records/s "
-        f"(half the single-record rate) | p50 {lat['p50_ms']:,.0f} ms, p99 {lat['p99_ms']:,.0f} ms | | | p50 < 100 ms |",
-        f"| node RSS while ingesting {b['records']:,} records (at 10% / 50% / 100%) "
-        f"| {rss['10']:,.0f} / {rss['50']:,.0f} / {rss['100']:,.0f} MB | idle before: {r['rss_mb_idle']:,.0f} MB; "
-        f"its helper processes at the end: {b.get('helpers_rss_mb', 0):,.0f} MB together "
-        f"| {rss['100'] / rss['10']:.2f} | flat |",
-        "",
-        f"The trivial endpoint is FastAPI + uvicorn (uvloop, httptools) in its own process reading the same request "
-        f"bodies and answering a constant 202. The client is an asyncio HTTP/1.1 keep-alive client in one process "
-        f"(records signed before each phase); it shares the machine's {r['machine'].get('cores')} cores with the node's "
-        f"processes, so every figure is lower than on a machine with a core to spare for "
-        f"the client. Batches the node answered `mempool_full` were resubmitted ({b['mempool_full_retries']} times). "
-        f"Load average (1 min) when batched ingest began: {load[0]:.2f}. The node ran as `provledger init` configures it "
-        f"(block interval {cfg.get('block_interval_ms')} ms, at most {cfg.get('max_block_records'):,} records per block, "
-        f"default ingress and verifier processes), with `--log-level warning`. The records are the core section's mix (a new "
-        f"dataset every 50 records, annotation events and model updates on them): the node keeps each dataset's state "
-        f"(versions, budget) in memory, so RSS grows with the number of datasets ({b['records'] // 50:,} here) "
-        f"rather than with the length of the log.",
-        "",
-    ] + _sweep_note(r) + _cpu_note(r)
+    return ["## Node: one validator, real HTTP on 127.0.0.1 (issue 3)", "", "| figure | value | limit measured in the same run | ratio | target |", "| --- | ---: | --- | ---: | --- |", f"| batched ingest, {BATCH} records per `POST /v1/records/batch`, {b['connections']} connections, " f"{b['records']:,} records | {b['committed_per_s']:,.0f} records/s committed | raw Ed25519 verify {raw:,.0f}/s " f"(one core) | {s['batched_vs_raw_verify']:.2f} | >= 5,000/s |", f"| one record per `POST /v1/records`, best of {_sweep_text(r)} keep-alive connections " f"| {single['requests_per_s']:,.0f} requests/s ({single['connections']} connections) " f"| trivial FastAPI endpoint {triv:,.0f} requests/s ({r['trivial']['connections']} connections) " f"| {s['single_vs_trivial']:.2f} | >= 0.5 |", f"| submit-to-commit latency, `?wait=true`, open loop at {lat['offered_per_s']:,.0f} records/s " f"(half the single-record rate) | p50 {lat['p50_ms']:,.0f} ms, p99 {lat['p99_ms']:,.0f} ms | | | p50 < 100 ms |", f"| node RSS while ingesting {b['records']:,} records (at 10% / 50% / 100%) " f"| {rss['10']:,.0f} / {rss['50']:,.0f} / {rss['100']:,.0f} MB | idle before: {r['rss_mb_idle']:,.0f} MB; " f"its helper processes at the end: {b.get('helpers_rss_mb', 0):,.0f} MB together " f"| {rss['100'] / rss['10']:.2f} | flat |", "", f"The trivial endpoint is FastAPI under the node's HTTP server ({SERVERS[0]}, uvloop) in its own process reading the same request " f"bodies and answering a constant 202. The client is an asyncio HTTP/1.1 keep-alive client in one process " f"(records signed before each phase); it shares the machine's {r['machine'].get('cores')} cores with the node's " f"processes, so every figure is lower than on a machine with a core to spare for " f"the client. Batches the node answered `mempool_full` were resubmitted ({b['mempool_full_retries']} times). " f"Load average (1 min) when batched ingest began: {load[0]:.2f}. The node ran as `provledger init` configures it " f"(block interval {cfg.get('block_interval_ms')} ms, at most {cfg.get('max_block_records'):,} records per block, " f"default verifier processes), with `--log-level warning`. The records are the core section's mix (a new " f"dataset every 50 records, annotation events and model updates on them): the node keeps each dataset's state " f"(versions, budget) in memory, so RSS grows with the number of datasets ({b['records'] // 50:,} here) " f"rather than with the length of the log.", "", *_servers_table(r), *_sweep_note(r), *_cpu_note(r)]
+
+
+def _servers_table(r: dict[str, Any]) -> list[str]:
+    """The HTTP servers side by side, each serving the trivial endpoint and the node's app."""
+    rows = r["summary"].get("servers") or {}
+    if not rows:
+        return []
+    n = next(iter(r["servers"].values()))["batched"]["records"]
+    out = ["| HTTP server | trivial endpoint | one record per request | ratio | batched, records/s committed |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    for name, x in rows.items():
+        mark = " (the node's)" if name == SERVERS[0] else ""
+        out.append(f"| {name}{mark} | {x['trivial_requests_per_s']:,.0f}/s | {x['single_requests_per_s']:,.0f}/s "
+                   f"| {x['single_vs_trivial']:.2f} | {x['batched_records_per_s']:,.0f} |")
+    return [*out, "", f"Each server runs the trivial endpoint and then the node's app on a fresh copy of the same "
+            f"chain (uvloop for all; granian as `provledger node start` runs it, the others with "
+            f"`create_app`), one record per request at the same connection counts, then {n:,} records in batches.", ""]
 
 
 def _sweep_text(r: dict[str, Any]) -> str:
@@ -691,7 +789,7 @@ def _cpu_note(r: dict[str, Any]) -> list[str]:
         return []
     kinds = single.get("helpers") or ["verifier"] * (len(node_cpu) - 1)
     parts = [f"the node's own process {node_cpu[0]:,.0f} µs"]
-    for kind, what in (("ingress", "HTTP, parsing, one Ed25519 verify"), ("verifier", "one Ed25519 verify")):
+    for kind, what in (("verifier", "Ed25519 verifies, grouped"),):
         us = [c for k, c in zip(kinds, node_cpu[1:], strict=True) if k == kind]
         if us:
             parts.append(f"its {len(us)} {kind} process{'es' if len(us) > 1 else ''} {sum(us):,.0f} µs together "
@@ -699,7 +797,7 @@ def _cpu_note(r: dict[str, Any]) -> list[str]:
     return [
         f"CPU per single-record request at {single['connections']} connections: {', '.join(parts)}; the trivial "
         f"endpoint's server {triv_cpu[0]:,.0f} µs. The node's own process applies the state rules, answers, and "
-        f"commits the blocks; with ingress processes (`node.ingress`) it no longer handles the HTTP or the signature.",
+        f"commits the blocks; granian parses HTTP on its own thread in that process.",
         "",
     ]
 
@@ -711,12 +809,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--node-batch-clients", type=int, default=4, help="connections for batched ingest (node)")
     ap.add_argument("--node-seconds", type=float, default=5.0, help="length of each closed-loop run (node)")
     ap.add_argument("--node-latency-seconds", type=float, default=10.0, help="length of the latency run (node)")
+    ap.add_argument("--node-servers", default=",".join(SERVERS),
+                    help=f"HTTP servers to measure side by side, the node's ({SERVERS[0]}) first (node)")
+    ap.add_argument("--node-server-records", type=int, default=100_000,
+                    help="records of each server's batched run (node)")
     ap.add_argument("--node-single-max", type=int, default=12_000,
                     help="requests/s to pre-sign for in the closed-loop runs (node)")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_trivial"]:
-        trivial_server(int(sys.argv[2]))
+        trivial_server(int(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1:2] == ["_node"]:
+        node_server(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:  # pragma: no cover - run through scripts/bench node
         os.execv(str(ROOT / "scripts" / "bench"), [str(ROOT / "scripts" / "bench"), "node", *sys.argv[1:]])

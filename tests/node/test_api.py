@@ -219,11 +219,10 @@ def test_record_refused_at_block_time_is_dropped(client: Any, consortium: Consor
 
 
 def test_mempool_full(tmp_path: Any, consortium: Consortium) -> None:
+    from conftest import make_home  # tests/node/conftest.py
     from fastapi.testclient import TestClient
 
     from node.app import create_app
-
-    from conftest import make_home  # tests/node/conftest.py
 
     c = consortium
     home = make_home(tmp_path / "small", c, block_interval_ms=60_000, extra={"max_mempool": 3})

@@ -371,3 +371,50 @@ def test_every_field_with_junk_is_a_clean_error(client: Any, c: Consortium) -> N
         assert "status" in item or (item["code"] and item["message"] and item["code"] != "internal"), item
     for env in batch[:: max(1, len(batch) // 60)]:
         assert post(client, env).status_code in (200, 202, 400, 413, 422)
+
+
+BIG = "99999999999999999999"  # over SQLite's 64-bit INTEGER: an OverflowError if it reached the store
+
+
+@pytest.mark.parametrize("path", [
+    f"/v1/checkpoint/{BIG}", f"/v1/blocks/{BIG}", f"/v1/blocks?from={BIG}", "/v1/blocks?from=0",
+    f"/v1/blocks?from=1&limit={BIG}", f"/v1/blocks?from=1&records={BIG}", "/v1/checkpoint/-1",
+    f"/v1/proofs/consistency?first=0&second={BIG}", f"/v1/proofs/consistency?first={BIG}&second=1",
+    f"/v1/records?wait=true&timeout={BIG}",
+])
+def test_integer_parameters_out_of_range(client: Any, path: str) -> None:
+    r = client.post(path, content=b"{}") if path.startswith("/v1/records") else client.get(path)
+    body = err(r, 400, "bad_request")
+    assert body["field"]
+
+
+def test_attribution_total_out_of_range(client: Any) -> None:
+    err(client.get(f"/v1/attribution/{h('m')}?total={BIG}"), 400, "bad_total")
+    err(client.get(f"/v1/attribution/{h('m')}?total=1%0A"), 400, "bad_total")
+    err(client.get(f"/v1/attribution/{h('m')}"), 400, "bad_total")
+    err(client.get("/v1/attribution/xyz?total=1"), 400, "bad_hex")
+
+
+def test_405_names_the_allowed_methods(client: Any) -> None:
+    r = client.put("/v1/records")
+    err(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"
+    r = client.get("/v1/records/batch")
+    err(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "POST"
+
+
+def test_openapi_tells_the_error_body_and_statuses(client: Any) -> None:
+    doc = client.get("/openapi.json").json()
+    post = doc["paths"]["/v1/records"]["post"]
+    assert set(post["responses"]) == {"200", "202", "400", "413", "422", "503", "504"}
+    assert "HTTPValidationError" not in str(doc)
+    error = doc["components"]["schemas"]["ErrorBody"]
+    assert set(error["required"]) == {"code", "message"}
+    record = doc["paths"]["/v1/records/{record_id}"]["get"]["parameters"][0]
+    assert record["schema"]["pattern"] == "^[0-9a-f]{64}$"
+    height = doc["paths"]["/v1/blocks/{height}"]["get"]["parameters"][0]["schema"]
+    assert height["maximum"] == 2**63 - 1
+    consistency = doc["paths"]["/v1/proofs/consistency"]["get"]["parameters"]
+    assert all(p["required"] for p in consistency)
+    assert "text/plain" in doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]

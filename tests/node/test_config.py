@@ -35,7 +35,7 @@ def write_config(home: Path, doc: dict[str, Any]) -> None:
         ({"block_interval_ms": 0}, "block_interval_ms"),
         ({"max_block_records": -1}, "max_block_records"),
         ({"max_mempool": 0}, "max_mempool"),
-        ({"ingress_workers": -1}, "ingress_workers"),
+        ({"header_timeout_s": 61}, "header_timeout_s"),
         ({"verify_workers": "2"}, "verify_workers"),
         ({"gossip_ms": 0}, "gossip_ms"),
         ({"consensus_timeouts": {"propose": -1}}, "consensus_timeouts.propose"),

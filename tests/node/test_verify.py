@@ -85,13 +85,7 @@ def _verifier_pids(node_pid: int) -> list[int]:
 
 @pytest.mark.e2e
 def test_concurrent_singles_and_a_dead_verifier(node_home: Path, start_node: Any) -> None:
-    # The node's process serves HTTP itself (as on one core), so single records are
-    # verified in its verifier process too; with ingress processes they never reach it.
-    from node.config import NodeConfig
-
-    cfg = NodeConfig.load(node_home)
-    cfg.ingress_workers = 0
-    cfg.save()
+    # Single records are verified in the node's verifier process.
     node = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
     deadline = time.monotonic() + 10
