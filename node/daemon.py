@@ -116,6 +116,7 @@ class Node:
             self.store.close()
             raise
         self.mempool = Mempool(self.ledger.state, limit=config.max_mempool)
+        self._background: set[asyncio.Future[Any]] = set()
         self.metrics = NodeMetrics()
         self.metrics.height.set(self.store.height())
         self.metrics.log_size.set(self.store.log_size())
@@ -283,7 +284,7 @@ class Node:
                 else:
                     fut.set_result(k not in task.result())
 
-        task = asyncio.ensure_future(self._verify_many([rec for rec, _ in group], pool_min=1))
+        task = self._keep(asyncio.ensure_future(self._verify_many([rec for rec, _ in group], pool_min=1)))
         task.add_done_callback(done)
 
     async def submit_batch(self, items: list[Any], *, forward: bool = True) -> list[dict[str, Any]]:
@@ -374,11 +375,17 @@ class Node:
                                              VERIFY_CHUNK)
         return {k for k, good in enumerate(ok) if not good}
 
+    def _keep(self, task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Hold a reference to a background task until it is done (the loop keeps only weak ones)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     def _close_pool(self) -> None:
         """Stop the verifier processes (they exit when their input closes)."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            asyncio.ensure_future(pool.close())
+            self._keep(asyncio.ensure_future(pool.close()))
 
     def rejected(self, code: str, message: str) -> None:
         self.metrics.rejected.labels(code).inc()
@@ -435,10 +442,8 @@ class Node:
             delay = last + self.interval - loop.time()
             if delay > 0 and len(self.mempool) < self.max_block and not self._stopping:
                 self._full.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), delay)
-                except TimeoutError:
-                    pass
             last = loop.time()
             try:
                 await self._commit_once()

@@ -13,8 +13,8 @@ before the node opens its port:
 4. the derived tables are compared with that state row by row; if they differ they are
    rewritten from it, with one log line naming the first difference.
 
-A failure of 1-3 is a ``StorageError`` with one line (the node refuses to start); the
-signatures and every older block are the audit's to check (``provledger audit``).
+A failure of 1-3 is a ``VerificationError`` with one line: the node refuses to start (exit 1,
+as an audit of that file would); the signatures and every older block are the audit's to check (``provledger audit``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import orjson
 
 from ledger import merkle
 from ledger.blocks import verify_certificate
-from ledger.errors import LedgerError, StorageError
+from ledger.errors import LedgerError, VerificationError
 from ledger.records import Record
 from ledger.state import ChainState
 from ledger.store import Store, compare_derived, derived_rows, read_derived
@@ -37,8 +37,8 @@ __all__ = ["check_store"]
 log = logging.getLogger("node.startup")
 
 
-def _refuse(store: Store, what: str) -> StorageError:
-    return StorageError(f"{store.path}: {what}; refusing to start (run `provledger audit {store.path}`)",
+def _refuse(store: Store, what: str) -> VerificationError:
+    return VerificationError(f"{store.path}: {what}; refusing to start (run `provledger audit {store.path}`)",
                         code="untrusted_database")
 
 
@@ -115,7 +115,7 @@ def _replay(store: Store, size: int, root: str) -> ChainState:
                 raise _refuse(store, f"the indexed columns of the record at log index {idx} differ from its envelope")
             state.apply(Record(env, rid, data))
             acc.append(bytes.fromhex(rid))
-    except StorageError:
+    except VerificationError:
         raise
     except (LedgerError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise _refuse(store, f"the record at log index {idx} cannot be replayed: {e}") from e

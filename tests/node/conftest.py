@@ -122,7 +122,7 @@ class NodeProcess:
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
-    def wait_ready(self, timeout: float = 15.0) -> str:
+    def wait_ready(self, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -143,7 +143,7 @@ class NodeProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.wait()
 
-    def terminate(self, timeout: float = 15.0) -> int:
+    def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait for the clean shutdown; SIGKILL if it takes too long."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

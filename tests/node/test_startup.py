@@ -17,7 +17,7 @@ from conftest import make_home, provledger_cmd
 from factory import Consortium
 
 from ledger.chain import Ledger
-from ledger.errors import StorageError
+from ledger.errors import VerificationError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
 from ledger.records import make_record, parse_record
@@ -92,7 +92,7 @@ def test_edited_ledger_table_is_refused_with_one_line(
         filled: tuple[Path, Consortium], sql: str, args: tuple[Any, ...], said: str) -> None:
     home, _ = filled
     edit(home / "ledger.db", sql, *args)
-    with pytest.raises(StorageError) as ei:
+    with pytest.raises(VerificationError) as ei:
         open_node(home)
     assert ei.value.code == "untrusted_database"
     assert said in ei.value.message and "\n" not in ei.value.message
