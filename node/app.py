@@ -95,6 +95,7 @@ from .asgi import (
     status_for,
 )
 from .daemon import Node
+from .explorer import router as explorer_router
 from .ingress import Ingress
 from .metrics import CONTENT_TYPE_LATEST
 
@@ -238,6 +239,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
         version="1",
         summary="Signed, hash-chained provenance records for collaborative ML (PROTOCOL.md 8)",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # /docs and /redoc with the node's own files (node.explorer)
     )
     app.state.node = the_node
     app.add_middleware(_Edge, node_of=lambda: the_node)  # type: ignore[arg-type]
@@ -494,5 +496,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, ingr
     install_sync(app, the_node)  # GET /v1/blocks?from=H (bulk) and the catch-up task
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
+    app.include_router(explorer_router(the_node))  # /explorer pages, GET /v1/search, /docs, /redoc
     return app
 
