@@ -91,8 +91,12 @@
       cy.on("tap", "node", function (evt) {
         var n = evt.target;
         cy.elements().removeClass("path");
-        var found = cy.elements(":visible").dijkstra({ root: cy.getElementById(graph.root), directed: false });
-        found.pathTo(n).addClass("path");
+        // The path through the records (who signed what only where nothing else leads there).
+        var root = cy.getElementById(graph.root);
+        var weight = function (e) { return /^(signed_by|member_of)$/.test(e.data("relation")) ? 10 : 1; };
+        var path = cy.elements(":visible").dijkstra({ root: root, weight: weight, directed: false }).pathTo(n);
+        path.addClass("path");
+        box.setAttribute("data-selected", n.id());
         panel(n.data("node"), href(n.data("node")));
       });
       cy.on("dbltap", "node", function (evt) {
