@@ -54,6 +54,13 @@ def _env() -> Environment:
     return env
 
 
+def status_of(e: LedgerError) -> int:
+    """The HTTP status of an error a page meets (docs/protocol.md 8)."""
+    if e.code == "not_found":
+        return 404
+    return 422 if e.code in ("not_a_model", "coalitions_missing", "nothing_to_attribute", "broken_lineage") else 400
+
+
 def _int_param(text: str | None, name: str, default: int | None = None) -> int | None:
     if text is None or text == "":
         return default
@@ -75,8 +82,7 @@ def router(node: Any) -> APIRouter:
         return Response(html, status_code=status, media_type="text/html; charset=utf-8", headers=HEADERS)
 
     def error_page(e: LedgerError) -> Response:
-        status = 404 if e.code == "not_found" else 422 if e.code in (
-            "not_a_model", "coalitions_missing", "nothing_to_attribute", "broken_lineage") else 400
+        status = status_of(e)
         return render("error.html", status, title=f"{status}: {e.code}", error=e.to_dict())
 
     def record_id(text: str) -> str:
@@ -259,31 +265,29 @@ def router(node: Any) -> APIRouter:
         return render("attribution.html", title=f"Attribution of {rid[:16]}…", id=rid, total=units, tables=by_method,
                     rows=rows, methods=METHODS, recorded=recorded, first=by_method["proportional"])
 
-    @r.get("/explorer/attribution/{rid}/table.json", include_in_schema=False)
-    async def attribution_json(rid: str, total: str | None = None) -> Response:
+    @r.get("/explorer/attribution/{rid}/table.{fmt}", include_in_schema=False)
+    async def attribution_download(rid: str, fmt: str, total: str | None = None) -> Response:
+        """The tables for download: ``table.json`` (every method's table, or its error) or
+        ``table.csv`` (one row per person, one column of units per method)."""
         try:
+            if fmt not in ("csv", "json"):
+                raise InputError(f"no table.{fmt:.20}; there are table.csv and table.json", code="not_found")
             units, by_method = await tables(rid, total)
         except LedgerError as e:
-            return Response(orjson.dumps(e.to_dict()), status_code=error_page(e).status_code,
-                            media_type="application/json", headers=HEADERS)
-        body = orjson.dumps({"model": rid, "total_units": units, "methods": by_method}, option=orjson.OPT_INDENT_2)
-        return Response(body, media_type="application/json", headers={
-            **HEADERS, "Content-Disposition": f'attachment; filename="attribution-{rid[:16]}.json"'})
-
-    @r.get("/explorer/attribution/{rid}/table.csv", include_in_schema=False)
-    async def attribution_csv(rid: str, total: str | None = None) -> Response:
-        try:
-            units, by_method = await tables(rid, total)
-        except LedgerError as e:
-            return Response(orjson.dumps(e.to_dict()), status_code=error_page(e).status_code,
-                            media_type="application/json", headers=HEADERS)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["key", "name", "organisation", *METHODS])
-        for row in table_rows(by_method):
-            w.writerow([row["key"], row["name"], row["org"], *(row["units"].get(m, "") for m in METHODS)])
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers={
-            **HEADERS, "Content-Disposition": f'attachment; filename="attribution-{rid[:16]}-{units}.csv"'})
+            return Response(orjson.dumps(e.to_dict()), status_code=status_of(e), media_type="application/json",
+                            headers=HEADERS)
+        if fmt == "json":
+            body = orjson.dumps({"model": rid, "total_units": units, "methods": by_method}, option=orjson.OPT_INDENT_2)
+            kind = "application/json"
+        else:
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["key", "name", "organisation", *METHODS])
+            for row in table_rows(by_method):
+                w.writerow([row["key"], row["name"], row["org"], *(row["units"].get(m, "") for m in METHODS)])
+            body, kind = buf.getvalue().encode(), "text/csv; charset=utf-8"
+        return Response(body, media_type=kind, headers={
+            **HEADERS, "Content-Disposition": f'attachment; filename="attribution-{rid[:16]}-{units}.{fmt}"'})
 
     # -- network ---------------------------------------------------------------------------
     @r.get("/explorer/network", include_in_schema=False)

@@ -15,40 +15,24 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
+sys.path.insert(0, str(DEMO.parent))
+from demo import free_port, node_process  # noqa: E402
+
 CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox (root in a container), no GPU, and none of Chromium's own calls home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _provledger() -> list[str]:
-    exe = Path(sys.executable).parent / "provledger"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("provledger")
-    return [found] if found else [sys.executable, "-m", "ledger.cli"]
 
 
 def _run(*args: str) -> str:
@@ -61,32 +45,10 @@ def _run(*args: str) -> str:
 def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     home = tmp_path_factory.mktemp("explorer") / "net"
     _run(sys.executable, str(DEMO), "--home", str(home), "--init-only")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(home / "node.log", "ab") as log:
-        proc = subprocess.Popen([*_provledger(), "node", "start", "--home", str(home), "--port", str(port),
-                                 "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (home / "node.log").read_text()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the node did not answer in 30 s"
-            time.sleep(0.05)
+    # scripts/demo's own runner: a node process on a free port until the block ends (SIGTERM).
+    with node_process(home, free_port()) as url:
         out = json.loads(_run(sys.executable, str(DEMO), "--node", url, "--home", str(home), "--json"))
         yield SimpleNamespace(url=url, home=home, out=out, final=out["final_model"], records=out["records"])
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _unavailable(reason: str) -> None:

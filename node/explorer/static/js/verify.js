@@ -4,7 +4,7 @@
 // served over plain HTTP from another host than localhost is not a secure context) from
 // the vendored @noble/hashes and @noble/ed25519. Both paths refuse small-order public keys
 // and non-canonical key encodings, as the node's strict verification does (PROTOCOL.md 1):
-// WebCrypto's Ed25519 alone may accept a small-order key, so the key is first decoded and
+// WebCrypto's Ed25519 alone accepts a small-order key (Chromium does), so the key is first decoded and
 // checked with noble's Point.
 
 import * as ed from "../vendor/noble-ed25519/index.js";
