@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import unquote
 
 import httptools
 import orjson
@@ -242,7 +243,8 @@ class HttpConnection(asyncio.Protocol):
         req.http_version = self.parser.get_http_version()
         req.keep_alive = self.parser.should_keep_alive()
         parsed = httptools.parse_url(req.raw_path)
-        req.path = (parsed.path or b"/").decode("utf-8", "replace")
+        path = (parsed.path or b"/").decode("utf-8", "replace")
+        req.path = unquote(path) if "%" in path else path  # the ASGI path is percent-decoded, as uvicorn's
         req.query = parsed.query or b""
         for name, value in req.headers:
             if name == b"content-length" and value.isdigit() and int(value) > MAX_REQUEST_BYTES:

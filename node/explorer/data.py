@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -145,7 +146,7 @@ def search(node: Any, query: str) -> list[dict[str, Any]]:
             out.append({"kind": "block", "ref": str(h), "label": f"block {h}", "url": f"/explorer/blocks/{h}"})
     name = q[len("dataset:"):] if q.startswith("dataset:") else q
     if name in state.datasets:
-        out.append({"kind": "dataset", "ref": name, "label": f"dataset {name}", "url": f"/explorer/datasets/{name}"})
+        out.append({"kind": "dataset", "ref": name, "label": f"dataset {name}", "url": f"/explorer/datasets/{quote(name)}"})
     for key in sorted(k for k, ident in state.identities.items() if ident.name == q):
         out += _identity_results(node, key)
     for key in node.genesis.validators:

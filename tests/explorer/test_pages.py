@@ -148,3 +148,25 @@ def test_docs_need_no_internet(explorer: SimpleNamespace) -> None:
         html = httpx.get(explorer.url + path).text
         assert "http://" not in html and "https://" not in html, path
     assert httpx.get(explorer.url + "/openapi.json").json()["paths"]["/v1/search"]
+
+
+def test_names_are_escaped_and_linked(explorer: SimpleNamespace) -> None:
+    """Dataset names are any string (PROTOCOL.md 3.1): shown escaped, linked quoted."""
+    from ledger.keys import SigningKey
+    from ledger.records import make_record
+
+    name = 'scans <b>&"x"/y ?z#1'
+    env = make_record(SigningKey.load(explorer.home / "demo-keys" / "hana.key"), explorer.out["chain_id"],
+                      "dataset.contribute", {"dataset": name, "version": "1", "content_hash": "cd" * 32, "size_bytes": 9,
+                                             "items": 3, "license": "CC0-1.0", "modality": "text", "derived_from": [],
+                                             "privacy_budget": None})
+    r = httpx.post(explorer.url + "/v1/records?wait=true", json=env, timeout=30)
+    assert r.status_code in (200, 202), r.text
+    html = httpx.get(f"{explorer.url}/explorer/records/{r.json()['id']}").text
+    assert "<b>" not in html and "scans &lt;b&gt;&amp;&#34;x&#34;/y ?z#1" in html
+    href = re.search(r'<dt>Dataset</dt><dd><a href="([^"]+)"', html)
+    assert href is not None
+    page = httpx.get(explorer.url + href.group(1).replace("&amp;", "&"))
+    assert page.status_code == 200 and "Dataset scans &lt;b&gt;" in page.text
+    found = httpx.get(explorer.url + "/explorer/search", params={"q": f"dataset:{name}"})
+    assert found.status_code == 303 and httpx.get(explorer.url + found.headers["location"]).status_code == 200
