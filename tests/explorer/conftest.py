@@ -29,7 +29,8 @@ DEMO = ROOT / "scripts" / "demo.py"
 sys.path.insert(0, str(DEMO.parent))
 from demo import free_port, node_process  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium; PROVLEDGER_CHROMIUM names another binary (tests/explorer/test_skip.py: a missing one).
+CHROMIUM = Path(os.environ.get("PROVLEDGER_CHROMIUM", "/usr/bin/chromium"))
 # No sandbox (root in a container), no GPU, and none of Chromium's own calls home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
