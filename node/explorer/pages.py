@@ -177,11 +177,8 @@ def router(node: Any) -> APIRouter:
         refs: dict[str, Any] = {}
         if env_["type"] in ("identity.register", "identity.revoke"):
             refs["subject"] = data.signer_info(node, body["key"])
-        if env_["type"] == "network.approve":
-            refs["proposal"] = body.get("proposal")
         return render("record.html", title=f"Record {rid[:16]}…", id=rid, envelope=env_, body=body, state=state,
-                    index=index, height=height, signer=data.signer_info(node, env_["signer"]), refs=refs,
-                    names={k: data.signer_info(node, k) for k in _keys_in(body)})
+                    index=index, height=height, signer=data.signer_info(node, env_["signer"]), refs=refs)
 
     # -- datasets --------------------------------------------------------------------------
     @r.get("/explorer/datasets/{name:path}", include_in_schema=False)
@@ -356,15 +353,3 @@ def router(node: Any) -> APIRouter:
 
     return r
 
-
-def _keys_in(body: dict[str, Any]) -> set[str]:
-    """Public keys a record body names (identity records, governance actions)."""
-    out: set[str] = set()
-    for k in ("key", "old", "new"):
-        if is_hex(body.get(k), 32):
-            out.add(body[k])
-    action = body.get("action")
-    if isinstance(action, dict):
-        out |= _keys_in(action)
-        out |= {a for a in action.get("admins", []) if is_hex(a, 32)}
-    return out
