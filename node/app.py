@@ -90,6 +90,7 @@ from .asgi import (
     send_json,
 )
 from .daemon import Node
+from .explorer import router as explorer_router
 from .metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["MAX_BATCH_RECORDS", "MAX_REQUEST_BYTES", "create_app"]
@@ -195,6 +196,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         lifespan=lifespan,
         # No OpenTelemetry: the node has /metrics; this spares a provider check per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None, redoc_url=None,  # /docs and /redoc with the node's own files (node.explorer)
     )
     app.openapi = lambda: doc.openapi(app)  # type: ignore[method-assign]
     app.state.node = the_node
@@ -420,4 +422,5 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     install_sync(app, the_node)  # GET /v1/blocks?from=H (bulk) and the catch-up task
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
+    app.include_router(explorer_router(the_node))  # /explorer pages, GET /v1/search, /docs, /redoc
     return app

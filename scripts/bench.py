@@ -256,7 +256,7 @@ RENDER = {"core": render_core}
 
 # Sections in their own modules (beside this file), each with section_<name>(args),
 # render_<name>(results) and add_arguments(parser).
-SECTION_MODULES = {"node": "bench_node", "devnet": "bench_devnet", "fl": "bench_fl"}
+SECTION_MODULES = {"node": "bench_node", "devnet": "bench_devnet", "fl": "bench_fl", "explorer": "bench_explorer"}
 _ARGUMENT_HOOKS = []
 for _name, _module in SECTION_MODULES.items():
     _mod = __import__(_module)
