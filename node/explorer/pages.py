@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from ledger.attribution import METHODS, attribute
+from ledger.blocks import quorum
 from ledger.errors import InputError, LedgerError
 from ledger.keys import is_hex
 from ledger.lineage import lineage
 from ledger.reader import StoreReader
 
+from ..api_schema import errors
 from . import data
 
 __all__ = ["CSP", "router"]
@@ -299,7 +301,7 @@ def router(node: Any) -> APIRouter:
         return render("network.html", title="Network", height=height, validators=vals, peers=peers,
                     consensus=node.replica.status() if node.replica is not None else None,
                     evidence=node.store.evidence(), signers=data.recent_signers(node, 20),
-                    quorum=2 * len(vals) // 3 + 1)
+                    quorum=quorum(len(vals)))
 
     # -- search ----------------------------------------------------------------------------
     def query_of(q: str | None) -> str:
@@ -310,8 +312,10 @@ def router(node: Any) -> APIRouter:
             raise InputError(f"q: at most {data.MAX_QUERY} characters", code="bad_request", field="q")
         return q.strip()
 
-    @r.get("/v1/search", tags=["chain"])
-    async def api_search(q: str | None = None) -> Response:
+    @r.get("/v1/search", tags=["chain"], responses={200: {"description": "What the query names"}, **errors(400)})
+    async def api_search(q: str = Query(..., min_length=1, max_length=data.MAX_QUERY, pattern=r"\S",
+                                        description="A record id or prefix (8+ hex), block hash, height, "
+                                                    "dataset:NAME, public key or identity name.")) -> Response:
         """What `q` names: a record id or a prefix of one (at least 8 hex characters), a
         block hash or prefix, a height, `dataset:NAME`, a public key or an identity's name."""
         query = query_of(q)
