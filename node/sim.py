@@ -57,6 +57,7 @@ from .consensus import (
     verify_certificate,
 )
 from .mutants import MUTANTS, Livelock
+from .sim_checks import Conformance
 
 __all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt", "main", "run", "run_seed"]
 
@@ -83,7 +84,7 @@ _DELIVER, _TIMER, _GOSSIP, _CONTROL = 0, 1, 2, 3
 
 class SimViolation(AssertionError):
     """An invariant failed. ``kind`` is agreement | validity | certificate | durability |
-    liveness (or ``error``: the core or the simulator raised)."""
+    liveness | conformance (node/sim_checks.py), or ``error``: the core or the simulator raised."""
 
     def __init__(self, kind: str, seed: int, scenario: str, detail: str, overrides: str = "",
                  mutant: str | None = None) -> None:
@@ -193,6 +194,7 @@ class Node:
         """(Re)create the core from what was persisted: committed height and last_signed."""
         self.up, self.paused, self.held = True, False, []
         self.incarnation += 1
+        self.sim.checks.booted(self)
         self.core = self.sim.core_class(
             self.sim.chain, self.sim.validators, self.key, self, len(self.chain) + 1,
             last_signed=self.last_signed, timeouts=TIMEOUTS,
@@ -267,6 +269,7 @@ class Simulation:
         self.heal_at = 0.0
         self.log: list[str] = []
         self.verbose = False
+        self.checks = Conformance(self, TIMEOUTS)  # every honest signature against Algorithm 1
 
     # ------------------------------------------------------------------ scenario
 
@@ -580,6 +583,7 @@ class Simulation:
                     m = a.message
                     if type(m) is Vote and m.block_hash != NIL:
                         self.check_valid(nd, m.height, m.block_hash, f"{m.step} of round {m.round}")
+                    self.checks.signed(nd, m)
                     self.broadcast(nd.idx, m)
                 else:
                     self.byzantine_send(nd, a.message)
@@ -588,6 +592,8 @@ class Simulation:
             elif t is PersistSigned:
                 nd.last_signed = a  # persisted before the Broadcast that follows
             elif t is Commit:
+                if nd.byz is None:
+                    self.checks.committed(nd, a.height, a.block, a.block_hash)
                 self.store(nd, a.height, a.block, a.block_hash, a.certificate, "commit")
             elif t is ReportEvidence:
                 self.evidence += 1
@@ -681,12 +687,15 @@ class Simulation:
                 self.request_sync(nd, src)
             if nd.byz is None and t is Proposal and self.mirrors:
                 self.mirror(nd, msg)
+            height = core.height
             try:
                 acts = core.on_vote(msg) if t is Vote else core.on_proposal(msg)
             except LedgerError as e:
                 self.rejected += 1
                 self.note(f"node {nd.idx} refuses {msg}: {e}")
                 return
+            if nd.byz is None and height <= msg.height <= height + 1:
+                self.checks.received(nd, msg, height)
             self.apply(nd, acts)
         elif t is SyncRequest:
             if nd.byz is None and len(nd.chain) >= msg.from_height:
@@ -1013,6 +1022,7 @@ class Simulation:
             t, _, kind, a, b, c = pop(queue)
             self.now = t
             self.events += 1
+            self.checks.event = (self.events, c if kind == _TIMER else None)
             if self.events > _MAX_EVENTS:
                 raise self.violation("liveness", f"more than {_MAX_EVENTS} events")
             if kind == _CONTROL:
