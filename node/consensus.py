@@ -98,6 +98,7 @@ _SIGN_ORDER = {PROPOSE: 0, PREVOTE: 1, PRECOMMIT: 2}
 _NEW, _PROPOSE, _PREVOTE, _PRECOMMIT = -1, 0, 1, 2
 _STEP_NAMES = {_NEW: NEW_HEIGHT, _PROPOSE: PROPOSE, _PREVOTE: PREVOTE, _PRECOMMIT: PRECOMMIT}
 _FUTURE_LIMIT = 4096  # messages buffered for height + 1
+_SPARES = 8  # other blocks kept per block hash until valid(v) is asked (Consensus._learn_block)
 
 
 # --------------------------------------------------------------------------- messages
@@ -543,6 +544,8 @@ class Consensus:
         if not -1 <= p.valid_round < p.round:
             raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
         if p.height == self.height and p.block_hash in self._proposals.get(p.round, {}):
+            if self._learn_block(p.block_hash, p.block):  # the same proposal with another block
+                self._run(out)
             return out  # duplicate
         verify_proposal(p)
         if p.height > self.height:
@@ -620,6 +623,7 @@ class Consensus:
         self.valid_round, self.valid_hash, self.valid_block = -1, NIL, None
         self._proposals: dict[int, dict[str, Proposal]] = {}
         self._blocks: dict[str, Any] = {}
+        self._spare: dict[str, list[Any]] = {}  # hash -> other blocks seen with it (_learn_block)
         self._valid_cache: dict[str, bool] = {}
         # (round, step) -> block hash -> validator -> vote: every signed vote counts for its
         # value, an equivocator's for both (Algorithm 1 counts messages from distinct
@@ -670,7 +674,7 @@ class Consensus:
             first = next(iter(props.values()))
             self._evidence(first, p, (p.proposer, p.height, p.round, PROPOSE), out)
         props[p.block_hash] = p
-        self._blocks.setdefault(p.block_hash, p.block)
+        self._learn_block(p.block_hash, p.block)
         self._senders.setdefault(p.round, {}).setdefault(p.proposer, p)
 
     def _accept_vote(self, v: Vote, out: list[Action]) -> None:
@@ -705,12 +709,37 @@ class Consensus:
     def _total(self, round: int, step: str) -> int:
         return len(self._voters.get((round, step), ()))
 
+    def _learn_block(self, block_hash: str, block: Any) -> bool:
+        """Remember a block by its hash; True if a new candidate may change valid(v).
+
+        A proposal signs the hash, not the block, so a faulty peer can relay a correctly
+        signed proposal with another block. The first block seen is kept, and other blocks
+        with the same hash are kept as spares (up to ``_SPARES`` between two asks) until a
+        valid one is known; spares found not valid are dropped, and one that arrives after
+        the value was found not valid makes it asked again. So a garbled copy that arrives
+        first does not hide the value for the rest of the height (valid(v) is about v,
+        whichever copy carried it).
+        """
+        if block_hash not in self._blocks:
+            self._blocks[block_hash] = block
+            return False
+        if block is None or self._valid_cache.get(block_hash) is True or block == self._blocks[block_hash]:
+            return False
+        spares = self._spare.setdefault(block_hash, [])
+        if len(spares) >= _SPARES or block in spares:
+            return False
+        spares.append(block)
+        return self._valid_cache.pop(block_hash, None) is not None
+
     def _valid(self, block_hash: str) -> bool:
-        """valid(v), asked once per value and height."""
+        """valid(v), asked once per value and height (again if another block came with it)."""
         ok = self._valid_cache.get(block_hash)
         if ok is None:
-            block = self._blocks.get(block_hash)
-            ok = block is not None and bool(self.app.valid(block, block_hash, self.height))
+            ok = False
+            for block in (self._blocks.get(block_hash), *self._spare.pop(block_hash, ())):
+                if block is not None and self.app.valid(block, block_hash, self.height):
+                    self._blocks[block_hash], ok = block, True
+                    break
             self._valid_cache[block_hash] = ok
         return ok
 

@@ -26,6 +26,7 @@ fetching blocks with certificates that it verifies before ``advance``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -64,12 +65,12 @@ __all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt"
 SCENARIOS = (
     "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
     "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "byz_relock", "byz_skip", "mixed",
-    "byz_minority", "byz_late",
+    "byz_minority", "byz_late", "byz_poison",
 )
 BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror", "relock", "skip")
 _BYZ_SCENARIOS = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote", "byz_silent": "silent",
                   "byz_mirror": "mirror", "byz_relock": "relock", "byz_skip": "skip", "byz_minority": "minority",
-                  "byz_late": "late"}
+                  "byz_late": "late", "byz_poison": "poison"}
 TIMEOUTS = Timeouts(propose=150, prevote=60, precommit=60, delta=40, commit=40)
 GOSSIP_MS = 300  # a node re-sends its height's messages if it made no progress for this long
 SYNC_EVERY_MS = 150  # at most one catch-up request per node per this long
@@ -253,6 +254,9 @@ class Simulation:
         self.split: Split | None = None  # byz_minority
         self.sync_down = False  # catch-up requests and answers are lost
         self.late_height: int | None = None  # byz_late: the height it plays
+        self.poison_until = -1.0  # byz_poison: proposals are garbled until then
+        self._victims: dict[tuple[int, int], frozenset[int]] = {}
+        self._nil_rounds: dict[tuple[int, int], bool] = {}
         self._late_node: dict[int, int] = {}  # byz_late: round -> the honest node its proposal reaches late
         self._late_done: set[int] = set()
         self._withheld: Proposal | None = None
@@ -339,6 +343,17 @@ class Simulation:
             self.split = Split(h, again, honest[0], tuple(honest[: self.f + 1]), tuple(honest[self.f + 1:]), below)
             self.sync_down = True
             self.at(t1, self._end_split)
+        if s == "byz_poison" and self.byzantine:
+            # A proposal signs its block's hash, not the block: until t1 the Byzantine
+            # validators relay a garbled copy of every proposal (the signature intact, another
+            # block) to up to f honest victims per round, so that it reaches them first, and the
+            # true copy later (see ``poison_send``). Their own proposals go garbled to the
+            # victims and true to the others, so that a polka and a decision can form without
+            # the victims; in half of the rounds they precommit nil, so that the value is
+            # re-proposed with its valid round. A victim must neither vote for nor decide a value
+            # it only has a garbled block of (valid(v), lines 22-36 and 49), and must take the
+            # value once the true block arrives.
+            self.poison_until = t1 = heal = t0 + rng.uniform(1500, 4000)
         if s == "byz_late" and self.byzantine:
             # The network is within its bound from the start (the liveness clock runs from 0),
             # but at the height whose round 0 a Byzantine validator proposes it is adversarial
@@ -531,6 +546,8 @@ class Simulation:
             return
         t = type(msg)
         if self.sync_down and (t is SyncRequest or t is SyncAnswer):
+            return
+        if t is Proposal and self.now < self.poison_until and self.poison_send(src, dst, msg):
             return
         if (t is Proposal or t is Vote) and msg.height == self.late_height:
             if t is Proposal:
@@ -733,6 +750,11 @@ class Simulation:
             for j in peers:
                 self.send(nd.idx, j, msg if rng.random() < 0.5 else alt)
             return
+        if mode == "poison":
+            if self.now < self.poison_until and type(msg) is Vote and msg.step == "precommit" and self.nil_round(msg):
+                msg = sign_vote(nd.key, msg.chain, msg.height, msg.round, msg.step, NIL)
+            self.broadcast(nd.idx, msg)  # its proposals: poison_send
+            return
         if mode == "late":
             if msg.height != self.late_height:
                 self.broadcast(nd.idx, msg)  # honest at the other heights
@@ -826,6 +848,38 @@ class Simulation:
             votes.append(sign_vote(nd.key, self.chain, h, r, "precommit", bh))
         for m in (*support, alt, *votes):
             self.broadcast(nd.idx, m)
+
+    def victims(self, h: int, r: int) -> frozenset[int]:
+        """byz_poison: the honest nodes that get a garbled copy of the proposal of (h, r) first."""
+        got = self._victims.get((h, r))
+        if got is None:
+            honest = [nd.idx for nd in self.honest]
+            got = self._victims[(h, r)] = frozenset(self.rng.sample(honest, self.rng.randint(1, self.f)))
+            self.note(f"proposal of {h}/{r} garbled to {sorted(got)}")
+        return got
+
+    def nil_round(self, v: Vote) -> bool:
+        """byz_poison: whether the Byzantine validators precommit nil in (h, r) (drawn once)."""
+        got = self._nil_rounds.get((v.height, v.round))
+        if got is None:
+            got = self._nil_rounds[(v.height, v.round)] = self.rng.random() < 0.5
+        return got
+
+    def poison_send(self, src: int, dst: int, p: Proposal) -> bool:
+        """byz_poison: a proposal to a victim of its round goes as a garbled copy (relayed by a
+        Byzantine validator at once), and, unless a Byzantine validator proposed it, true
+        100-400 ms later; True if this took care of the send."""
+        if self.nodes[dst].byz is not None or dst not in self.victims(p.height, p.round):
+            return False
+        self.blocks.setdefault(p.block_hash, p.block)
+        block = p.block if type(p.block) is dict else {}
+        garbled = dataclasses.replace(p, block=dict(block, payload=f"garbled-{p.height}-{p.round}"))
+        relay = min(self.byzantine)
+        self.push(self.now + self.min_delay, _DELIVER, dst, garbled, relay)
+        if self.nodes[src].byz is None:
+            later = self.rng.uniform(self.min_delay, self.max_delay) + self.rng.uniform(100, 400)
+            self.push(self.now + later, _DELIVER, dst, p, src)
+        return True
 
     def late_node(self, r: int) -> int:
         """byz_late: the honest node that round ``r``'s proposal reaches late (drawn once)."""

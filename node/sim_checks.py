@@ -54,6 +54,7 @@ class _Height:
     votes: dict[tuple[int, str], dict[str, dict[str, float]]] = field(default_factory=dict)
     proposals: dict[int, list[Proposal]] = field(default_factory=dict)  # round -> received
     blocks: dict[str, list[Any]] = field(default_factory=dict)  # hash -> every block seen with it
+    buffered: set[tuple[int, str, str]] = field(default_factory=set)  # proposals held for the height
     senders: dict[int, set[str]] = field(default_factory=dict)  # round -> validators heard from
     own: dict[tuple[int, str], tuple[str, float]] = field(default_factory=dict)  # (round, step) -> (value, time)
     # this incarnation, delivered at this height: round -> validator -> event index
@@ -96,7 +97,10 @@ class Conformance:
         else:
             signer = msg.proposer
             v.proposals.setdefault(msg.round, []).append(msg)
-            v.blocks.setdefault(msg.block_hash, []).append(msg.block)
+            key = (msg.round, msg.proposer, msg.block_hash)
+            if msg.height == core_height or key not in v.buffered:  # one copy of a buffered message
+                v.buffered.add(key)
+                v.blocks.setdefault(msg.block_hash, []).append(msg.block)
         v.senders.setdefault(msg.round, set()).add(signer)
         if msg.height == core_height:
             v.fresh.setdefault(msg.round, {}).setdefault(signer, self.event[0])
