@@ -8,7 +8,8 @@ exactly once, so a change to the core that moves the condition makes the check f
 instead of silently testing nothing); the module ``node.consensus`` itself is never changed.
 
 ``node.sim`` runs a campaign with a mutated core; a mutant is *caught* when some seed breaks
-an invariant (agreement, validity, certificates, durability, liveness) or crashes the core.
+an invariant (agreement, validity, certificates, durability, liveness, conformance: every
+honest signature is one Algorithm 1 allows, ``node.sim_checks``) or crashes the core.
 Each mutant names the scenarios most likely to catch it, tried first. A mutant that loops
 for ever inside one event (a "first time" guard removed) is stopped by ``RULE_LIMIT``: a
 core that never returns from an event is a liveness failure.
@@ -41,7 +42,6 @@ class Mutant:
     old: str  # text of Consensus's source, exactly once
     new: str
     scenarios: tuple[str, ...]  # the scenarios to try first
-    equivalent: str = ""  # why no run can tell it from the real core, if that is so
 
 
 _LOCK_23 = "(self.locked_round == -1 or self.locked_hash == p.block_hash)"
@@ -61,76 +61,55 @@ MUTANTS: tuple[Mutant, ...] = (
            f"ok = self._valid(p.block_hash) and {_LOCK_29}", "ok = self._valid(p.block_hash)",
            ("byz_minority", "byz_relock")),
     Mutant("l29-valid", "29", "prevote a re-proposed value without valid(v)",
-           f"ok = self._valid(p.block_hash) and {_LOCK_29}", f"ok = {_LOCK_29}", ("byz_relock",),
-           "masked by the valid(v) of line 23: 2f+1 prevotes for v in round vr include f+1 correct ones, "
-           "each sent only for a value valid at this height, and valid(v) does not change within a height"),
+           f"ok = self._valid(p.block_hash) and {_LOCK_29}", f"ok = {_LOCK_29}", ("byz_poison",)),
     Mutant("l34-first", "34", "schedule timeoutPrevote again and again (no 'for the first time')",
            "r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q",
            "self._total(r, PREVOTE) >= q", ("byz_skip",)),
+    Mutant("l34-quorum", "34", "start timeoutPrevote on f+1 prevotes instead of 2f+1",
+           "r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q",
+           "r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= self.f + 1", ("byz_silent",)),
+    Mutant("l34-step", "34", "start timeoutPrevote in any step",
+           "if self._step == _PREVOTE and r not in self._prevote_timeout_rounds",
+           "if r not in self._prevote_timeout_rounds", ("byz_silent",)),
     Mutant("l36-quorum", "36", "lock and precommit on f+1 prevotes instead of 2f+1",
            "if len(signers) >= q and x != NIL", "if len(signers) >= self.f + 1 and x != NIL",
            ("byz_mirror",)),
     Mutant("l36-valid", "36", "lock and precommit without valid(v)",
            "x in self._blocks and self._valid(x):\n                    self._line36_rounds",
-           "x in self._blocks:\n                    self._line36_rounds", ("byz_relock",),
-           "masked by the valid(v) of lines 23 and 29: 2f+1 prevotes for v include f+1 correct ones"),
+           "x in self._blocks:\n                    self._line36_rounds", ("byz_poison",)),
+    Mutant("l36-step", "36", "take a polka of the round in the propose step too",
+           "if self._step >= _PREVOTE and r not in self._line36_rounds:", "if r not in self._line36_rounds:",
+           ("byz_late",)),
     Mutant("l36-first", "36", "fire lines 36-43 again and again (no 'for the first time')",
            "if self._step >= _PREVOTE and r not in self._line36_rounds:", "if self._step >= _PREVOTE:",
            ("happy",)),
+    Mutant("l37-step", "37", "lock on a polka after having precommitted in the round",
+           "                    if self._step == _PREVOTE:  # lines 37-41",
+           "                    if True:  # lines 37-41", ("ring",)),
     Mutant("l42-valid", "42-43", "do not remember the valid value (a proposer forgets the polka)",
            "self.valid_round, self.valid_hash, self.valid_block = r, x, self._blocks[x]  # lines 42-43",
            "pass", ("byz_relock",)),
+    Mutant("l44-quorum", "44", "precommit nil on f+1 nil prevotes instead of 2f+1",
+           "self._count(r, PREVOTE, NIL) >= q:", "self._count(r, PREVOTE, NIL) >= self.f + 1:", ("byz_silent",)),
     Mutant("l44-step", "44", "precommit nil on a nil polka in any step",
            "if self._step == _PREVOTE and self._count(r, PREVOTE, NIL) >= q:",
            "if self._count(r, PREVOTE, NIL) >= q:", ("byz_silent",)),
     Mutant("l47-first", "47", "schedule timeoutPrecommit again and again (no 'for the first time')",
            "r not in self._precommit_timeout_rounds and self._total(r, PRECOMMIT) >= q",
            "self._total(r, PRECOMMIT) >= q", ("byz_skip",)),
-    Mutant("l49-quorum", "49", "decide on f+1 precommits instead of 2f+1",
-           "len(signers) == self.quorum", "len(signers) == self.f + 1", ("byz_voter",)),
-    Mutant("l34-quorum", "34", "start timeoutPrevote on f+1 prevotes instead of 2f+1",
-           "r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= q",
-           "r not in self._prevote_timeout_rounds and self._total(r, PREVOTE) >= self.f + 1", ("byz_silent",),
-           "the timeout only starts earlier: precommitting nil is always safe, and as timeouts grow with "
-           "the round a round after GST still lasts until the correct prevotes are in"),
-    Mutant("l34-step", "34", "start timeoutPrevote in any step",
-           "if self._step == _PREVOTE and r not in self._prevote_timeout_rounds",
-           "if r not in self._prevote_timeout_rounds", ("byz_silent",),
-           "the timer starts earlier, and if it expires in the propose step it is ignored (line 62) and "
-           "not started again, so the node may wait in the prevote step for a polka (36, 44) or 2f+1 "
-           "precommits (47); after GST a correct proposer's value reaches every correct node before "
-           "timeoutPropose and their prevotes make the polka, so the round needs no timeoutPrevote"),
-    Mutant("l36-step", "36", "take a polka of the round in the propose step too",
-           "if self._step >= _PREVOTE and r not in self._line36_rounds:", "if r not in self._line36_rounds:",
-           ("byz_late",)),
-    Mutant("l37-step", "37", "lock on a polka after having precommitted in the round",
-           "                    if self._step == _PREVOTE:  # lines 37-41",
-           "                    if True:  # lines 37-41", ("byz_relock",),
-           "masked by persist-before-sign: a node in the precommit step has signed its precommit for "
-           "the round and never signs another; the lock it then takes rests on a real polka of the round "
-           "and equals its valid value, which lines 15-16 and 28-29 already honour"),
-    Mutant("l44-quorum", "44", "precommit nil on f+1 nil prevotes instead of 2f+1",
-           "self._count(r, PREVOTE, NIL) >= q:", "self._count(r, PREVOTE, NIL) >= self.f + 1:", ("byz_silent",),
-           "precommitting nil is always safe, and after GST no correct validator prevotes nil in a round "
-           "with a correct proposer, so f Byzantine nil prevotes never make f+1"),
     Mutant("l47-quorum", "47", "start timeoutPrecommit on f+1 precommits instead of 2f+1",
            "r not in self._precommit_timeout_rounds and self._total(r, PRECOMMIT) >= q",
            "r not in self._precommit_timeout_rounds and self._total(r, PRECOMMIT) >= self.f + 1",
-           ("byz_silent",),
-           "the next round only starts earlier; the decision rule (line 49) holds for any round, and as "
-           "timeouts grow a round after GST still lasts until the correct precommits are in"),
+           ("byz_silent",)),
+    Mutant("l49-quorum", "49", "decide on f+1 precommits instead of 2f+1",
+           "len(signers) == self.quorum", "len(signers) == self.f + 1", ("byz_voter",)),
     Mutant("l49-valid", "49-50", "decide without valid(v)",
            "            if x in self._blocks and self._valid(x):\n                self._decide",
-           "            if x in self._blocks:\n                self._decide", ("byz_relock",),
-           "masked by the valid(v) of line 36: 2f+1 precommits for v include f+1 correct ones, each "
-           "sent only for a value valid at this height"),
+           "            if x in self._blocks:\n                self._decide", ("byz_poison",)),
     Mutant("l55-one", "55", "skip to a higher round on one message instead of f+1",
            "len(s) >= self.f + 1]", "len(s) >= 1]", ("byz_skip",)),
     Mutant("l55-quorum", "55", "skip to a higher round only on 2f+1 messages instead of f+1",
-           "len(s) >= self.f + 1]", "len(s) >= self.quorum]", ("crash", "pause", "isolated"),
-           "masked by the driver's gossip: a node re-sends every message of its height and the messages "
-           "that took it to its round (round_proof), so a node left behind follows round by round "
-           "(line 47); line 55 only shortens that"),
+           "len(s) >= self.f + 1]", "len(s) >= self.quorum]", ("crash",)),
 )
 
 _BY_NAME = {m.name: m for m in MUTANTS}

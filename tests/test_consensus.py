@@ -3,6 +3,7 @@ machines with explicit events and checks the actions (Tendermint Algorithm 1).""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -506,3 +507,22 @@ def test_restart_resends_what_it_signed_and_why_it_is_in_its_round() -> None:
     assert (r.round, r.step) == (1, "prevote")
     held = set(r.gossip_messages())
     assert set(last.signed) <= held and set(pcs) <= held
+
+
+def test_a_garbled_copy_of_a_proposal_does_not_hide_its_value() -> None:
+    """A proposal signs its block's hash, not the block: a faulty peer can relay it with another
+    block. The node prevotes nil on the garbled copy (valid(v) fails), and takes the value
+    once a true copy arrives, even as a duplicate of the same proposal (lines 22, 36)."""
+    me = not_proposer(4, 1, range(2))
+    c = make(4, me)
+    c.start()
+    px = prop(4, 1, 0, "X")
+    garbled = dataclasses.replace(px, block={"height": 1, "payload": "garbled"})
+    assert [v.block_hash for v in my_votes(c.on_proposal(garbled), "prevote")] == [NIL]
+    acts = []
+    for i in [i for i in range(4) if i != me]:
+        acts += c.on_vote(sign_vote(KEYS[i], CHAIN, 1, 0, "prevote", px.block_hash))
+    assert my_votes(acts, "precommit") == [] and c.locked_round == -1  # a polka, but no valid block yet
+    acts = c.on_proposal(px)
+    assert [v.block_hash for v in my_votes(acts, "precommit")] == [px.block_hash]
+    assert (c.locked_round, c.locked_hash) == (0, px.block_hash)

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from node.consensus import Consensus
+from node.consensus import NIL, Consensus, Vote, sign_vote
 from node.mutants import MUTANTS, Mutant, core_class
 from node.sim import SCENARIOS, Result, Simulation, SimViolation, hunt, run, run_seed
 
@@ -84,7 +84,7 @@ def test_f_mirrors_out_of_four_are_tolerated() -> None:
 
 # --- the mutation check: the simulator must notice planted bugs ------------------------------
 
-PLANTED = [pytest.param(m, id=m.name) for m in MUTANTS if not m.equivalent]
+PLANTED = [pytest.param(m, id=m.name) for m in MUTANTS]
 
 
 def test_every_mutant_is_planted_in_the_current_core() -> None:
@@ -109,3 +109,30 @@ def test_the_simulator_catches_each_planted_bug(mutant: Mutant) -> None:
     real = run_seed(caught.seed, caught.scenario)
     assert real.violation is None, real.violation
 
+
+
+def test_conformance_flags_signatures_algorithm_1_does_not_allow() -> None:
+    """The checker of node/sim_checks.py, fed signatures directly: a nil prevote is allowed on
+    timeoutPropose only (no proposal was received), a nil precommit needs the node's prevote and
+    2f+1 prevotes of the round, a vote of round 1 needs f+1 messages of round 1 or the end of
+    round 0 (lines 47, 55, 59-65)."""
+    sim = Simulation(0, "happy", n=4)
+    nd = sim.nodes[0]
+
+    def vote(r: int, step: str) -> Vote:
+        return sign_vote(nd.key, sim.chain, 1, r, step, NIL)
+
+    def refused(m: Vote, why: str) -> None:
+        with pytest.raises(SimViolation, match=why) as e:
+            sim.checks.signed(nd, m)
+        assert e.value.kind == "conformance"
+
+    refused(vote(1, "prevote"), "line 55")
+    refused(vote(0, "prevote"), "before timeoutPropose")
+    refused(vote(0, "precommit"), "without having prevoted")
+    sim.checks.event = (1, (1, 0, "propose"))
+    sim.checks.signed(nd, vote(0, "prevote"))  # line 59
+    refused(vote(0, "precommit"), "lines 34, 61")
+    for other in sim.nodes[1:3]:
+        sim.checks.received(nd, sign_vote(other.key, sim.chain, 1, 0, "prevote", NIL), 1)
+    sim.checks.signed(nd, vote(0, "precommit"))  # line 44: 2f+1 nil prevotes
