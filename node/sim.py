@@ -15,7 +15,9 @@ Invariants checked on every run (a breach raises ``SimViolation`` naming seed an
 3. durability: an honest node's finalized chain only ever grows by the next height, across
    crashes and restarts (what it persisted is what it has);
 4. liveness: with at most f faulty validators and the network healed, every honest node
-   finalizes new heights within a bounded virtual time (``STALL_MS``).
+   finalizes new heights within a bounded virtual time (``STALL_MS``);
+5. conformance: every signature of an honest node is one Algorithm 1 allows, given what was
+   delivered to it and when (``node.sim_checks``).
 
 The driver here is the model for the daemon's: it persists ``PersistSigned`` before
 sending, stores ``Commit`` blocks, re-creates the core from what it persisted on restart,

@@ -65,7 +65,7 @@ class Conformance:
     def __init__(self, sim: Simulation, timeouts: Timeouts) -> None:
         self.sim = sim
         self.timeouts = timeouts
-        self.q = sim.quorum
+        self.q = sim.quorum  # of the height being checked (signed())
         self.f = sim.f
         self.views: dict[tuple[int, int], _Height] = {}  # (node, height) -> view
         self.event: tuple[int, Any] = (0, None)  # (index, (height, round, step) of a timer or None)
@@ -147,6 +147,8 @@ class Conformance:
         """An honest node's new signature (a Broadcast of its core), checked, then recorded."""
         h, r = m.height, m.round
         v = self._view(nd, h)
+        core = nd.core  # it signs at its height: quorum and f of that height's validator set
+        self.q, self.f = (core.quorum, core.f) if core is not None and core.height == h else (self.sim.quorum, self.sim.f)
         step = m.step if isinstance(m, Vote) else PROPOSE
         before = v.own.get((r, step))
         if before is not None:
