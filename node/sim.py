@@ -1227,7 +1227,7 @@ def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
     safety = len(bad) - stalls
     print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, jobs={jobs}")
     print("scenarios: " + ", ".join(f"{k}={v}" for k, v in sorted(by_scenario.items())))
-    print(f"violations: {safety} safety/certificate/durability, {stalls} stalls (liveness)")
+    print(f"violations: {safety} safety/validity/certificate/durability/conformance, {stalls} stalls (liveness)")
     for r in sorted(bad, key=lambda r: r.seed)[:20]:
         print(f"  seed {r.seed} {r.scenario}: {r.kind}")
     return 1 if bad else 0
