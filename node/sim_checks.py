@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ledger.blocks import max_faulty, quorum
+
 from .consensus import NIL, PRECOMMIT, PREVOTE, PROPOSE, Proposal, Timeouts, Vote
 
 if TYPE_CHECKING:
@@ -111,6 +113,14 @@ class Conformance:
 
     # ---------------------------------------------------------------- helpers
 
+    def _sizes(self, nd: Node, height: int) -> tuple[int, int]:
+        """2f+1 and f of the validator set of ``height``, as the node's chain gives it."""
+        at = getattr(nd, "validators_at", None)  # a simulator whose blocks change the set
+        if at is None:
+            return self.sim.quorum, self.sim.f
+        n = len(at(height))
+        return quorum(n), max_faulty(n)
+
     def _count(self, v: _Height, r: int, step: str, value: str) -> int:
         return sum(value in by for by in v.votes.get((r, step), {}).values())
 
@@ -147,8 +157,7 @@ class Conformance:
         """An honest node's new signature (a Broadcast of its core), checked, then recorded."""
         h, r = m.height, m.round
         v = self._view(nd, h)
-        core = nd.core  # it signs at its height: quorum and f of that height's validator set
-        self.q, self.f = (core.quorum, core.f) if core is not None and core.height == h else (self.sim.quorum, self.sim.f)
+        self.q, self.f = self._sizes(nd, h)
         step = m.step if isinstance(m, Vote) else PROPOSE
         before = v.own.get((r, step))
         if before is not None:
