@@ -9,11 +9,13 @@ parameter into 400 ``bad_request``), so ``openapi`` takes it out of the document
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import BaseRoute
 
 __all__ = [
     "HEX64", "MAX_INT", "Batch", "BatchResults", "Block", "Blocks", "Checkpoint", "Consistency", "Dataset", "ErrorBody",
@@ -109,11 +111,11 @@ class Health(BaseModel):
     height: int
 
 
-def openapi(app: FastAPI) -> dict[str, Any]:
-    """``app``'s OpenAPI document without FastAPI's validation answer, which the node
-    never sends."""
+def openapi(app: FastAPI, declared: Sequence[BaseRoute] = ()) -> dict[str, Any]:
+    """``app``'s OpenAPI document, with the operations ``declared`` for its bare ASGI
+    routes, without FastAPI's validation answer, which the node never sends."""
     if app.openapi_schema is None:
-        doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=[*declared, *app.routes])
         for ops in doc.get("paths", {}).values():
             for op in ops.values():
                 answer = op.get("responses", {}).get("422", {})
