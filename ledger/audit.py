@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -352,40 +352,49 @@ def _loads(text: Any) -> Any:
 
 
 # --- per-record work that needs no state: form, id, signature ---------------------------
-Analysis = tuple[str | None, str | None, str | None, bool]
-"""(recomputed id, form error code, form error message, signature verifies)."""
+Analysis = tuple[str | None, str | None, str | None, bool, Record | None]
+"""(recomputed id, form error code, form error message, signature verifies, the parsed
+record when ``keep``)."""
 
 
 def _analyze(rows: Sequence[tuple[int | None, str | None, Any]]) -> list[Analysis]:
     """Checks of one record that depend on nothing before it; runs in worker processes
-    with ``--jobs N``."""
-    out: list[Analysis] = []
+    with ``--jobs N`` (the main process decodes each envelope again for the state rules:
+    that costs less than sending it back)."""
+    return list(_analyses(rows, keep=False))
+
+
+def _analyses(rows: Iterable[tuple[int | None, str | None, Any]], keep: bool) -> Iterator[Analysis]:
+    """``_analyze``, one record at a time. ``keep``: with each analysis, the parsed record
+    for the state rules, so that its envelope is decoded once (``--jobs 1``)."""
     for _idx, _sid, env in rows:
         if isinstance(env, Undecodable):
-            out.append((None, "not_utf8", f"the stored envelope is not UTF-8 (byte {env.at} of {len(env.data)})", False))
+            yield None, "not_utf8", f"the stored envelope is not UTF-8 (byte {env.at} of {len(env.data)})", False, None
             continue
         try:
             rec = parse_record(_loads(env))
         except LedgerError as e:
-            out.append((None, e.code, e.message, False))
+            yield None, e.code, e.message, False, None
             continue
         try:
             verify_bytes(rec.signer, rec.signing_bytes(), rec.envelope["sig"])
-            out.append((rec.id, None, None, True))
+            ok = True
         except LedgerError:
-            out.append((rec.id, None, None, False))
-    return out
+            ok = False
+        yield rec.id, None, None, ok, rec if keep else None
 
 
 _CHUNK = 4096  # records per batch handed to the workers
 
 
-def _analyzed(source: ChainSource, jobs: int) -> Iterator[tuple[SourceBlock, list[Analysis]]]:
+def _analyzed(source: ChainSource, jobs: int) -> Iterator[tuple[SourceBlock, Iterable[Analysis]]]:
     """Blocks in order, each with the analysis of its records. With ``jobs > 1`` the
-    analysis runs in a process pool, a few chunks ahead of the sequential checks."""
+    analysis runs in a process pool, a few chunks ahead of the sequential checks; with
+    one job, each record's as the sequential checks reach it (a parsed record lives
+    only while it is checked)."""
     if jobs <= 1:
         for blk in source.blocks():
-            yield blk, _analyze(blk.records)
+            yield blk, _analyses(blk.records, keep=True)
         return
     pool = ProcessPoolExecutor(max_workers=jobs)
     inflight: deque[tuple[list[SourceBlock], list[Future[list[Analysis]]]]] = deque()
@@ -604,7 +613,7 @@ def _audit(
         # 3. The records. A finding names a record by its stored id and stored log index
         # when the source has them: that is where a reader finds the row.
         seen: list[tuple[int, str | None, bytes]] = []
-        for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok) in zip(blk.records, analyses, strict=True):
+        for (idx, stored_id, env), (rid, err_code, err_msg, sig_ok, rec) in zip(blk.records, analyses, strict=True):
             at = idx if idx is not None else log_size
             if rid is None:
                 add(Finding("record_form", f"{err_msg} ({err_code})", h, stored_id, at))
@@ -615,7 +624,7 @@ def _audit(
                 if not sig_ok:
                     add(Finding("signature", "record signature does not verify", h, stored_id or rid, at))
                 try:  # the form was checked in _analyze; only the state rules remain
-                    state.check_apply(Record(_loads(env), rid, b""))
+                    state.check_apply(rec if rec is not None else Record(_loads(env), rid, b""))
                 except LedgerError as e:
                     add(Finding("rule:" + e.code, e.message, h, stored_id or rid, at))
                     state.size += 1
