@@ -265,7 +265,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     # dependency solving or Response per record (measured in scripts/bench node). Its
     # errors are raised to the same handlers as every route's; its operation in the
     # OpenAPI document is declared below with FastAPI (``documented``), never mounted.
-    app.router.routes.insert(0, Route("/v1/records", _Bare(post_record), methods=["POST"]))
+    app.router.routes.insert(0, Route("/v1/records", _Bare(post_record), methods=["POST"], name="post_record"))
     documented = APIRouter()
 
     @documented.post("/v1/records", name="post_record", status_code=202, openapi_extra=doc.body(_RECORD_SCHEMA), tags=["records"],
