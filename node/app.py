@@ -268,7 +268,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     app.router.routes.insert(0, Route("/v1/records", _Bare(post_record), methods=["POST"], name="post_record"))
     documented = APIRouter()
 
-    @documented.post("/v1/records", name="post_record", status_code=202, openapi_extra=doc.body(_RECORD_SCHEMA), tags=["records"],
+    @documented.post("/v1/records", name="post_record", status_code=202, openapi_extra=doc.body(_RECORD_SCHEMA),
+                     tags=["records"],
                      responses={200: {"model": doc.Submitted, "description": "Committed (before, or with `wait=true`)"},
                                 202: {"model": doc.Submitted, "description": "Accepted, pending"},
                                 **doc.errors(400, 413, 422, 503, 504)})

@@ -1,7 +1,7 @@
 """Request pieces of the node's API (``node.app`` and the routes it installs): the limits
 on bodies and waits, the submission query parameters, reading a body with those limits,
-JSON parsing, and a JSON answer from bare ASGI. The HTTP status of an error is its family's (``LedgerError.http_status``,
-docs/protocol.md section 8)."""
+JSON parsing, and a JSON answer from bare ASGI. The HTTP status of an error is its
+family's (``LedgerError.http_status``, docs/protocol.md section 8)."""
 
 from __future__ import annotations
 
