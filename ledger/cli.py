@@ -141,7 +141,7 @@ def genesis(name: str, validators: tuple[str, ...], orgs: tuple[str, ...], parti
         --org org-a=admin.key --participant alice.key=alice@org-a:contributor,annotator \\
         --out genesis.json
     """
-    doc: dict[str, Any] = {"v": 1, "name": name, "created": created or utc_now(), "validators": [],
+    doc: dict[str, Any] = {"v": 2, "name": name, "created": created or utc_now(), "validators": [],
                            "organisations": [], "participants": [], "policy": {"attribution": {}}}
     for v in validators:
         vname, sep, rest = v.partition("=")

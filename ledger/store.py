@@ -404,6 +404,7 @@ class Store:
             for at, a, b, t in conn.execute("SELECT * FROM policies ORDER BY idx")
         ]
         state.size = self.log_size()
+        state.begin_block(self.height())
         return state
 
     def rebuild_state(self) -> ChainState:
@@ -412,8 +413,11 @@ class Store:
         from .records import parse_record
 
         state = ChainState(self.genesis)
-        for _idx, _h, _id, env in self.records():
+        for _idx, height, _id, env in self.records():
+            if height != state.height:
+                state.begin_block(height)
             state.check_apply(parse_record(orjson.loads(env)))
+        state.begin_block(self.height())
         self.write_derived(state)
         state.index = self
         state.settle()

@@ -42,7 +42,7 @@ class Consortium:
         self.admin_a, self.admin_b = key("admin-a"), key("admin-b")
         self.alice, self.bob, self.carol = key("alice"), key("bob"), key("carol")
         self.doc: dict[str, Any] = {
-            "v": 1,
+            "v": 2,
             "name": "test-consortium",
             "created": TS,
             "validators": [
@@ -100,6 +100,25 @@ class Consortium:
             "inputs": [{"dataset": d, "samples": n, "epsilon": e, "delta": dl} for d, n, e, dl in (inputs or [])],
             "aggregates": aggregates or [], "metrics": {"loss": "0.25"},
         }
+
+    # -- governance (PROTOCOL.md 9.2, 9.3) ---------------------------------------------
+    @staticmethod
+    def policy_action(data: str, annotation: str, training: str) -> dict[str, Any]:
+        return {"op": "policy.set", "attribution": {"data": data, "annotation": annotation, "training": training}}
+
+    def propose(self, signer: SigningKey, action: dict[str, Any], *, expires: int = 1_000_000, reason: str = "",
+                **kw: Any) -> Record:
+        return self.record(signer, "network.propose", {"action": action, "expires": expires, "reason": reason}, **kw)
+
+    def approve(self, signer: SigningKey, proposal: str, **kw: Any) -> Record:
+        return self.record(signer, "network.approve", {"proposal": proposal}, **kw)
+
+    def adoption(self, action: dict[str, Any], admins: list[SigningKey] | None = None, **kw: Any) -> list[Record]:
+        """The proposal of ``action`` by the first of ``admins`` and the approvals of the
+        others (default: admin_a proposes, admin_b approves: both organisations)."""
+        first, *rest = admins or [self.admin_a, self.admin_b]
+        prop = self.propose(first, action, **kw)
+        return [prop, *(self.approve(a, prop.id) for a in rest)]
 
     # -- stores ---------------------------------------------------------------------
     def ledger(self, path: Path) -> Ledger:

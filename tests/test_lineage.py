@@ -53,6 +53,14 @@ class Chain:
         self.blocks[-1].append(rec)
         return rec.id
 
+    def policy(self, data: str, annotation: str, training: str) -> str:
+        """A policy change adopted by both organisations (PROTOCOL.md 9.3); the proposal id."""
+        prop, approval = self.c.adoption(self.c.policy_action(data, annotation, training))
+        for rec in (prop, approval):
+            self.state.check_apply(rec)
+            self.blocks[-1].append(rec)
+        return prop.id
+
     def cut(self) -> None:
         """Start a new block."""
         self.blocks.append([])

@@ -10,8 +10,8 @@ Ed25519 signatures are deterministic (RFC 8032), so a rerun writes identical byt
 Files (each a JSON object; byte strings are hex, ``*_text`` are the exact UTF-8 strings):
   genesis.json       a genesis document, the hashed bytes and the chain id (PROTOCOL.md 2)
   record.json        a signed record: signer seed, envelope, signing bytes, signature, id (3)
-  records.json       one valid record of each of the seven types, with ids (3.1)
-  block.json         a block header over the records, its hashed bytes and hash (5)
+  records.json       one valid record of each version 2 type, with ids (3.1, 9.2)
+  block.json         a block header over the records, its hashed bytes and hash (5, 9.1)
   certificate.json   a 4-validator genesis, a vote payload, its signing bytes, the votes and
                      the commit certificate (6)
   merkle.json        RFC 9162 roots, inclusion and consistency proofs over the record ids (4)
@@ -95,9 +95,19 @@ def subproof(m: int, leaves: list[bytes], b: bool) -> list[bytes]:
 
 
 # --- the documents -------------------------------------------------------------------------
+def validators_hash(keys: list[str]) -> str:
+    """PROTOCOL.md 9.1: the keys sorted as strings, under the validators tag."""
+    return sha(tagged("provledger/validators/v1", sorted(keys)))
+
+
+def pop(name: str, chain: str) -> str:
+    """PROTOCOL.md 9.3: the new key's signature over its own payload."""
+    return sign(name, tagged("provledger/pop/v1", {"chain": chain, "key": pub(name)}))
+
+
 def genesis_doc(validators: int) -> dict[str, Any]:
     return {
-        "v": 1, "name": "vector-consortium", "created": TS,
+        "v": 2, "name": "vector-consortium", "created": TS,
         "validators": [{"name": f"node-{i}", "key": pub(f"validator-{i}"), "url": f"http://127.0.0.1:{8001 + i}"}
                        for i in range(validators)],
         "organisations": [{"name": "org-a", "admins": [pub("admin-a")]}],
@@ -147,8 +157,6 @@ def build() -> dict[str, Any]:
             "dataset": "mnist", "labels_hash": h("labels"), "labels": 70000, "label_schema": "digits-10",
             "method": "semi-automatic", "model": h("labeller"), "quality": "0.97",
             "quality_method": "double-annotation"}, "vector-2"),
-        envelope("admin-a", chain, "policy.set",
-                 {"attribution": {"data": "0.4", "annotation": "0.4", "training": "0.2"}}, "vector-3"),
         update,
         envelope("alice", chain, "model.update", {
             "model": "digits", "round": 1, "parent": None, "weights_hash": h("w-agg"), "inputs": [],
@@ -158,18 +166,31 @@ def build() -> dict[str, Any]:
             "coalition": ["mnist"]}, "vector-6"),
         envelope("admin-a", chain, "identity.revoke", {"key": pub("bob"), "reason": "left"}, "vector-7"),
     ]
+    # Governance (PROTOCOL.md 9.2): with one organisation a proposal adopts itself, so org-b
+    # joins at once; the policy change then needs both organisations, and org-b's approval
+    # adopts it.
+    add_org = envelope("admin-a", chain, "network.propose", {
+        "action": {"op": "org.add", "name": "org-b", "admins": [pub("admin-b")]}, "expires": 1,
+        "reason": "a second hospital"}, "vector-8")
+    policy = envelope("admin-a", chain, "network.propose", {
+        "action": {"op": "policy.set", "attribution": {"data": "0.4", "annotation": "0.4", "training": "0.2"}},
+        "expires": 1, "reason": "annotation is the costly part"}, "vector-9")
+    records += [add_org, policy,
+                envelope("admin-b", chain, "network.approve", {"proposal": record_id(policy)}, "vector-10")]
     ids = [record_id(e) for e in records]
     out["records.json"] = {"chain_id": chain, "records": [{"envelope": e, "id": i} for e, i in zip(records, ids, strict=True)]}
 
     leaves = [bytes.fromhex(i) for i in ids]
-    header = {"v": 1, "chain": chain, "height": 1, "prev": chain, "time": "2026-11-21T12:00:01Z",
-              "proposer": pub("validator-0"), "count": len(ids), "log_size": len(ids), "log_root": mth(leaves).hex()}
+    header = {"v": 2, "chain": chain, "height": 1, "prev": chain, "time": "2026-11-21T12:00:01Z",
+              "proposer": pub("validator-0"), "count": len(ids), "log_size": len(ids), "log_root": mth(leaves).hex(),
+              "next_validators": validators_hash([pub("validator-0")])}
     out["block.json"] = {"header": header, "hashed_text": tagged("provledger/block/v1", header).decode(),
                          "hash": sha(tagged("provledger/block/v1", header))}
 
     g4 = genesis_doc(4)
     chain4 = sha(tagged("provledger/genesis/v1", g4))
-    header4 = {**header, "chain": chain4, "prev": chain4, "height": 1}
+    header4 = {**header, "chain": chain4, "prev": chain4, "height": 1,
+               "next_validators": validators_hash([pub(f"validator-{i}") for i in range(4)])}
     block4 = sha(tagged("provledger/block/v1", header4))
     vote = {"chain": chain4, "height": 1, "round": 0, "step": "precommit", "block": block4}
     vote_text = tagged("provledger/vote/v1", vote)
