@@ -29,8 +29,7 @@ from .bundle import BundleSource
 from .errors import InputError, LedgerError, PeerError
 from .fetch import node_blocks
 from .genesis import Genesis, parse_genesis
-from .records import parse_decimal, record_id
-from .records import Record
+from .records import Record, parse_decimal, record_id
 from .state import ChainState, DatasetState, Proposal, Validator
 
 __all__ = [

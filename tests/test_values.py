@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.blocks import Header, make_header
-from ledger.governance import parse_action
 from ledger.errors import InputError, RecordFormError
 from ledger.genesis import parse_genesis
+from ledger.governance import parse_action
 from ledger.records import make_record, parse_record
 from ledger.values import decimal_str, parse_decimal, parse_time
 
