@@ -260,6 +260,13 @@ class StoreReader(ReaderBase):
     def log_size(self) -> int:
         return self._size
 
+    # The validator sets come from the store's derived table (the audit recomputes it).
+    def validators_at(self, height: int) -> list[Validator]:
+        return self.store.validators_at(height)  # type: ignore[no-any-return]
+
+    def membership_changes(self, upto: int) -> list[int]:
+        return _changes(self.store.validator_sets(), upto)
+
     def _rows(self, column: str, value: str) -> list[Row]:
         return [r for r in self.store.records_where(column, value) if r[0] < self._size]
 

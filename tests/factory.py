@@ -37,7 +37,9 @@ class Consortium:
     ``admin_a`` / ``admin_b``: admins of org-a / org-b
     """
 
-    def __init__(self, validators: int = 1, url: str = "http://127.0.0.1:8000") -> None:
+    def __init__(self, validators: int = 1, url: str = "http://127.0.0.1:8000", orgs: int = 2) -> None:
+        """``orgs`` > 2 adds organisations org-c, org-d, ... each with one admin
+        (``admins["org-c"]`` = key "admin-c", ...)."""
         self.validators = [key(f"validator-{i}") for i in range(validators)]
         self.admin_a, self.admin_b = key("admin-a"), key("admin-b")
         self.alice, self.bob, self.carol = key("alice"), key("bob"), key("carol")
@@ -60,6 +62,16 @@ class Consortium:
             ],
             "policy": {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}},
         }
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        self.admins: dict[str, SigningKey] = {"org-a": self.admin_a, "org-b": self.admin_b}
+        for letter in letters[2:orgs]:
+            self.admins[f"org-{letter}"] = key(f"admin-{letter}")
+            self.doc["organisations"].append({"name": f"org-{letter}", "admins": [key(f"admin-{letter}").public]})
+        if orgs < 2:
+            self.doc["organisations"] = self.doc["organisations"][:orgs]
+            self.doc["participants"] = [p for p in self.doc["participants"] if p["org"] in self.admins and
+                                        p["org"] in {o["name"] for o in self.doc["organisations"]}]
+            self.admins = {o["name"]: self.admins[o["name"]] for o in self.doc["organisations"]}
         self.genesis: Genesis = parse_genesis(self.doc)
         self.chain_id = self.genesis.chain_id
         self._nonce = itertools.count()

@@ -15,6 +15,9 @@ Files (each a JSON object; byte strings are hex, ``*_text`` are the exact UTF-8 
   certificate.json   a 4-validator genesis, a vote payload, its signing bytes, the votes and
                      the commit certificate (6)
   merkle.json        RFC 9162 roots, inclusion and consistency proofs over the record ids (4)
+  membership.json    a certified chain with every kind of change (9): organisations added and
+                     removed, validators added, replaced and removed, the policy changed;
+                     per block the set certifying it and the set after it
 """
 
 from __future__ import annotations
@@ -209,7 +212,84 @@ def build() -> dict[str, Any]:
         "consistency": [{"first": m, "second": n, "path": [x.hex() for x in subproof(m, leaves[:n], True)]}
                         for n in (3, 8) for m in range(1, n + 1)],
     }
+    out["membership.json"] = membership()
     return out
+
+
+# --- a chain with every kind of change (PROTOCOL.md 9) -----------------------------------------
+def membership() -> dict[str, Any]:
+    """Six blocks. The validator set is followed here by PROTOCOL.md 9.3 alone: a list of
+    (name, key, url) in set order, an added validator appended, a replaced one in its
+    place. Each block is certified by precommits of every member of the set certifying
+    its height (9.1); a change adopted in block h governs h + 1 on."""
+    g = genesis_doc(4)
+    chain = sha(tagged("provledger/genesis/v1", g))
+    vals = [(v["name"], v["key"], v["url"]) for v in g["validators"]]
+    names = {pub(f"validator-{i}"): f"validator-{i}" for i in range(6)}
+    nonce = iter(range(1000))
+
+    def rec(signer: str, rtype: str, body: dict[str, Any]) -> dict[str, Any]:
+        return envelope(signer, chain, rtype, body, f"m-{next(nonce)}")
+
+    def propose(signer: str, action: dict[str, Any], expires: int) -> dict[str, Any]:
+        return rec(signer, "network.propose", {"action": action, "expires": expires, "reason": action["op"]})
+
+    def approve(signer: str, proposal: dict[str, Any]) -> dict[str, Any]:
+        return rec(signer, "network.approve", {"proposal": record_id(proposal)})
+
+    def add(name: str, key_name: str, port: int) -> dict[str, Any]:
+        return {"op": "validator.add", "key": pub(key_name), "name": name, "url": f"http://127.0.0.1:{port}",
+                "pop": pop(key_name, chain)}
+
+    policy = {"op": "policy.set", "attribution": {"data": "0.3", "annotation": "0.3", "training": "0.4"}}
+    p1 = propose("admin-a", {"op": "org.add", "name": "org-b", "admins": [pub("admin-b")]}, 1)
+    p2 = propose("admin-a", add("node-4", "validator-4", 8005), 2)
+    p3 = propose("admin-b", {"op": "validator.replace", "old": pub("validator-1"), "new": pub("validator-5"),
+                             "name": "node-1b", "url": "http://127.0.0.1:8006", "pop": pop("validator-5", chain)}, 3)
+    p4 = propose("admin-a", {"op": "validator.remove", "key": pub("validator-3")}, 4)
+    p5 = propose("admin-b", policy, 4)
+    p6 = propose("admin-a", {"op": "org.add", "name": "org-c", "admins": [pub("admin-c")]}, 5)
+    p7 = propose("admin-a", {"op": "org.remove", "name": "org-b"}, 6)
+    plan: list[tuple[list[dict[str, Any]], list[Any]]] = [
+        # (records, changes to the set in log order)
+        ([p1], []),  # one organisation: the proposal adopts itself
+        ([p2, approve("admin-b", p2)], [("append", "node-4", pub("validator-4"), "http://127.0.0.1:8005")]),
+        ([p3, approve("admin-a", p3)], [("replace", pub("validator-1"), "node-1b", pub("validator-5"),
+                                          "http://127.0.0.1:8006")]),
+        ([p4, p5, approve("admin-b", p4), approve("admin-a", p5)], [("remove", pub("validator-3"))]),
+        ([p6, approve("admin-b", p6), p7, approve("admin-c", p7)], []),  # org-b out: a and c of three
+        ([rec("alice", "dataset.contribute", {
+            "dataset": "scans", "version": "1", "content_hash": sha(b"scans"), "size_bytes": 10, "items": 1,
+            "license": "CC0-1.0", "modality": "image", "derived_from": [], "privacy_budget": None})], []),
+    ]
+    blocks = []
+    ids: list[bytes] = []
+    prev = chain
+    for height, (records, changes) in enumerate(plan, start=1):
+        certifying = list(vals)
+        for change in changes:
+            if change[0] == "append":
+                vals.append(change[1:])
+            elif change[0] == "replace":
+                at = [v[1] for v in vals].index(change[1])
+                vals[at] = (change[2], change[3], change[4])
+            else:
+                vals = [v for v in vals if v[1] != change[1]]
+        ids += [bytes.fromhex(record_id(e)) for e in records]
+        header = {"v": 2, "chain": chain, "height": height, "prev": prev, "time": f"2026-11-21T12:00:0{height}Z",
+                  "proposer": certifying[height % len(certifying)][1], "count": len(records), "log_size": len(ids),
+                  "log_root": mth(ids).hex(), "next_validators": validators_hash([v[1] for v in vals])}
+        block = sha(tagged("provledger/block/v1", header))
+        vote = tagged("provledger/vote/v1", {"chain": chain, "height": height, "round": 0, "step": "precommit",
+                                             "block": block})
+        cert = {"height": height, "round": 0, "block": block,
+                "votes": [{"validator": v[1], "sig": sign(names[v[1]], vote)} for v in certifying]}
+        blocks.append({"header": header, "hash": block, "certificate": cert, "records": records,
+                       "certified_by": [{"name": n, "key": k, "url": u} for n, k, u in certifying],
+                       "validators_after": [{"name": n, "key": k, "url": u} for n, k, u in vals]})
+        prev = block
+    return {"genesis": g, "chain_id": chain, "blocks": blocks,
+            "policy_after": policy["attribution"], "organisations_after": ["org-a", "org-c"]}
 
 
 def render(doc: Any) -> bytes:
