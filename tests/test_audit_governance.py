@@ -10,11 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from factory import Consortium, key
 
 from ledger.audit import DbSource, Finding, audit
 from ledger.blocks import Header
+from ledger.canonical import jcs
 from ledger.chain import Block, Ledger
 from ledger.errors import CertificateError
 from ledger.governance import make_pop
@@ -156,6 +158,9 @@ def _edit(src: Path, tmp_path: Path, sql: str, *args: Any) -> Path:
     db = tmp_path / "edited.db"
     shutil.copy(src, db)
     conn = sqlite3.connect(db, isolation_level=None)
+    for table in ("blocks",):  # the append-only triggers stop mistakes, not an editor
+        for op in ("update", "delete"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_{op}")
     assert conn.execute(sql, args).rowcount == 1
     conn.close()
     return db
@@ -198,3 +203,16 @@ def test_a_node_store_reopened_after_changes_checks_the_next_block_against_the_n
 def test_header_hash_covers_next_validators(cons: Consortium) -> None:
     h = Header(cons.chain_id, 1, cons.chain_id, T.format(1), cons.validators[0].public, 0, 0, "00" * 32, "11" * 32)
     assert replace(h, next_validators="22" * 32).hash != h.hash
+
+
+def test_a_stored_header_edited_in_place_is_located(clean: Path, tmp_path: Path) -> None:
+    """next_validators rewritten in the stored header of block 2 (the block that removed
+    validator-3): its hash changes, so its certificate and the next block's prev no longer
+    hold, and the set it names is not the replayed one; every finding names height 2 or 3."""
+    conn = sqlite3.connect(clean)
+    header = orjson.loads(conn.execute("SELECT header FROM blocks WHERE height = 2").fetchone()[0])
+    conn.close()
+    header["next_validators"] = "cd" * 32
+    db = _edit(clean, tmp_path, "UPDATE blocks SET header = ? WHERE height = 2", jcs(header).decode())
+    found = {(f.check, f.height) for f in audit(DbSource(db)).findings}
+    assert found == {("certificate", 2), ("next_validators", 2), ("prev", 3)}, found
