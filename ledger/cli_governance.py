@@ -32,7 +32,7 @@ DEFAULT_EXPIRES_IN = 1000  # blocks after the node's head during which approvals
 # The codes a node answers a governance record with when the chain's state refuses it
 # (docs/protocol.md 8): a refusal by the chain, exit 1, whatever the HTTP status.
 GOVERNANCE_REFUSALS = frozenset({
-    "not_adopted", "already_approved", "proposal_expired", "unknown_proposal", "bad_action", "bad_pop",
+    "not_adopted", "already_approved", "already_adopted", "proposal_expired", "unknown_proposal", "bad_action", "bad_pop",
     "last_validator", "last_organisation", "unknown_org", "org_exists", "not_validator", "already_validator",
     "admin_registered", "not_admin", "forbidden_role", "unknown_signer", "revoked_signer",
 })

@@ -2,12 +2,14 @@
 
     GET /v1/validators[?height=H]          {"height", "hash", "validators": [{"name", "key", "url"}]}
                                            the set certifying H (default: the next height)
-    GET /v1/proposals[?status=S]           {"proposals": [{"id", "action", "proposer", "org", "expires",
-                                           "approvals", "status", "adopted_at"}]}, in log order
+    GET /v1/proposals[?status=S]           {"proposals": [{"id", "action", "proposer", "org", "height",
+                                           "expires", "reason", "approvals", "status", "adopted_at"}]},
+                                           in log order
     GET /v1/organisations                  {"organisations": [{"name", "admins"}]}: those in force
 
-A set of a past height is the store's (``ledger.reader.StoreReader.validators_at``), the
-next height's is the state's after the last final block. Errors: 400 ``bad_request`` for
+Every answer is read from one committed state (``ledger.state.ChainState`` after the last
+final block): it keeps the set of each height, and a proposal's status is the one a record
+of the next height would meet. Errors: 400 ``bad_request`` for
 a height that is not an integer 1..2^63-1 or an unknown status; 404 ``not_found`` for a
 height past the next one. Governance records themselves go through ``POST /v1/records``,
 and a refusal comes back there with its code (``bad_pop``, ``already_approved``, ...).
@@ -24,7 +26,6 @@ from pydantic import BaseModel, Field
 
 from ledger.blocks import validators_hash
 from ledger.errors import NotFoundError
-from ledger.reader import StoreReader
 
 from .api_schema import HEX64, MAX_INT, errors
 
@@ -54,7 +55,9 @@ class ProposalView(BaseModel):
     action: dict[str, Any]
     proposer: str = Field(pattern=HEX64)
     org: str
-    expires: int
+    height: int = Field(description="The proposal's own height")
+    expires: int = Field(description="The last height at which approvals count")
+    reason: str
     approvals: list[str] = Field(description="Approving organisations, the proposer's first")
     status: Literal["open", "adopted", "expired"]
     adopted_at: int | None = Field(description="Log index of the record that adopted it")
@@ -81,23 +84,23 @@ def _entries(validators: Any) -> list[dict[str, str]]:
     return [{"name": v.name, "key": v.key, "url": v.url} for v in validators]
 
 
-def validator_set(node: Any, height: int | None) -> dict[str, Any]:
-    """The answer of ``GET /v1/validators``."""
-    state = node.ledger.state  # one committed state: the set after its last block
-    head = node.store.height()
-    if height is None or height == head + 1:
-        entries = _entries(state.validators)
-        return {"height": head + 1, "hash": validators_hash(v["key"] for v in entries), "validators": entries}
-    if height > head + 1:
-        raise NotFoundError(f"no block at height {height - 1} yet: the set certifying height {height} is not "
-                            f"known (the next height is {head + 1})")
-    entries = _entries(StoreReader(node.store).validators_at(height))
+def validator_set(state: Any, height: int | None) -> dict[str, Any]:
+    """The answer of ``GET /v1/validators`` from one committed state: the sets of every
+    height up to the next one (PROTOCOL.md 9.1)."""
+    nxt = state.height + 1  # the state is after the records of block ``state.height``
+    if height is None:
+        height = nxt
+    elif height > nxt:
+        raise NotFoundError(f"the set certifying height {height} is not known yet: the next height is {nxt}")
+    entries = [v.to_dict() for v in state.validators_at(height)]
     return {"height": height, "hash": validators_hash(v["key"] for v in entries), "validators": entries}
 
 
-def proposal_view(pid: str, p: Any) -> dict[str, Any]:
-    return {"id": pid, "action": p.action, "proposer": p.proposer, "org": p.org, "expires": p.expires,
-            "approvals": list(p.approvals), "status": p.status, "adopted_at": p.adopted_at}
+def proposals(state: Any, status: str | None) -> list[dict[str, Any]]:
+    """Every proposal in log order, its status as a record of the next height would see
+    it (``open`` while an approval there would still count)."""
+    views = [p.to_dict(state.height + 1) for p in state.proposals.values()]
+    return [v for v in views if status is None or v["status"] == status]
 
 
 def organisations(state: Any) -> list[dict[str, Any]]:
@@ -115,7 +118,7 @@ def install(app: FastAPI, node: Any) -> None:
             None, ge=1, le=MAX_INT, description="The height the set certifies (default: the next height).")) -> Response:
         """The validator set certifying `height` (PROTOCOL.md 9.1): genesis order, an added
         validator appended, a replaced one in its place."""
-        return _json(validator_set(node, height))
+        return _json(validator_set(node.ledger.state, height))
 
     @app.get("/v1/proposals", tags=["consortium"],
              responses={200: {"model": Proposals, "description": "The proposals"}, **errors(400)})
@@ -123,8 +126,7 @@ def install(app: FastAPI, node: Any) -> None:
             None, description="Only proposals in this state.", json_schema_extra={"enum": list(STATUSES)},
             pattern="^(open|adopted|expired)$")) -> Response:
         """Every network.propose on the chain, with its approvals and state."""
-        props = [proposal_view(pid, p) for pid, p in node.ledger.state.proposals.items()]
-        return _json({"proposals": [p for p in props if status is None or p["status"] == status]})
+        return _json({"proposals": proposals(node.ledger.state, status)})
 
     @app.get("/v1/organisations", tags=["consortium"],
              responses={200: {"model": Organisations, "description": "The organisations in force"}})
