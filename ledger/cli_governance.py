@@ -6,8 +6,9 @@ HTTP API.
 of a new validator key made here from its key file), wraps it in a ``network.propose``
 body (9.2), signs it with the admin's key and submits it; ``approve`` does the same for a
 ``network.approve``. The node is the judge: it refuses an action the state does not allow
-with a JSON error (``bad_pop``, ``already_approved``, ``proposal_expired``, ...), printed
-here on one line with its code, exit 1 (README "CLI contract").
+with HTTP 422 and a JSON error (``bad_pop``, ``already_approved``, ``proposal_expired``,
+...), printed here on one line with its code, exit 1 (README "CLI contract"). An action
+whose form is wrong is refused here before anything is signed (``bad_action``, exit 2).
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ import click
 
 from .cli_common import Command, Group, check_prefix, emit, node_option
 from .client import Client
-from .errors import InputError, PeerError, RuleError
+from .errors import InputError
 from .keys import SigningKey, is_hex
 from .records import make_record
 
-__all__ = ["GOVERNANCE_REFUSALS", "approve", "propose", "register"]
+__all__ = ["approve", "pop", "propose", "register"]
 
 DEFAULT_NODE = "http://127.0.0.1:8000"
 DEFAULT_EXPIRES_IN = 1000  # blocks after the node's head during which approvals count
-
-# The codes a node answers a governance record with when the chain's state refuses it
-# (docs/protocol.md 8): a refusal by the chain, exit 1, whatever the HTTP status.
-GOVERNANCE_REFUSALS = frozenset({
-    "not_adopted", "already_approved", "already_adopted", "proposal_expired", "unknown_proposal", "bad_action", "bad_pop",
-    "last_validator", "last_organisation", "unknown_org", "org_exists", "not_validator", "already_validator",
-    "admin_registered", "not_admin", "forbidden_role", "unknown_signer", "revoked_signer",
-})
 
 _node_option = node_option(DEFAULT_NODE)
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -138,13 +131,6 @@ def describe_proposal(p: dict[str, Any], organisations: int) -> str:
 
 
 # --- submission ------------------------------------------------------------------------
-def refusal(e: PeerError) -> PeerError | RuleError:
-    """A governance code from the node is a refusal by the chain (exit 1), one line."""
-    if e.code in GOVERNANCE_REFUSALS:
-        return RuleError(f"refused by the chain: {e.message}", code=e.code)
-    return e
-
-
 def submit_governance(key_file: str, node: str, rtype: str, body: Callable[[Client], dict[str, Any]],
                       wait: bool, nonce: str | None, as_json: bool, dry_run: bool) -> None:
     """Build the body (it may ask the node: chain id, head, current set), sign it as
@@ -155,10 +141,7 @@ def submit_governance(key_file: str, node: str, rtype: str, body: Callable[[Clie
         if dry_run:
             emit(env, True)
             return
-        try:
-            res = client.submit(env, wait=wait)
-        except PeerError as e:
-            raise refusal(e) from e
+        res = client.submit(env, wait=wait)  # a refusal: HTTP 422 with its code, exit 1
         pid = res["id"] if rtype == "network.propose" else env["body"]["proposal"]
         out: dict[str, Any] = {"id": res["id"], "status": res["status"], "type": rtype, "proposal": pid}
         lines = [f"{rtype} {res['id']} {res['status']}"]
