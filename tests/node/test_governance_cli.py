@@ -223,3 +223,16 @@ def test_refusals_exit_1_in_one_line_from_a_subprocess(net: Cli) -> None:
     res = subprocess.run([*provledger_cmd(), "approve", "abc", "--key", net.admin("org-a"), "--node", net.url],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "PROPOSAL_ID" in res.stderr
+
+
+def test_the_openapi_document_describes_the_consortium_routes(net: Cli) -> None:
+    doc = httpx.get(net.url + "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, model in (("/v1/validators", "ValidatorSet"), ("/v1/proposals", "Proposals"),
+                        ("/v1/organisations", "Organisations")):
+        answers = doc["paths"][path]["get"]["responses"]
+        assert answers["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/" + model)
+        assert model in schemas
+    assert set(doc["paths"]["/v1/validators"]["get"]["responses"]) == {"200", "400", "404"}
+    assert set(schemas["ProposalView"]["required"]) >= {"id", "action", "proposer", "org", "expires", "approvals",
+                                                         "status", "adopted_at"}
