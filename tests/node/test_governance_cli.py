@@ -17,11 +17,11 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 from conftest import provledger_cmd
-from ledger.governance import make_pop
 
 from ledger.blocks import validators_hash
 from ledger.cli import cli
 from ledger.client import Client
+from ledger.governance import make_pop
 from ledger.keys import SigningKey
 from ledger.records import make_record
 from ledger.store import Store
