@@ -121,13 +121,23 @@ def describe_action(action: dict[str, Any]) -> str:
     return str(op)
 
 
-def describe_proposal(p: dict[str, Any], organisations: int) -> str:
+def describe_proposal(p: dict[str, Any], in_force: list[str]) -> str:
+    """Two lines for a proposal; an open one with its count among the organisations in
+    force now (``in_force``), the count that adopts it (PROTOCOL.md 9.2)."""
     approvals = p["approvals"]
-    votes = f"{len(approvals)} of {organisations} organisations, {needed(organisations)} needed"
+    if p["status"] == "open":
+        counted = [o for o in approvals if o in in_force]
+        votes = f" ({len(counted)} of {len(in_force)} organisations, {needed(len(in_force))} needed)"
+    else:
+        votes = ""
     state = p["status"] + (f" at log index {p['adopted_at']}" if p.get("adopted_at") is not None else "")
     return (f"{p['id'][:16]}… {state}: {describe_action(p['action'])}\n"
             f"  proposed by {p['org']}, approvals count up to height {p['expires']}; "
-            f"approved by {', '.join(approvals) or 'nobody'} ({votes})")
+            f"approved by {', '.join(approvals) or 'nobody'}{votes}")
+
+
+def _in_force(client: Client) -> list[str]:
+    return [o["name"] for o in client.get("/v1/organisations")["organisations"]]
 
 
 # --- submission ------------------------------------------------------------------------
@@ -149,7 +159,7 @@ def submit_governance(key_file: str, node: str, rtype: str, body: Callable[[Clie
             proposal = next((p for p in client.get("/v1/proposals")["proposals"] if p["id"] == pid), None)
             if proposal is not None:
                 out["proposal_state"] = proposal
-                lines.append(describe_proposal(proposal, len(client.get("/v1/organisations")["organisations"])))
+                lines.append(describe_proposal(proposal, _in_force(client)))
         emit(out, as_json, "\n".join(lines))
 
 
@@ -405,7 +415,7 @@ def show_proposals(status: str | None, node: str, as_json: bool) -> None:
     """
     with Client(node) as c:
         d = c.get("/v1/proposals", **({"status": status} if status else {}))
-        orgs = len(c.get("/v1/organisations")["organisations"])
+        orgs = _in_force(c)
     emit(d, as_json, "\n".join(describe_proposal(p, orgs) for p in d["proposals"]) or "no proposals")
 
 

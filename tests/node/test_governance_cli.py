@@ -102,6 +102,8 @@ def test_org_add_stays_open_with_one_organisation_and_the_second_approval_adopts
     assert [p["id"] for p in open_] == [pid]
     assert open_[0]["action"] == {"op": "org.add", "name": "org-d", "admins": [new_admin.public]}
     assert open_[0]["org"] == "org-a" and open_[0]["proposer"] == SigningKey.load(net.admin("org-a")).public
+    human = net("show", "proposals").stdout
+    assert f"{pid[:16]}… open: org.add org-d" in human and "approved by org-a (1 of 3 organisations, 2 needed)" in human
 
     # The second organisation's approval, by an 8-character prefix, adopts it (2 of 3).
     human = net("approve", pid[:8], "--key", net.admin("org-b"), "--wait").stdout
