@@ -55,8 +55,8 @@ def consortium_home(path: Path, orgs: tuple[str, ...] = ORGS) -> Path:
 
 
 class Cli:
-    def __init__(self, home: Path, url: str) -> None:
-        self.home, self.url = home, url
+    def __init__(self, home: Path, node: Any) -> None:
+        self.home, self.node, self.url = home, node, node.url
 
     def __call__(self, *args: str, code: int = 0) -> Result:
         res = CliRunner().invoke(cli, [*args, "--node", self.url], catch_exceptions=False)
@@ -80,7 +80,7 @@ class Cli:
 @pytest.fixture
 def net(tmp_path: Path, start_node: Any) -> Cli:
     home = consortium_home(tmp_path / "net")
-    return Cli(home, start_node(home).url)
+    return Cli(home, start_node(home))
 
 
 def proposal(net: Cli, pid: str) -> dict[str, Any]:
@@ -183,6 +183,25 @@ def test_validator_add_with_a_pop_from_the_key_file_changes_the_next_set(net: Cl
     # Earlier heights keep their set.
     past = net.json("show", "validators", "--height", str(cp["header"]["height"]))
     assert [v["key"] for v in past["validators"]] == keys[:1] and past["hash"] == first["hash"]
+
+
+@pytest.mark.xfail(reason="Store.load_state (a node's fast start) does not restore the governance state yet")
+def test_a_restarted_node_answers_the_same_consortium(net: Cli, tmp_path: Path, start_node: Any) -> None:
+    SigningKey.generate().save(tmp_path / "node-2.key")
+    pid = net.json("propose", "org-add", "org-d", "--admin", SigningKey.generate().public,
+                   "--key", net.admin("org-a"), "--wait")["id"]
+    net("approve", pid, "--key", net.admin("org-b"), "--wait")
+    pid = net.json("propose", "validator-add", "--name", "node-2", "--url", "http://127.0.0.1:9002",
+                   "--validator-key-file", str(tmp_path / "node-2.key"), "--key", net.admin("org-a"), "--wait")["id"]
+    for org in ("org-b", "org-c"):
+        net("approve", pid, "--key", net.admin(org), "--wait")
+    views = [("show", "validators"), ("show", "validators", "--height", "1"), ("show", "proposals"),
+             ("show", "organisations")]
+    before = [net.json(*v) for v in views]
+    assert len(before[0]["validators"]) == 2 and len(before[3]["organisations"]) == 4
+    net.node.terminate()
+    net.url = start_node(net.home, net.node.port).url  # from its database
+    assert [net.json(*v) for v in views] == before
 
 
 def test_a_bad_pop_is_refused_bad_pop_through_the_cli_and_the_api(net: Cli, tmp_path: Path) -> None:
