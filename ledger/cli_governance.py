@@ -367,6 +367,7 @@ def approve(proposal_id: str, key_file: str, node: str, wait: bool, nonce: str |
     Example:
       provledger approve 3f2a9c01 --key admin-b.key --wait
     """
+    check_prefix(proposal_id, "PROPOSAL_ID")  # before the node is asked anything
     submit_governance(key_file, node, "network.approve",
                       lambda c: {"proposal": resolve_proposal(c, proposal_id)["id"]}, wait, nonce, as_json, dry_run)
 
