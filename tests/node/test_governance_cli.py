@@ -220,6 +220,14 @@ def test_a_bad_pop_is_refused_bad_pop_through_the_cli_and_the_api(net: Cli, tmp_
     assert 400 <= answer.status_code < 500 and answer.json()["code"] == "bad_pop", answer.text
     assert net.json("show", "proposals")["proposals"] == []
     assert len(net.json("show", "validators")["validators"]) == 1
+    # Other governance refusals over HTTP: an action of no known form, a proposal that is not one.
+    admin = SigningKey.load(net.admin("org-a"))
+    for rtype, body, status, code in (
+            ("network.propose", {"action": {"op": "org.rename", "name": "x"}, "expires": 10, "reason": ""}, 400,
+             "bad_action"),
+            ("network.approve", {"proposal": "ab" * 32}, 422, "unknown_proposal")):
+        answer = httpx.post(net.url + "/v1/records", json=make_record(admin, chain, rtype, body))
+        assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
 
 
 def test_the_api_answers_bad_queries_with_json_4xx(net: Cli) -> None:
