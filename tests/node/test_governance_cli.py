@@ -185,7 +185,6 @@ def test_validator_add_with_a_pop_from_the_key_file_changes_the_next_set(net: Cl
     assert [v["key"] for v in past["validators"]] == keys[:1] and past["hash"] == first["hash"]
 
 
-@pytest.mark.xfail(reason="Store.load_state (a node's fast start) does not restore the governance state yet")
 def test_a_restarted_node_answers_the_same_consortium(net: Cli, tmp_path: Path, start_node: Any) -> None:
     SigningKey.generate().save(tmp_path / "node-2.key")
     pid = net.json("propose", "org-add", "org-d", "--admin", SigningKey.generate().public,
