@@ -203,6 +203,20 @@ def test_a_restarted_node_answers_the_same_consortium(net: Cli, tmp_path: Path, 
     assert [net.json(*v) for v in views] == before
 
 
+def test_the_last_validator_is_not_removed_and_a_replaced_one_keeps_its_place(net: Cli, tmp_path: Path) -> None:
+    assert "last_validator" in net.refused("propose", "validator-remove", "node-1", "--key", net.admin("org-a"))
+    before = net.json("show", "validators")["validators"]
+    SigningKey.generate().save(tmp_path / "rotated.key")
+    rotated = SigningKey.load(tmp_path / "rotated.key")
+    pid = net.json("propose", "validator-replace", "node-1", "--new-key-file", str(tmp_path / "rotated.key"),
+                   "--key", net.admin("org-a"), "--reason", "key rotation", "--wait")["id"]
+    assert proposal(net, pid)["action"] == {"op": "validator.replace", "old": before[0]["key"], "new": rotated.public,
+                                            "name": "node-1", "url": before[0]["url"],
+                                            "pop": make_pop(rotated, net.json("pop", str(tmp_path / "rotated.key"))["chain"])}
+    net("approve", pid, "--key", net.admin("org-b"), "--wait")
+    assert net.json("show", "validators")["validators"] == [{**before[0], "key": rotated.public}]
+
+
 def test_a_bad_pop_is_refused_bad_pop_through_the_cli_and_the_api(net: Cli, tmp_path: Path) -> None:
     new, other = SigningKey.generate(), SigningKey.generate()
     chain = httpx.get(net.url + "/v1/status").json()["chain_id"]
