@@ -236,9 +236,13 @@ def _coalition_weights(
 
 
 # --- the table ---------------------------------------------------------------------------------
-def _policy_source(reader: ChainReader, index: int) -> str:
-    before = [r for r in reader.records_of_type("policy.set") if r[0] < index]
-    return before[-1][1] if before else "genesis"
+def _policy_source(reader: ChainReader, index: int) -> dict[str, Any]:
+    """Where the policy in force at log index ``index`` comes from (PROTOCOL.md 9.3): the
+    adopted ``policy.set`` proposal and the organisations that approved it, or the genesis."""
+    prop = reader.policy_change(index)
+    if prop is None:
+        return {"source": "genesis", "approved_by": []}
+    return {"source": prop.id, "approved_by": list(prop.approvals)}
 
 
 def attribute(
@@ -347,7 +351,7 @@ def attribute(
         "model": t.root, "model_name": root_body["model"], "round": root_body["round"],
         "index": t.index, "height": t.height, "log_size": reader.log_size(),
         "method": method, "total_units": total_units,
-        "policy": {"source": _policy_source(reader, t.index), **{p: decimal_str(policy[p]) for p in POOLS}},
+        "policy": {**_policy_source(reader, t.index), **{p: decimal_str(policy[p]) for p in POOLS}},
         "pools": {p: {"policy": fraction_str(pol[p]), "effective": fraction_str(eff[p]),
                       "weight": fraction_str(totals[p]), "empty": p not in live} for p in POOLS},
         "datasets": datasets_out,

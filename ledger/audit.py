@@ -7,7 +7,10 @@ A source is a database file, a node URL or an exported bundle (see ``ChainSource
 Checks, numbered as PROTOCOL.md 7:
   1. ``chain_id`` recomputes from the genesis (and matches what the source claims).
   2. Per height: ``height`` increments, ``prev`` links, the certificate is valid for the
-     block hash, ``count`` and ``log_size`` add up, records sit at consecutive log indexes.
+     block hash against the set certifying that height (PROTOCOL.md 9.1: the set the replay
+     gives after the block before), ``count`` and ``log_size`` add up, records sit at
+     consecutive log indexes, and ``next_validators`` is the hash of the set after the
+     block's records (finding ``next_validators``).
   3. Per record: form, id recomputes, signature verifies, the signer's identity and role
      and the type's rules hold at that point in the log (``ledger.state``).
   4. ``log_root`` of every block equals the RFC 9162 root recomputed over the record ids.
@@ -599,10 +602,11 @@ def _audit(
             add(Finding("prev", f"prev is {header.prev[:16]}…, the block before hashes to {prev_hash[:16]}…", h))
         block_hash = header.hash
         certified = True
-        try:
+        state.begin_block(h)
+        try:  # PROTOCOL.md 9.1: the set after the block before certifies this height
             verify_certificate(
                 Certificate.from_dict(blk.certificate),
-                chain=chain_id, height=h, block_hash=block_hash, validators=genesis.validators,
+                chain=chain_id, height=h, block_hash=block_hash, validators=state.validator_keys(),
             )
         except LedgerError as e:
             certified = False
@@ -638,6 +642,11 @@ def _audit(
             report.records += 1
             if checkpoint is not None and log_size == checkpoint.log_size:
                 root_at_checkpoint = acc.root()
+        # PROTOCOL.md 7.2, 9.1: next_validators names the set after this block's records.
+        if header.next_validators != state.validators_hash():
+            add(Finding("next_validators", f"next_validators is {header.next_validators[:16]}…; the set after the "
+                        f"block's records hashes to {state.validators_hash()[:16]}… "
+                        f"({len(state.validators)} validators)", h))
         # 4. The log root and size.
         if header.log_size != log_size:
             add(Finding("log_size", f"header says log_size {header.log_size}, the records add up to {log_size}", h))

@@ -1,12 +1,13 @@
-"""Block headers, votes and commit certificates (PROTOCOL.md 5, 6)."""
+"""Block headers, votes, commit certificates and validator-set hashes (PROTOCOL.md 5, 6, 9.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .canonical import BLOCK_TAG, VOTE_TAG, signing_bytes, tagged_hash
+from .canonical import BLOCK_TAG, VALIDATORS_TAG, VOTE_TAG, jcs, signing_bytes, tagged_hash
 from .errors import CertificateError, InputError, SignatureError
 from .keys import SigningKey, is_hex, is_key, verify_bytes
 from .values import parse_time
@@ -18,11 +19,19 @@ __all__ = [
     "make_header",
     "max_faulty",
     "quorum",
+    "validators_hash",
     "verify_certificate",
     "vote_payload",
 ]
 
-HEADER_FIELDS = ("v", "chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root")
+HEADER_VERSION = 2  # PROTOCOL.md 5
+HEADER_FIELDS = ("v", "chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root", "next_validators")
+
+
+def validators_hash(keys: Iterable[str]) -> str:
+    """PROTOCOL.md 9.1: ``hex(SHA-256(b"provledger/validators/v1\n" + JCS(K)))``, K the keys
+    of the set (lowercase hex) sorted as strings. The set's own order plays no part."""
+    return hashlib.sha256(VALIDATORS_TAG + b"\n" + jcs(sorted(keys))).hexdigest()
 
 
 def quorum(n: int) -> int:
@@ -51,7 +60,8 @@ class Header:
     count: int
     log_size: int
     log_root: str
-    v: int = 1
+    next_validators: str  # PROTOCOL.md 9.1: validators_hash of the set certifying height + 1
+    v: int = HEADER_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +74,7 @@ class Header:
             "count": self.count,
             "log_size": self.log_size,
             "log_root": self.log_root,
+            "next_validators": self.next_validators,
         }
 
     @property
@@ -75,10 +86,12 @@ class Header:
     def from_dict(cls, d: Any) -> Header:
         if type(d) is not dict or set(d) != set(HEADER_FIELDS):
             raise InputError(f"block header must have exactly the fields {', '.join(HEADER_FIELDS)}", code="bad_header")
-        for k in ("height", "count", "log_size", "v"):
+        if type(d["v"]) is not int or d["v"] != HEADER_VERSION:
+            raise InputError(f"header.v must be {HEADER_VERSION}", code="bad_header", field="header.v")
+        for k in ("height", "count", "log_size"):
             if type(d[k]) is not int or d[k] < 0:
                 raise InputError(f"header.{k} must be a non-negative integer", code="bad_header", field=f"header.{k}")
-        for k in ("chain", "prev", "proposer", "log_root"):
+        for k in ("chain", "prev", "proposer", "log_root", "next_validators"):
             if not is_hex(d[k], 32):
                 raise InputError(f"header.{k} must be 64 lowercase hex characters", code="bad_header", field=f"header.{k}")
         if parse_time(d["time"]) is None:
@@ -87,9 +100,18 @@ class Header:
 
 
 def make_header(
-    *, chain: str, height: int, prev: str, time: str, proposer: str, count: int, log_size: int, log_root: str
+    *,
+    chain: str,
+    height: int,
+    prev: str,
+    time: str,
+    proposer: str,
+    count: int,
+    log_size: int,
+    log_root: str,
+    next_validators: str,
 ) -> Header:
-    return Header(chain, height, prev, time, proposer, count, log_size, log_root)
+    return Header(chain, height, prev, time, proposer, count, log_size, log_root, next_validators)
 
 
 def vote_payload(chain: str, height: int, round: int, step: str, block: str) -> dict[str, Any]:
@@ -145,9 +167,10 @@ def verify_certificate(
     """Check PROTOCOL.md 6: a valid commit certificate for ``block_hash`` at ``height``.
 
     1. It names this height and this block.
-    2. Every vote is by a validator of the genesis set and its signature verifies as a
-       precommit for the block in the certificate's round.
-    3. More than two thirds of the validators, counted by distinct key, signed.
+    2. Every vote is by a validator of ``validators`` — the set certifying ``height``
+       (PROTOCOL.md 9.1; the caller finds it) — and its signature verifies as a precommit
+       for the block in the certificate's round.
+    3. More than two thirds of that set, counted by distinct key, signed.
     """
     if cert.height != height:
         raise CertificateError(f"certificate is for height {cert.height}, block is at {height}")
@@ -158,7 +181,7 @@ def verify_certificate(
     signed: set[str] = set()
     for key, sig in cert.votes:
         if key not in members:
-            raise CertificateError(f"vote by {str(key)[:16]}…, which is not a validator of the genesis")
+            raise CertificateError(f"vote by {str(key)[:16]}…, which is not a validator of the set certifying height {height}")
         try:
             verify_bytes(key, message, sig)
         except SignatureError as e:

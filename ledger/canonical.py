@@ -27,7 +27,9 @@ __all__ = [
     "BLOCK_TAG",
     "GENESIS_TAG",
     "MAX_SAFE_INTEGER",
+    "POP_TAG",
     "RECORD_TAG",
+    "VALIDATORS_TAG",
     "VOTE_TAG",
     "jcs",
     "jcs_checked",
@@ -43,6 +45,8 @@ RECORD_TAG = b"provledger/record/v1"  # PROTOCOL.md 3
 BLOCK_TAG = b"provledger/block/v1"  # PROTOCOL.md 5
 VOTE_TAG = b"provledger/vote/v1"  # PROTOCOL.md 6
 GENESIS_TAG = b"provledger/genesis/v1"  # PROTOCOL.md 2
+VALIDATORS_TAG = b"provledger/validators/v1"  # PROTOCOL.md 9.1
+POP_TAG = b"provledger/pop/v1"  # PROTOCOL.md 9.3
 # Tags this implementation adds (docs/protocol.md): consensus proposals and peer messages.
 PROPOSAL_TAG = b"provledger/proposal/v1"
 

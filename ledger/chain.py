@@ -52,6 +52,7 @@ class Ledger:
         (returned with their errors). Signatures are not re-checked: the caller verified
         each record once on arrival."""
         state = self.state.fork()
+        state.begin_block(self.height + 1)
         state.prefetch_nonces(records)
         accepted: list[Record] = []
         rejected: list[tuple[Record, LedgerError]] = []
@@ -77,6 +78,7 @@ class Ledger:
             count=len(records),
             log_size=size + len(records),
             log_root=root.hex(),
+            next_validators=state.validators_hash(),  # PROTOCOL.md 9.1: the set after the block
         )
         return Block(header, records, nodes, state)
 
@@ -84,6 +86,7 @@ class Ledger:
         """Rebuild a block someone else proposed and check it is exactly the next block:
         every record valid in order, and the header equal to the one we would build."""
         state = self.state.fork()
+        state.begin_block(header.height)
         state.prefetch_nonces(records)
         for rec in records:
             if verify_signatures:
@@ -99,13 +102,14 @@ class Ledger:
         return block
 
     def commit(self, block: Block, certificate: Certificate) -> None:
-        """Verify the certificate and store the block; the state moves on."""
+        """Verify the certificate against the set certifying the block's height (the set
+        after the previous block, PROTOCOL.md 9.1) and store the block; the state moves on."""
         verify_certificate(
             certificate,
             chain=self.chain_id,
             height=block.header.height,
             block_hash=block.hash,
-            validators=self.genesis.validators,
+            validators=self.state.validator_keys(),
         )
         self.store.append_block(block.header, certificate, block.records, block.nodes, block.state)
         block.state.index = self.store

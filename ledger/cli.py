@@ -6,8 +6,9 @@ are one line on stderr, and the exit codes follow one contract (``ledger.cli_com
 130 interrupted.
 
 This module holds the root group and the commands of keys, genesis, audit and proofs;
-``ledger.cli_client`` (submit, show) and ``ledger.cli_lineage`` (lineage, attribution,
-export) add theirs. Other packages add command families through the
+``ledger.cli_client`` (submit, show), ``ledger.cli_lineage`` (lineage, attribution,
+export) and ``ledger.cli_governance`` (propose, approve, pop, and the consortium's views
+under show) add theirs. Other packages add command families through the
 ``provledger.commands`` entry point group: ``node`` adds ``init`` and ``node start``
 (``node.cli``), so ``ledger`` imports nothing of ``node``.
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 import click
 
-from . import cli_client, cli_lineage
+from . import cli_client, cli_governance, cli_lineage
 from .cli_common import Group, check_prefix, emit, full_id, pick_source, resolve_id, source_options
 from .errors import InputError, PeerError, StorageError, VerificationError
 from .genesis import parse_genesis
@@ -141,7 +142,7 @@ def genesis(name: str, validators: tuple[str, ...], orgs: tuple[str, ...], parti
         --org org-a=admin.key --participant alice.key=alice@org-a:contributor,annotator \\
         --out genesis.json
     """
-    doc: dict[str, Any] = {"v": 1, "name": name, "created": created or utc_now(), "validators": [],
+    doc: dict[str, Any] = {"v": 2, "name": name, "created": created or utc_now(), "validators": [],
                            "organisations": [], "participants": [], "policy": {"attribution": {}}}
     for v in validators:
         vname, sep, rest = v.partition("=")
@@ -417,6 +418,7 @@ def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_j
 
 cli_client.register(cli)
 cli_lineage.register(cli)
+cli_governance.register(cli)
 
 
 def main() -> None:

@@ -327,7 +327,10 @@ def submit_revoke(key_file: str, node: str, body_file: str | None, wait: bool, n
 @click.option("--training", default=None, help="Training pool share.")
 def submit_policy(key_file: str, node: str, body_file: str | None, wait: bool, nonce: str | None, as_json: bool,
                   dry_run: bool, data: str | None, annotation: str | None, training: str | None) -> None:
-    """Set the attribution policy (signed by an admin; the pools sum to 1).
+    """A policy.set record of protocol version 1, which the chain refuses (not_adopted).
+
+    The attribution policy changes only by a vote of the organisations:
+    `provledger propose policy`, then `provledger approve`.
 
     \b
     Example:

@@ -13,7 +13,9 @@ from .keys import is_key
 from .records import ROLES, parse_decimal
 from .values import parse_time
 
-__all__ = ["Genesis", "parse_genesis"]
+__all__ = ["GENESIS_VERSION", "Genesis", "parse_genesis"]
+
+GENESIS_VERSION = 2  # PROTOCOL.md 2
 
 # ledger.keys.key_ok, docs/protocol.md 1
 _KEY_RULE = "must be a public key: 64 lowercase hex characters encoding a point of the prime-order subgroup (not small order, canonical)"
@@ -61,8 +63,8 @@ class Genesis:
 def parse_genesis(doc: Any) -> Genesis:
     """Check a genesis document's form and compute its chain id (PROTOCOL.md 2)."""
     _fields(doc, "", {"v", "name", "created", "validators", "organisations", "participants", "policy"})
-    if doc["v"] != 1 or type(doc["v"]) is not int:
-        raise _bad("v", "must be 1")
+    if type(doc["v"]) is not int or doc["v"] != GENESIS_VERSION:  # PROTOCOL.md 2: version 2
+        raise _bad("v", f"must be {GENESIS_VERSION} (protocol version {GENESIS_VERSION}; a version 1 genesis is not read)")
     _name(doc["name"], "name")
     if parse_time(doc["created"]) is None:
         raise _bad("created", "must be an RFC 3339 UTC time with a Z suffix and a real date, e.g. 2026-11-21T12:00:00Z")

@@ -14,10 +14,14 @@ model, and everyone who signed any of these. ``attribution`` and ``prov`` build 
 
 Node kinds: ``model_version`` (a model.update record), ``dataset`` (``dataset:NAME``),
 ``dataset_version`` (a dataset.contribute record), ``annotation`` (an annotation.event
-record), ``participant`` (``key:HEX``), ``organisation`` (``org:NAME``).
+record), ``participant`` (``key:HEX``), ``organisation`` (``org:NAME``), ``policy`` (the
+attribution policy in force at a model when an adopted change set it: the id of its
+``network.propose`` record, PROTOCOL.md 9.3).
 Edges point from the derived thing to what it came from: ``parent``, ``aggregates``,
 ``used`` (local update -> dataset, with samples/epsilon/delta), ``version_of``,
-``derived_from`` (version -> parent dataset), ``annotates``, ``signed_by``, ``member_of``.
+``derived_from`` (version -> parent dataset), ``annotates``, ``signed_by``, ``member_of``,
+``governed_by`` (model -> the policy in force at it), ``approved_by`` (policy -> each
+organisation whose approval counted towards its adoption, the proposer's first).
 """
 
 from __future__ import annotations
@@ -186,8 +190,25 @@ class _Graph:
         self.edge(nid, f"dataset:{b['dataset']}", "annotates")
         return nid
 
+    def policy(self, index: int) -> str | None:
+        """The policy in force at log index ``index`` when an adopted change set it."""
+        prop = self.reader.policy_change(index)
+        if prop is None:
+            return None
+        pools = prop.action["attribution"]
+        nid = self.node(
+            prop.id, "policy",
+            f"policy data {pools['data']} / annotation {pools['annotation']} / training {pools['training']}",
+            data=pools["data"], annotation=pools["annotation"], training=pools["training"],
+            proposer=prop.proposer, adopted_at=prop.adopted_at, approved_by=list(prop.approvals),
+        )
+        for org in prop.approvals:
+            self.edge(nid, self.node(f"org:{org}", "organisation", org, name=org), "approved_by")
+        return nid
+
     def out(self, root: str, kind: str, **extra: Any) -> dict[str, Any]:
-        order = {"model_version": 0, "dataset": 1, "dataset_version": 2, "annotation": 3, "participant": 4, "organisation": 5}
+        order = {"model_version": 0, "dataset": 1, "dataset_version": 2, "annotation": 3, "participant": 4,
+                 "organisation": 5, "policy": 6}
         nodes = sorted(self.nodes.values(), key=lambda n: (n["id"] != root, order[n["kind"]], n.get("index", -1), n["id"]))
         edges = sorted(self.edges.values(), key=lambda e: (e["from"], e["relation"], e["to"]))
         return {"root": root, "kind": kind, **extra, "nodes": nodes, "edges": edges}
@@ -220,6 +241,9 @@ def model_lineage(reader: ChainReader, record_id: str) -> dict[str, Any]:
     t = trace(reader, record_id)
     g = _Graph(reader)
     _add_trace(g, t)
+    policy = g.policy(t.index)  # PROTOCOL.md 9.3: the policy in force at the model
+    if policy is not None:
+        g.edge(record_id, policy, "governed_by")
     locals_ = t.local_updates
     return g.out(
         record_id, "model", index=t.index, height=t.height,
@@ -313,7 +337,7 @@ def to_tree(graph: dict[str, Any]) -> Any:
     def text(n: dict[str, Any]) -> str:
         kind = n["kind"]
         style = {"model_version": "bold cyan", "dataset": "bold green", "dataset_version": "green",
-                 "annotation": "yellow", "participant": "magenta", "organisation": "blue"}[kind]
+                 "annotation": "yellow", "participant": "magenta", "organisation": "blue", "policy": "bold red"}[kind]
         extra = ""
         if kind in ("model_version", "dataset_version", "annotation"):
             extra = f" [dim]{n['id'][:12]}…[/dim]"
@@ -357,7 +381,7 @@ def _dot_id(s: str) -> str:
 def to_dot(graph: dict[str, Any]) -> str:
     """Graphviz DOT text of the graph (``dot -Tsvg``)."""
     shapes = {"model_version": "box", "dataset": "cylinder", "dataset_version": "note", "annotation": "tab",
-              "participant": "ellipse", "organisation": "house"}
+              "participant": "ellipse", "organisation": "house", "policy": "octagon"}
     lines = ["digraph lineage {", "  rankdir=BT;", '  node [fontname="Helvetica"];']
     for n in graph["nodes"]:
         short = n["id"][:12] + "…" if n["kind"] in ("model_version", "dataset_version", "annotation") else ""

@@ -9,8 +9,9 @@
   (``fetch_node``).
 
 A reader does not audit: the chain it reads is trusted as given (``provledger audit``
-verifies it). Identities and policies are derived by replaying the genesis, the
-``identity.register`` / ``identity.revoke`` and the ``policy.set`` records.
+verifies it). Identities, policies, organisations, proposals and validator sets are
+derived by replaying the genesis and the records that change them (``identity.register``,
+``identity.revoke``, ``network.propose``, ``network.approve``) on a ``ChainState``.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from .bundle import BundleSource
 from .errors import InputError, LedgerError, PeerError
 from .fetch import node_blocks
 from .genesis import Genesis, parse_genesis
-from .records import parse_decimal, record_id
-from .state import ChainState, DatasetState
+from .records import Record, parse_decimal, record_id
+from .state import ChainState, DatasetState, Proposal, Validator
 
 __all__ = [
     "ChainReader",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 Row = tuple[int, str, dict[str, Any]]  # (log index, record id, envelope)
+GOVERNANCE_TYPES = ("identity.register", "identity.revoke", "network.propose", "network.approve")
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ class ChainReader(Protocol):
         """Versions, budget and spent budget of a dataset from records before ``upto``."""
         ...
 
+    def policy_change(self, index: int) -> Proposal | None:
+        """The adopted ``policy.set`` proposal of the policy in force at log index
+        ``index``; None for the genesis policy."""
+        ...
+
     def updates_using(self, name: str) -> list[Row]:
         """Local ``model.update`` records with dataset ``name`` among their inputs."""
         ...
@@ -106,7 +113,7 @@ class ReaderBase:
 
     _genesis: Genesis
     _identities: dict[str, Participant] | None = None
-    _policies: list[tuple[int, dict[str, Fraction]]] | None = None
+    _governance: ChainState | None = None
     _usage: dict[str, list[Row]] | None = None
 
     @property
@@ -119,20 +126,54 @@ class ReaderBase:
     def dataset_records(self, name: str) -> list[Row]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # -- identities ---------------------------------------------------------------------
+    def record(self, record_id: str) -> tuple[dict[str, Any], int, int] | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def log_size(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- governance: identities, organisations, proposals, policy, validators -----------
+    def governance(self) -> ChainState:
+        """The state after replaying, in log order, the records that change identities,
+        organisations, proposals, the policy and the validator set (PROTOCOL.md 3.1, 9).
+        Its datasets and nonces are not kept: the reader does not audit."""
+        if self._governance is None:
+            self._load_governance()
+        assert self._governance is not None
+        return self._governance
+
+    def _load_governance(self) -> None:
+        state = ChainState(self._genesis)
+        ids = {k: Participant(k, i.name, i.org, -1) for k, i in state.identities.items()}
+        rows = sorted((r for t in GOVERNANCE_TYPES for r in self.records_of_type(t)), key=lambda r: r[0])
+        for idx, rid, env in rows:
+            found = self.record(rid)
+            state.begin_block(found[2] if found else state.height)
+            state.size = idx
+            rtype = env["type"]
+            if rtype.startswith("network."):  # an adopted org.add / org.remove changes many
+                before = dict(state.identities)
+                state.apply(Record(env, rid, b""))
+                changed = [k for k, i in state.identities.items() if before.get(k) != i]
+            else:
+                state.apply(Record(env, rid, b""))
+                changed = [env["body"]["key"]]
+            for key in changed:
+                ident = state.identities[key]
+                p = ids.get(key)
+                if p is None:
+                    ids[key] = Participant(key, ident.name, ident.org, idx)
+                elif ident.revoked and p.revoked_at is None:
+                    ids[key] = Participant(p.key, p.name, p.org, p.registered_at, idx)
+            state.settle()
+        state.size = self.log_size()
+        self._identities = ids
+        self._governance = state
+
     def _load_identities(self) -> dict[str, Participant]:
         if self._identities is None:
-            # PROTOCOL.md 2: genesis admins and participants; ChainState names admins.
-            base = ChainState(self._genesis).identities
-            ids = {k: Participant(k, i.name, i.org, -1) for k, i in base.items()}
-            for idx, _rid, env in self.records_of_type("identity.register"):
-                b = env["body"]
-                ids.setdefault(b["key"], Participant(b["key"], b["name"], b["org"], idx))
-            for idx, _rid, env in self.records_of_type("identity.revoke"):
-                p = ids.get(env["body"]["key"])
-                if p is not None and p.revoked_at is None:
-                    ids[p.key] = Participant(p.key, p.name, p.org, p.registered_at, idx)
-            self._identities = ids
+            self._load_governance()
+        assert self._identities is not None
         return self._identities
 
     def identity(self, key: str, index: int | None = None) -> Participant | None:
@@ -142,18 +183,32 @@ class ReaderBase:
         return p
 
     # -- policy -------------------------------------------------------------------------
-    def policy_at(self, index: int) -> dict[str, Fraction]:
-        if self._policies is None:
-            pol = [(-1, dict(self._genesis.policy))]
-            for idx, _rid, env in self.records_of_type("policy.set"):
-                pools = env["body"]["attribution"]
-                pol.append((idx, {k: parse_decimal(pools[k]) for k in ("data", "annotation", "training")}))
-            self._policies = pol
-        current = self._policies[0][1]
-        for at, pools in self._policies:
-            if at < index:  # a policy.set applies to the records after it
-                current = pools
+    def _policy_entry(self, index: int) -> tuple[int, dict[str, Fraction]]:
+        """(log index of the adopting record, pools) of the policy in force for a record
+        at log index ``index``: the last change adopted before it (-1: the genesis)."""
+        current: tuple[int, dict[str, Fraction]] = (-1, dict(self._genesis.policy))
+        for at, pools in self.governance().policies[1:]:
+            if at < index:  # a change applies to the records after its adopting record
+                current = (at, pools)
         return current
+
+    def policy_at(self, index: int) -> dict[str, Fraction]:
+        return self._policy_entry(index)[1]
+
+    def policy_change(self, index: int) -> Proposal | None:
+        at, _pools = self._policy_entry(index)
+        gov = self.governance()
+        return gov.proposals[gov.policy_proposals[at]] if at >= 0 else None
+
+    # -- validator sets (PROTOCOL.md 9.1) ----------------------------------------------------
+    def validators_at(self, height: int) -> list[Validator]:
+        """The set certifying ``height``."""
+        return list(self.governance().validators_at(height))
+
+    def membership_changes(self, upto: int) -> list[int]:
+        """The heights c < ``upto`` whose header's ``next_validators`` differs from the set
+        certifying c: the blocks that adopted a change of the validator set."""
+        return _changes(self.governance().validator_sets, upto)
 
     # -- datasets and budgets -----------------------------------------------------------
     def updates_using(self, name: str) -> list[Row]:
@@ -204,6 +259,13 @@ class StoreReader(ReaderBase):
 
     def log_size(self) -> int:
         return self._size
+
+    # The validator sets come from the store's derived table (the audit recomputes it).
+    def validators_at(self, height: int) -> list[Validator]:
+        return self.store.validators_at(height)  # type: ignore[no-any-return]
+
+    def membership_changes(self, upto: int) -> list[int]:
+        return _changes(self.store.validator_sets(), upto)
 
     def _rows(self, column: str, value: str) -> list[Row]:
         return [r for r in self.store.records_where(column, value) if r[0] < self._size]
@@ -308,6 +370,17 @@ class MemoryReader(ReaderBase):
 
     def model_records(self, model: str) -> list[Row]:
         return list(self._by_model.get(model, ()))
+
+
+def _changes(sets: Iterable[tuple[int, Iterable[Validator]]], upto: int) -> list[int]:
+    out: list[int] = []
+    keys: list[str] | None = None
+    for first, vals in sets:
+        now = sorted(v.key for v in vals)
+        if keys is not None and now != keys and first - 1 < upto:
+            out.append(first - 1)
+        keys = now
+    return out
 
 
 # --- a node over HTTP --------------------------------------------------------------------

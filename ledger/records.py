@@ -1,4 +1,4 @@
-"""Records: the signed envelope and the seven v1 body types (PROTOCOL.md 3, 3.1).
+"""Records: the signed envelope and the body types (PROTOCOL.md 3, 3.1, 9.2, 9.3).
 
 This module checks *form* only — what can be decided from the record alone: fields, types,
 hex, decimals, times, the signature, the id. What depends on the chain so far (roles,
@@ -21,6 +21,7 @@ from .errors import RecordFormError, RecordTooLargeError, SignatureError
 from .keys import SigningKey, is_hex, is_key, verify_bytes
 
 __all__ = [
+    "ACTION_OPS",
     "MAX_RECORD_BYTES",
     "RECORD_TYPES",
     "ROLES",
@@ -43,7 +44,9 @@ ROLE_FOR_TYPE = {  # PROTOCOL.md 3.1: the role each type needs
     "annotation.event": "annotator",
     "model.update": "trainer",
     "model.evaluation": "evaluator",
-    "policy.set": "admin",
+    "policy.set": "admin",  # version 1 only: refused by the state (PROTOCOL.md 3.1)
+    "network.propose": "admin",  # PROTOCOL.md 9.2
+    "network.approve": "admin",
 }
 RECORD_TYPES = tuple(ROLE_FOR_TYPE)
 ENVELOPE_FIELDS = frozenset({"v", "chain", "type", "signer", "nonce", "ts", "body", "sig"})
@@ -183,6 +186,58 @@ def _obj(required: Mapping[str, Check], optional: Mapping[str, Check] | None = N
     return inner
 
 
+def _action_form(schemas: Mapping[str, Check]) -> Check:
+    """PROTOCOL.md 9.3: an action is one of the six forms, chosen by ``op``. Every failure
+    of its form has the one code ``bad_action`` (the field names what broke)."""
+
+    def inner(v: Any, path: str) -> None:
+        try:
+            if type(v) is not dict:
+                raise _fail(path, "must be an object", "bad_type")
+            op = v.get("op")
+            if type(op) is not str or op not in schemas:
+                raise _fail(f"{path}.op", f"must be one of {', '.join(schemas)}", "bad_value")
+            schemas[op](v, path)
+            if op == "policy.set":
+                _pools_sum_to_one(v["attribution"], f"{path}.attribution")
+            elif op == "org.add" and not v["admins"]:
+                raise _fail(f"{path}.admins", "must name at least one admin", "bad_value")
+            elif op == "validator.replace" and v["old"] == v["new"]:
+                raise _fail(f"{path}.new", "must differ from old", "bad_value")
+        except RecordFormError as e:
+            raise RecordFormError(e.message, code="bad_action", field=e.details.get("field")) from e
+
+    return inner
+
+
+def _pools_sum_to_one(pools: dict[str, Any], path: str) -> None:
+    total = sum((parse_decimal(pools[k]) for k in ("data", "annotation", "training")), Fraction(0))
+    if total != 1:
+        raise _fail(path, f"pools must sum to 1, they sum to {values.decimal_str(total)}", "bad_value")
+
+
+def _sig(v: Any, path: str) -> None:
+    if not is_hex(v, 64):
+        raise _fail(path, "must be an Ed25519 signature (128 lowercase hex characters)", "bad_hex")
+
+
+_POOLS = _obj({"data": _dec_unit, "annotation": _dec_unit, "training": _dec_unit})
+_op = _enum  # the "op" member: checked by _action_form before the schema runs
+# PROTOCOL.md 9.3: the six actions.
+ACTION_SCHEMAS: dict[str, Check] = {
+    "org.add": _obj({"op": _op("org.add"), "name": _str, "admins": _list(_pubkey, max_items=64, unique=True)}),
+    "org.remove": _obj({"op": _op("org.remove"), "name": _str}),
+    "validator.add": _obj({"op": _op("validator.add"), "key": _pubkey, "name": _str, "url": _str, "pop": _sig}),
+    "validator.remove": _obj({"op": _op("validator.remove"), "key": _pubkey}),
+    "validator.replace": _obj(
+        {"op": _op("validator.replace"), "old": _pubkey, "new": _pubkey, "name": _str, "url": _str, "pop": _sig}
+    ),
+    "policy.set": _obj({"op": _op("policy.set"), "attribution": _POOLS}),
+}
+ACTION_OPS = tuple(ACTION_SCHEMAS)
+check_action = _action_form(ACTION_SCHEMAS)
+
+
 def _metrics(v: Any, path: str) -> None:
     if type(v) is not dict:
         raise _fail(path, "must be an object of metric name to decimal string", "bad_type")
@@ -247,9 +302,10 @@ BODY_SCHEMAS: dict[str, Check] = {
             "coalition": _nullable(_list(_str, max_items=64, unique=True)),
         }
     ),
-    "policy.set": _obj(
-        {"attribution": _obj({"data": _dec_unit, "annotation": _dec_unit, "training": _dec_unit})}
-    ),
+    "policy.set": _obj({"attribution": _POOLS}),  # version 1 form; the state refuses it
+    # PROTOCOL.md 9.2
+    "network.propose": _obj({"action": check_action, "expires": _count, "reason": _any_str}),
+    "network.approve": _obj({"proposal": _hex32}),
 }
 
 
@@ -267,10 +323,7 @@ def _body_rules(rtype: str, body: dict[str, Any]) -> None:
             if inp["samples"] == 0:
                 raise _fail(f"body.inputs[{i}].samples", "must be at least 1", "bad_value")
     elif rtype == "policy.set":
-        pools = body["attribution"]
-        total = sum((parse_decimal(pools[k]) for k in ("data", "annotation", "training")), Fraction(0))
-        if total != 1:
-            raise _fail("body.attribution", f"pools must sum to 1, they sum to {values.decimal_str(total)}", "bad_value")
+        _pools_sum_to_one(body["attribution"], "body.attribution")
 
 
 # --- the envelope ----------------------------------------------------------------------

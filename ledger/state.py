@@ -1,8 +1,11 @@
-"""Chain state derived from the log: identities, roles, datasets, budgets, policy.
+"""Chain state derived from the log: identities, roles, datasets, budgets, policy,
+organisations, proposals and the validator set.
 
-PROTOCOL.md 3.1 rules that depend on what came before a record in the log live here. The
-state is a pure function of (genesis, records in log order): ``ChainState.check`` decides
-whether a record may come next, ``apply`` moves the state past it.
+PROTOCOL.md 3.1 and 9 rules that depend on what came before a record in the log live here.
+The state is a pure function of (genesis, blocks of records in log order):
+``ChainState.begin_block`` names the height whose records come next (approvals and
+``expires`` depend on it), ``check`` decides whether a record may come next, ``apply``
+moves the state past it.
 
 Small state (identities, datasets, budgets, policies) is held in memory; lookups that grow
 with the log (nonces, model updates) go to a ``LogIndex`` — a dict for the auditor, the
@@ -16,12 +19,23 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Protocol
 
+from .blocks import validators_hash
 from .errors import RuleError
 from .genesis import Genesis
+from .governance import pop_ok
 from .records import ROLE_FOR_TYPE, Record, parse_decimal
 from .values import decimal_str
 
-__all__ = ["ChainState", "DatasetState", "Identity", "LogIndex", "MemoryIndex"]
+__all__ = [
+    "ChainState",
+    "DatasetState",
+    "Identity",
+    "LogIndex",
+    "MemoryIndex",
+    "Organisation",
+    "Proposal",
+    "Validator",
+]
 
 
 class LogIndex(Protocol):
@@ -96,12 +110,87 @@ class DatasetState:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Validator:
+    """A member of a validator set (PROTOCOL.md 2, 9.3)."""
+
+    name: str
+    key: str
+    url: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "key": self.key, "url": self.url}
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    """An organisation that is or was in force. ``added_by``: the proposal that added it
+    (None for the genesis); ``added_at`` / ``removed_at``: the log index of the record that
+    adopted the change (None for the genesis / while in force)."""
+
+    name: str
+    added_by: str | None = None
+    added_at: int | None = None
+    removed_by: str | None = None
+    removed_at: int | None = None
+
+    @property
+    def in_force(self) -> bool:
+        return self.removed_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A ``network.propose`` record and the approvals it gathered (PROTOCOL.md 9.2).
+
+    ``approvals`` are the organisations approving it, counted once, in log order, the
+    proposer's organisation first. ``adopted_at`` is the log index of the adopting record.
+    """
+
+    id: str
+    action: dict[str, Any]
+    proposer: str
+    org: str
+    height: int  # the proposal's own height
+    index: int  # its log index
+    expires: int
+    reason: str
+    approvals: tuple[str, ...]
+    adopted_at: int | None = None
+    adopted_by: str | None = None  # record id of the adopting record
+
+    def status(self, height: int) -> str:
+        """``adopted``, or for a record at ``height``: ``open`` while approvals still count
+        (``expires`` >= ``height``), else ``expired``."""
+        if self.adopted_at is not None:
+            return "adopted"
+        return "open" if self.expires >= height else "expired"
+
+    def to_dict(self, height: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "action": self.action,
+            "proposer": self.proposer,
+            "org": self.org,
+            "height": self.height,
+            "expires": self.expires,
+            "reason": self.reason,
+            "approvals": list(self.approvals),
+            "status": self.status(height),
+            "adopted_at": self.adopted_at,
+        }
+
+
 def _pair(value: tuple[Fraction, Fraction] | None) -> dict[str, str] | None:
     return None if value is None else {"epsilon": decimal_str(value[0]), "delta": decimal_str(value[1])}
 
 
 def _rule(code: str, message: str, **details: Any) -> RuleError:
     return RuleError(message, code=code, **details)
+
+
+# Types whose signer rule is their own, not ROLE_FOR_TYPE's role check.
+_OWN_ROLE_RULE = frozenset({"identity.register", "identity.revoke", "network.propose", "network.approve"})
 
 
 class ChainState:
@@ -116,6 +205,19 @@ class ChainState:
         self.identities: dict[str, Identity] = {}
         self.datasets: dict[str, DatasetState] = {}
         self.policies: list[tuple[int, dict[str, Fraction]]] = [(0, dict(genesis.policy))]
+        # PROTOCOL.md 9: the height whose records come next (begin_block), organisations
+        # ever in force (names are never reused), proposals, and the validator set.
+        self.height = 0
+        self.organisation_log: dict[str, Organisation] = {o["name"]: Organisation(o["name"]) for o in genesis.doc["organisations"]}
+        self.proposals: dict[str, Proposal] = {}
+        self.policy_proposals: dict[int, str] = {}  # log index of a policy change -> proposal id
+        self.validators: list[Validator] = [
+            Validator(genesis.validator_names[k], k, genesis.validator_urls[k]) for k in genesis.validators
+        ]
+        self.ever_validators: set[str] = set(genesis.validators)
+        # (first height, set): the set certifying every height from the first on (9.1).
+        self.validator_sets: list[tuple[int, tuple[Validator, ...]]] = [(1, tuple(self.validators))]
+        self._validators_hash: str | None = None
         # Overlay: what was applied since the index last caught up (see settle()).
         self._nonces: set[tuple[str, str]] = set()
         self._models: dict[str, str] = {}
@@ -145,6 +247,14 @@ class ChainState:
         c._own = set()
         self._own = set()  # shared now: copy before changing, here too
         c.policies = list(self.policies)
+        c.height = self.height
+        c.organisation_log = dict(self.organisation_log)
+        c.proposals = dict(self.proposals)
+        c.policy_proposals = dict(self.policy_proposals)
+        c.validators = list(self.validators)
+        c.ever_validators = set(self.ever_validators)
+        c.validator_sets = list(self.validator_sets)
+        c._validators_hash = self._validators_hash
         c._nonces = set(self._nonces)
         c._models = dict(self._models)
         c._asked = {}
@@ -162,6 +272,37 @@ class ChainState:
         pairs = [(r.signer, r.nonce) for r in records]
         used = self.index.nonces_used(pairs)
         self._asked = {pair: pair in used for pair in pairs}
+
+    def begin_block(self, height: int) -> None:
+        """The records applied next are those of block ``height`` (PROTOCOL.md 9.2: an
+        approval counts while ``expires`` is at least its height)."""
+        self.height = height
+
+    # -- the validator set and organisations (PROTOCOL.md 9.1) --------------------------
+    def validator_keys(self) -> list[str]:
+        """The keys of the current set, in set order."""
+        return [v.key for v in self.validators]
+
+    def validators_hash(self) -> str:
+        """``validators_hash`` of the current set: after the records applied so far, so
+        after a block it is the set certifying the next height (the header's
+        ``next_validators``)."""
+        if self._validators_hash is None:
+            self._validators_hash = validators_hash(v.key for v in self.validators)
+        return self._validators_hash
+
+    def validators_at(self, height: int) -> tuple[Validator, ...]:
+        """The set certifying ``height`` (height 1: the genesis set)."""
+        current = self.validator_sets[0][1]
+        for first, vals in self.validator_sets:
+            if first <= height:
+                current = vals
+        return current
+
+    @property
+    def organisations(self) -> list[str]:
+        """The names of the organisations in force, in the order they joined."""
+        return [o.name for o in self.organisation_log.values() if o.in_force]
 
     # -- lookups ----------------------------------------------------------------------
     def nonce_used(self, signer: str, nonce: str) -> bool:
@@ -183,8 +324,12 @@ class ChainState:
         return current
 
     def is_admin_of(self, key: str, org: str) -> bool:
+        """PROTOCOL.md 3.1: an unrevoked identity with the admin role in ``org``, an
+        organisation in force."""
         ident = self.identities.get(key)
-        return ident is not None and not ident.revoked and ident.org == org and "admin" in ident.roles
+        return (
+            ident is not None and not ident.revoked and ident.org == org and "admin" in ident.roles and org in self.orgs
+        )
 
     # -- the rules --------------------------------------------------------------------
     def check(self, rec: Record) -> None:
@@ -202,8 +347,11 @@ class ChainState:
             raise _rule("replayed_nonce", f"nonce {env['nonce']!r} was already used by this signer", signer=signer)
         rtype = env["type"]
         body = env["body"]
+        if rtype == "policy.set":
+            # PROTOCOL.md 3.1: version 2 changes the policy only by an adopted action (9.3).
+            raise _rule("not_adopted", "policy.set records are version 1 only: propose a policy.set action (network.propose) for the organisations to adopt")
         need = ROLE_FOR_TYPE[rtype]
-        if rtype not in ("identity.register", "identity.revoke", "policy.set") and need not in ident.roles:
+        if rtype not in _OWN_ROLE_RULE and need not in ident.roles:
             raise _rule(
                 "forbidden_role",
                 f"{rtype} needs role {need}; signer {ident.name} has {', '.join(sorted(ident.roles)) or 'none'}",
@@ -213,7 +361,7 @@ class ChainState:
 
     def _check_identity_register(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
         if body["org"] not in self.orgs:
-            raise _rule("unknown_org", f"body.org: no organisation {body['org']!r} in the genesis", field="body.org")
+            raise _rule("unknown_org", f"body.org: no organisation {body['org']!r} in force", field="body.org")
         if not self.is_admin_of(ident.key, body["org"]):
             raise _rule("forbidden_role", f"identity.register for {body['org']} must be signed by an admin of {body['org']}")
         if body["key"] in self.identities:
@@ -228,9 +376,72 @@ class ChainState:
         if not self.is_admin_of(ident.key, target.org):
             raise _rule("forbidden_role", f"identity.revoke of a member of {target.org} must be signed by an admin of {target.org}")
 
-    def _check_policy_set(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
-        if "admin" not in ident.roles or ident.org not in self.orgs:
-            raise _rule("forbidden_role", "policy.set must be signed by an admin of an organisation of the genesis")
+    # -- governance (PROTOCOL.md 9.2, 9.3) ------------------------------------------------
+    def _governor(self, ident: Identity, rtype: str) -> None:
+        if not self.is_admin_of(ident.key, ident.org):
+            raise _rule("not_admin", f"{rtype} must be signed by an unrevoked admin of an organisation in force; {ident.name} is not one", signer=ident.key)
+
+    def _check_network_propose(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        self._governor(ident, "network.propose")
+        if body["expires"] < self.height:
+            raise _rule("proposal_expired", f"body.expires: {body['expires']} is before this proposal's height {self.height}", field="body.expires")
+        # PROTOCOL.md 9.2: valid in the state at the proposal (which, with one
+        # organisation, is also the point where it adopts itself).
+        self.check_action(body["action"], "body.action")
+
+    def _check_network_approve(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
+        self._governor(ident, "network.approve")
+        prop = self.proposals.get(body["proposal"])
+        if prop is None:
+            raise _rule("unknown_proposal", f"body.proposal: {body['proposal'][:16]}… is not a network.propose record on the chain", field="body.proposal")
+        if prop.adopted_at is not None:
+            raise _rule("already_adopted", f"body.proposal: {prop.id[:16]}… was already adopted (log index {prop.adopted_at})", field="body.proposal")
+        if prop.expires < self.height:
+            raise _rule("proposal_expired", f"body.proposal: {prop.id[:16]}… expired at height {prop.expires}; this is height {self.height}", field="body.proposal")
+        if ident.org in prop.approvals:
+            raise _rule("already_approved", f"body.proposal: organisation {ident.org!r} already approved {prop.id[:16]}…", field="body.proposal")
+        if self._adopts((*prop.approvals, ident.org)):
+            # PROTOCOL.md 9.2: an action no longer valid makes the adopting record invalid.
+            self.check_action(prop.action, "action")
+
+    def _adopts(self, approvals: Iterable[str]) -> bool:
+        """PROTOCOL.md 9.2: the approving organisations in force, counted once, are more
+        than half of the organisations in force."""
+        approving = {o for o in approvals if o in self.orgs}
+        return 2 * len(approving) > len(self.orgs)
+
+    def check_action(self, action: dict[str, Any], path: str = "action") -> None:
+        """Raise RuleError if ``action`` (of a checked form) is not valid now (PROTOCOL.md 9.3)."""
+        op = action["op"]
+        if op == "org.add":
+            if action["name"] in self.organisation_log:
+                raise _rule("org_exists", f"{path}.name: an organisation {action['name']!r} is or was on the chain", field=f"{path}.name")
+            for i, key in enumerate(action["admins"]):
+                if key in self.identities:
+                    raise _rule("admin_registered", f"{path}.admins[{i}]: {key[:16]}… is already a registered identity", field=f"{path}.admins[{i}]")
+        elif op == "org.remove":
+            if action["name"] not in self.orgs:
+                raise _rule("unknown_org", f"{path}.name: no organisation {action['name']!r} in force", field=f"{path}.name")
+            if len(self.orgs) == 1:
+                raise _rule("last_organisation", f"{path}.name: {action['name']!r} is the last organisation in force", field=f"{path}.name")
+        elif op == "validator.add":
+            self._new_validator(action["key"], action["pop"], path, "key")
+        elif op == "validator.remove":
+            if action["key"] not in self.validator_keys():
+                raise _rule("not_validator", f"{path}.key: {action['key'][:16]}… is not a current validator", field=f"{path}.key")
+            if len(self.validators) == 1:
+                raise _rule("last_validator", f"{path}.key: the set would become empty", field=f"{path}.key")
+        elif op == "validator.replace":
+            if action["old"] not in self.validator_keys():
+                raise _rule("not_validator", f"{path}.old: {action['old'][:16]}… is not a current validator", field=f"{path}.old")
+            self._new_validator(action["new"], action["pop"], path, "new")
+        # policy.set: its form (three pools summing to 1) is all there is to check.
+
+    def _new_validator(self, key: str, pop: str, path: str, name: str) -> None:
+        if key in self.ever_validators:
+            raise _rule("already_validator", f"{path}.{name}: {key[:16]}… is or was a validator", field=f"{path}.{name}")
+        if not pop_ok(self.chain_id, key, pop):
+            raise _rule("bad_pop", f"{path}.pop: not a proof of possession by {key[:16]}… for this chain (PROTOCOL.md 9.3)", field=f"{path}.pop")
 
     def _check_dataset_contribute(self, rec: Record, ident: Identity, body: dict[str, Any]) -> None:
         ds = self.datasets.get(body["dataset"])
@@ -322,10 +533,64 @@ class ChainState:
             self.identities[body["key"]] = Identity(body["key"], body["name"], body["org"], frozenset(body["roles"]), registered_by=rec.id)
         elif rtype == "identity.revoke":
             self.identities[body["key"]] = replace(self.identities[body["key"]], revoked=True)
-        elif rtype == "policy.set":
-            pools = body["attribution"]
-            self.policies.append((self.size, {k: parse_decimal(pools[k]) for k in ("data", "annotation", "training")}))
+        elif rtype == "network.propose":
+            ident = self.identities[env["signer"]]
+            prop = Proposal(rec.id, body["action"], env["signer"], ident.org, self.height, self.size,
+                            body["expires"], body["reason"], (ident.org,))
+            self.proposals[rec.id] = prop
+            if self._adopts(prop.approvals):
+                self._adopt(prop, rec.id)
+        elif rtype == "network.approve":
+            prop = self.proposals[body["proposal"]]
+            prop = self.proposals[prop.id] = replace(prop, approvals=(*prop.approvals, self.identities[env["signer"]].org))
+            if self._adopts(prop.approvals):
+                self._adopt(prop, rec.id)
         self.size += 1
+
+    def _adopt(self, prop: Proposal, by: str) -> None:
+        """PROTOCOL.md 9.2: the action takes effect at once, before the next record."""
+        self.proposals[prop.id] = replace(prop, adopted_at=self.size, adopted_by=by)
+        action = prop.action
+        op = action["op"]
+        if op == "org.add":
+            name = action["name"]
+            self.orgs.add(name)
+            self.organisation_log[name] = Organisation(name, added_by=prop.id, added_at=self.size)
+            for key in action["admins"]:
+                self.identities[key] = Identity(key, f"{name}-admin", name, frozenset({"admin"}), registered_by=prop.id)
+        elif op == "org.remove":
+            name = action["name"]
+            self.orgs.discard(name)
+            self.organisation_log[name] = replace(self.organisation_log[name], removed_by=prop.id, removed_at=self.size)
+            for key, ident in list(self.identities.items()):
+                if ident.org == name and not ident.revoked:
+                    self.identities[key] = replace(ident, revoked=True)
+        elif op == "policy.set":
+            pools = action["attribution"]
+            self.policies.append((self.size, {k: parse_decimal(pools[k]) for k in ("data", "annotation", "training")}))
+            self.policy_proposals[self.size] = prop.id
+        else:
+            vals = self.validators
+            if op == "validator.add":
+                vals.append(Validator(action["name"], action["key"], action["url"]))
+                self.ever_validators.add(action["key"])
+            elif op == "validator.remove":
+                vals[:] = [v for v in vals if v.key != action["key"]]
+            else:  # validator.replace: the new key takes the old one's place in the set
+                at = self.validator_keys().index(action["old"])
+                vals[at] = Validator(action["name"], action["new"], action["url"])
+                self.ever_validators.add(action["new"])
+            self._validators_hash = None
+            self._record_set()
+
+    def _record_set(self) -> None:
+        """Keep the set after this change as the one certifying the next height (9.1)."""
+        nxt = max(self.height, 1) + 1  # records outside any begun block count as block 1's
+        current = tuple(self.validators)
+        while self.validator_sets and self.validator_sets[-1][0] >= nxt:
+            self.validator_sets.pop()  # an earlier change of this same block
+        if self.validator_sets[-1][1] != current:
+            self.validator_sets.append((nxt, current))
 
     def check_apply(self, rec: Record) -> None:
         self.check(rec)

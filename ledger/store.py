@@ -7,7 +7,10 @@ Ledger tables (append-only, enforced by triggers that refuse UPDATE and DELETE):
                type, signer (+ nonce, unique), dataset and model
   ``merkle``   RFC 9162 perfect-subtree hashes, key ``level << 40 | index`` (level 0 = ids)
 Derived tables (rewritten as blocks commit, rebuildable by replaying the log):
-  ``identities``, ``datasets``, ``budgets``, ``policies``
+  ``identities``, ``datasets``, ``budgets``, ``policies`` (with the adopted proposal of each
+  change), ``organisations`` (every one ever in force), ``proposals`` (every
+  ``network.propose`` and its approvals) and ``validators`` (each validator set, by the
+  first height it certifies: PROTOCOL.md 9.1)
 Node tables: ``evidence`` (equivocation), ``signed`` (the consensus guard: what this
 validator last signed), ``signed_state`` (one row: the consensus core's recovery document,
 overwritten before every signature is sent) and ``signed_blocks`` (the blocks that document
@@ -36,14 +39,14 @@ from .canonical import jcs
 from .errors import StorageError
 from .genesis import Genesis, parse_genesis
 from .records import Record
-from .state import ChainState, DatasetState, Identity
+from .state import ChainState, DatasetState, Identity, Organisation, Proposal, Validator
 from .values import decimal_str, parse_decimal
 
 __all__ = ["DERIVED_TABLES", "BlockRow", "DerivedRows", "Store", "compare_derived", "derived_rows", "node_key", "read_derived"]
 
 EVIDENCE_LIMIT = 1000  # rows of the evidence table; the oldest are dropped beyond it
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # protocol version 2: governance tables
 LEDGER_TABLES = ("meta", "blocks", "records", "merkle")
 
 
@@ -143,7 +146,20 @@ class Store:
             db.table("budgets").create(
                 {"dataset": str, "epsilon": str, "delta": str, "spent_epsilon": str, "spent_delta": str}, pk="dataset"
             )
-            db.table("policies").create({"idx": int, "data": str, "annotation": str, "training": str}, pk="idx")
+            db.table("policies").create(
+                {"idx": int, "data": str, "annotation": str, "training": str, "proposal": str}, pk="idx"
+            )
+            db.table("organisations").create(
+                {"name": str, "added_by": str, "added_at": int, "removed_by": str, "removed_at": int}, pk="name"
+            )
+            db.table("proposals").create(
+                {"id": str, "action": str, "proposer": str, "org": str, "height": int, "idx": int, "expires": int,
+                 "reason": str, "approvals": str, "adopted_at": int, "adopted_by": str},
+                pk="id",
+            )
+            db.table("validators").create(
+                {"height": int, "position": int, "key": str, "name": str, "url": str}, pk=("height", "position")
+            )
             db.table("evidence").create({"id": str, "height": int, "validator": str, "evidence": str}, pk="id")
             db.table("signed").create({"k": int, "height": int, "round": int, "step": str, "block": str}, pk="k")
             for table in LEDGER_TABLES:
@@ -249,6 +265,26 @@ class Store:
             (r[0], r[1], orjson.loads(r[2]))
             for r in self.reader.execute(f"SELECT idx, id, envelope FROM records WHERE {column} = ? ORDER BY idx", (value,))
         ]
+
+    # -- validator sets (PROTOCOL.md 9.1), from the derived table ------------------------
+    def validator_sets(self) -> list[tuple[int, tuple[Validator, ...]]]:
+        """(first height, set) of every validator set, by first height: the set certifies
+        every height from its first to the next set's first height - 1."""
+        by_height: dict[int, list[Validator]] = {}
+        for height, _pos, key, name, url in self.reader.execute(
+                "SELECT height, position, key, name, url FROM validators ORDER BY height, position"):
+            by_height.setdefault(height, []).append(Validator(name, key, url))
+        return [(h, tuple(vals)) for h, vals in by_height.items()]
+
+    def validators_at(self, height: int) -> list[Validator]:
+        """The set certifying ``height`` (PROTOCOL.md 9.1)."""
+        row = self.reader.execute(
+            "SELECT max(height) FROM validators WHERE height <= ?", (max(height, 1),)).fetchone()
+        if row is None or row[0] is None:
+            return [Validator(self.genesis.validator_names[k], k, self.genesis.validator_urls[k])
+                    for k in self.genesis.validators]
+        return [Validator(name, key, url) for key, name, url in self.reader.execute(
+            "SELECT key, name, url FROM validators WHERE height = ? ORDER BY position", (row[0],))]
 
     # LogIndex (ledger.state): lookups for the state rules.
     def nonce_used(self, signer: str, nonce: str) -> bool:
@@ -367,22 +403,34 @@ class Store:
                     c.executemany(f"INSERT INTO {t} VALUES ({','.join('?' * len(DERIVED_TABLES[t]))})", rows.values())
             return
         touched_ids, touched_ds = set(), set()
+        governance = False
         for rec in records:
             b = rec.envelope["body"]
             if rec.type in ("identity.register", "identity.revoke"):
                 touched_ids.add(b["key"])
+            elif rec.type in ("network.propose", "network.approve"):
+                governance = True
             elif rec.type == "dataset.contribute":
                 touched_ds.add(b["dataset"])
             elif rec.type == "model.update":
                 touched_ds.update(i["dataset"] for i in b["inputs"])
-        c.executemany("INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
-                      [_identity_row(state.identities[k]) for k in touched_ids])
         for name in touched_ds:
             ds = state.datasets[name]
             c.executemany("INSERT OR REPLACE INTO datasets VALUES (?,?,?)", [(name, v, r) for v, r in ds.versions.items()])
             if ds.budget is not None:
                 c.execute("INSERT OR REPLACE INTO budgets VALUES (?,?,?,?,?)", _budget_row(ds))
-        c.executemany("INSERT OR REPLACE INTO policies VALUES (?,?,?,?)", [_policy_row(at, p) for at, p in state.policies[1:]])
+        if governance:
+            # Few rows, rarely: an adopted org.add / org.remove changes identities of a whole
+            # organisation, so the governance tables and the identities are rewritten whole.
+            for t in ("identities", "organisations", "proposals", "validators"):
+                c.execute(f"DELETE FROM {t}")
+            for t, grows in _governance_rows(state).items():
+                c.executemany(f"INSERT INTO {t} VALUES ({','.join('?' * len(DERIVED_TABLES[t]))})", grows.values())
+        else:
+            c.executemany("INSERT OR REPLACE INTO identities VALUES (?,?,?,?,?,?)",
+                          [_identity_row(state.identities[k]) for k in touched_ids])
+        c.executemany("INSERT OR REPLACE INTO policies VALUES (?,?,?,?,?)",
+                      [_policy_row(at, p, state.policy_proposals.get(at)) for at, p in state.policies[1:]])
 
     def load_state(self) -> ChainState:
         """The state after the last block, from the derived tables (fast start)."""
@@ -399,11 +447,31 @@ class Store:
             ds = state.datasets.setdefault(name, DatasetState(name))
             ds.budget = (_stored_decimal(e), _stored_decimal(d))
             ds.spent = (_stored_decimal(se), _stored_decimal(sd))
-        state.policies = [(0, dict(self.genesis.policy))] + [
-            (at, {"data": _stored_decimal(a), "annotation": _stored_decimal(b), "training": _stored_decimal(t)})
-            for at, a, b, t in conn.execute("SELECT * FROM policies ORDER BY idx")
-        ]
+        state.policies = [(0, dict(self.genesis.policy))]
+        state.policy_proposals = {}
+        for at, a, b, t, prop in conn.execute("SELECT idx, data, annotation, training, proposal FROM policies ORDER BY idx"):
+            state.policies.append(
+                (at, {"data": _stored_decimal(a), "annotation": _stored_decimal(b), "training": _stored_decimal(t)}))
+            if prop is not None:
+                state.policy_proposals[at] = prop
+        state.organisation_log = {
+            n: Organisation(n, ab, aa, rb, ra)
+            for n, ab, aa, rb, ra in conn.execute(
+                "SELECT name, added_by, added_at, removed_by, removed_at FROM organisations ORDER BY rowid")
+        }
+        state.orgs = {n for n, o in state.organisation_log.items() if o.in_force}
+        state.proposals = {
+            r[0]: _proposal(r)
+            for r in conn.execute(f"SELECT {', '.join(DERIVED_TABLES['proposals'])} FROM proposals ORDER BY idx")
+        }
+        sets = self.validator_sets()
+        if sets:
+            state.validator_sets = sets
+            state.validators = list(sets[-1][1])
+            state.ever_validators = {v.key for _h, vals in sets for v in vals}
+            state._validators_hash = None
         state.size = self.log_size()
+        state.begin_block(self.height())
         return state
 
     def rebuild_state(self) -> ChainState:
@@ -412,8 +480,11 @@ class Store:
         from .records import parse_record
 
         state = ChainState(self.genesis)
-        for _idx, _h, _id, env in self.records():
+        for _idx, height, _id, env in self.records():
+            if height != state.height:
+                state.begin_block(height)
             state.check_apply(parse_record(orjson.loads(env)))
+        state.begin_block(self.height())
         self.write_derived(state)
         state.index = self
         state.settle()
@@ -519,17 +590,21 @@ DERIVED_TABLES: dict[str, tuple[str, ...]] = {
     "identities": ("key", "name", "org", "roles", "revoked", "registered_by"),
     "datasets": ("name", "version", "record"),
     "budgets": ("dataset", "epsilon", "delta", "spent_epsilon", "spent_delta"),
-    "policies": ("idx", "data", "annotation", "training"),
+    "policies": ("idx", "data", "annotation", "training", "proposal"),
+    "organisations": ("name", "added_by", "added_at", "removed_by", "removed_at"),
+    "proposals": ("id", "action", "proposer", "org", "height", "idx", "expires", "reason", "approvals",
+                  "adopted_at", "adopted_by"),
+    "validators": ("height", "position", "key", "name", "url"),
 }
 """The derived tables and their columns; the primary key is the first column (the first
-two for ``datasets``)."""
+two for ``datasets`` and ``validators``)."""
 
 DerivedRows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
 """Table -> primary key -> row."""
 
 
 def _pk(table: str, row: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(row[:2]) if table == "datasets" else (row[0],)
+    return tuple(row[:2]) if table in ("datasets", "validators") else (row[0],)
 
 
 def _identity_row(i: Identity) -> tuple[Any, ...]:
@@ -541,23 +616,55 @@ def _budget_row(ds: DatasetState) -> tuple[Any, ...]:
     return (ds.name, *map(decimal_str, (*ds.budget, *ds.spent)))
 
 
-def _policy_row(at: int, p: dict[str, Any]) -> tuple[Any, ...]:
-    return (at, decimal_str(p["data"]), decimal_str(p["annotation"]), decimal_str(p["training"]))
+def _policy_row(at: int, p: dict[str, Any], proposal: str | None) -> tuple[Any, ...]:
+    return (at, decimal_str(p["data"]), decimal_str(p["annotation"]), decimal_str(p["training"]), proposal)
+
+
+def _organisation_row(o: Organisation) -> tuple[Any, ...]:
+    return (o.name, o.added_by, o.added_at, o.removed_by, o.removed_at)
+
+
+def _proposal_row(p: Proposal) -> tuple[Any, ...]:
+    # Organisation names hold no newline (a proposal's approvals are joined by one).
+    return (p.id, jcs(p.action).decode(), p.proposer, p.org, p.height, p.index, p.expires, p.reason,
+            "\n".join(p.approvals), p.adopted_at, p.adopted_by)
+
+
+def _proposal(row: Sequence[Any]) -> Proposal:
+    pid, action, proposer, org, height, idx, expires, reason, approvals, adopted_at, adopted_by = row
+    return Proposal(pid, orjson.loads(action), proposer, org, height, idx, expires, reason,
+                    tuple(approvals.split("\n")) if approvals else (), adopted_at, adopted_by)
 
 
 def derived_rows(state: ChainState) -> DerivedRows:
     """The rows the derived tables hold for ``state``: what a replay of the log says
     they must hold (DESIGN.md: state is derivable from the log)."""
     out: DerivedRows = {t: {} for t in DERIVED_TABLES}
-    for i in state.identities.values():
-        out["identities"][(i.key,)] = _identity_row(i)
+    out.update(_governance_rows(state))
     for name, ds in state.datasets.items():
         for v, r in ds.versions.items():
             out["datasets"][(name, v)] = (name, v, r)
         if ds.budget is not None:
             out["budgets"][(name,)] = _budget_row(ds)
     for at, p in state.policies[1:]:
-        out["policies"][(at,)] = _policy_row(at, p)
+        out["policies"][(at,)] = _policy_row(at, p, state.policy_proposals.get(at))
+    return out
+
+
+def _governance_rows(state: ChainState) -> DerivedRows:
+    """The rows of the tables a governance record may change (PROTOCOL.md 9): identities
+    (an adopted org.add or org.remove changes many), organisations, proposals and the
+    validator sets."""
+    out: DerivedRows = {"identities": {}, "organisations": {}, "proposals": {}, "validators": {}}
+    for i in state.identities.values():
+        out["identities"][(i.key,)] = _identity_row(i)
+    for o in state.organisation_log.values():
+        out["organisations"][(o.name,)] = _organisation_row(o)
+    for prop in state.proposals.values():
+        out["proposals"][(prop.id,)] = _proposal_row(prop)
+    for first, vals in state.validator_sets:
+        for pos, val in enumerate(vals):
+            out["validators"][(first, pos)] = (first, pos, val.key, val.name, val.url)
     return out
 
 

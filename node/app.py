@@ -18,6 +18,8 @@ Endpoints::
     GET  /v1/lineage/{ref}                         `provledger lineage --json` (node.api_lineage)
     GET  /v1/attribution/{id}?total=N[&method=M][&metric=NAME]
                                                    the table of `provledger attribution --json`
+    GET  /v1/validators[?height=H], /v1/proposals[?status=S], /v1/organisations
+                                                   the consortium (node.api_governance)
     POST /v1/peer/message                          a signed proposal or vote, or {"messages": [...]}
                                                    -> 202 {accepted, refused} (node.api_peer)
     POST /v1/peer/records                          {"records": [...]} forwarded by a validator
@@ -76,6 +78,7 @@ from ledger.errors import InputError, LedgerError, NotFoundError, TooLargeError
 from ledger.proofs import checkpoint_doc, proof_doc
 
 from . import api_schema as doc
+from .api_governance import install as install_governance
 from .api_lineage import install as install_lineage
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
@@ -447,5 +450,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     install_sync(app, the_node)  # GET /v1/blocks?from=H (bulk) and the catch-up task
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
+    install_governance(app, the_node)  # GET /v1/validators, /v1/proposals, /v1/organisations
     app.include_router(explorer_router(the_node))  # /explorer pages, GET /v1/search, /docs, /redoc
     return app

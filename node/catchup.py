@@ -6,7 +6,7 @@ Nothing a peer sends is trusted. Each block is checked as an auditor would (PROT
 
   1. the header is well formed, at the height we need, and hashes to the hash it came with;
   2. the commit certificate is valid for that hash: precommits from more than two thirds of
-     the genesis validators (PROTOCOL.md 6, ``ledger.blocks.verify_certificate``);
+     the set certifying its height (PROTOCOL.md 6, 9.1, ``ledger.blocks.verify_certificate``);
   3. every record is well formed, for this chain, and its signature verifies (PROTOCOL.md 3);
   4. ``Ledger.check_block`` replays the records on our state (roles, nonces, budgets) and
      rebuilds the header: ``prev`` links to our head, ``count``, ``log_size`` and the RFC
@@ -412,9 +412,10 @@ class CatchUp:
                 return  # stored meanwhile by consensus; the certificate check there covered it
             raise PeerError(f"block {h.height} does not follow our height {self.height}")
         try:
-            # 2. The certificate: > 2/3 of the genesis validators precommitted this hash.
+            # 2. The certificate: > 2/3 of the set certifying this height precommitted this
+            # hash; h follows our head, so that is the set of our state (PROTOCOL.md 9.1).
             verify_certificate(fb.certificate, chain=self.chain_id, height=h.height, block_hash=h.hash,
-                               validators=self.genesis.validators)
+                               validators=self.ledger.state.validator_keys())
             # 4. Replay on our state and rebuild the header (prev, count, log_size, log_root).
             def check() -> Block:
                 return self.ledger.check_block(h, fb.records, verify_signatures=False)

@@ -364,7 +364,7 @@ def init_network(
     vkeys = [SigningKey.generate() for _ in cfgs]
     admins = [SigningKey.generate() for _ in cfgs]
     doc: dict[str, Any] = {
-        "v": 1,
+        "v": 2,
         "name": name,
         "created": utc_now(),
         "validators": [{"name": c.node_name, "key": k.public, "url": c.url} for c, k in zip(cfgs, vkeys, strict=True)],

@@ -27,7 +27,7 @@ class Mempool:
         self.limit = limit
         self._records: dict[str, Record] = {}  # id -> record, in arrival order
         self._arrived: dict[str, float] = {}  # id -> monotonic arrival time
-        self.pending = committed.fork()
+        self.pending = _pending(committed)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -75,12 +75,13 @@ class Mempool:
         if not rebuild:
             # ChainState keeps what was applied since its index caught up in this overlay
             # (ledger.state, ``settle``); drop the entries of records now in the store.
+            self.pending.begin_block(committed.height + 1)
             nonces, models = self.pending._nonces, self.pending._models
             for rec in done:
                 nonces.discard((rec.signer, rec.nonce))
                 models.pop(rec.id, None)
             return []
-        pending = committed.fork()
+        pending = _pending(committed)
         dropped: list[tuple[Record, Exception]] = []
         for rid, rec in list(self._records.items()):
             try:
@@ -93,3 +94,11 @@ class Mempool:
                 pending.apply(rec)
         self.pending = pending
         return dropped
+
+
+def _pending(committed: ChainState) -> ChainState:
+    """The state records waiting here are checked against: they go in the next block
+    (PROTOCOL.md 9.2: approvals and ``expires`` depend on that height)."""
+    pending = committed.fork()
+    pending.begin_block(committed.height + 1)
+    return pending

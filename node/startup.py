@@ -66,11 +66,6 @@ def _check(store: Store) -> None:
         if head.header.chain != genesis.chain_id:
             raise _refuse(store, f"block {h} names another chain")
         try:
-            verify_certificate(head.certificate, chain=genesis.chain_id, height=h, block_hash=head.hash,
-                               validators=genesis.validators)
-        except LedgerError as e:
-            raise _refuse(store, f"the certificate of block {h} does not verify: {e.message}") from e
-        try:
             frontier = store.root_at(size).hex()
         except LedgerError as e:
             raise _refuse(store, f"the Merkle frontier is incomplete: {e.message}") from e
@@ -80,6 +75,13 @@ def _check(store: Store) -> None:
             raise _refuse(store, f"the stored Merkle frontier gives log_root {frontier[:16]}…, "
                                  f"block {h} certifies {root[:16]}… (merkle table edited)")
     state = _replay(store, size, root)
+    if head is not None:
+        h = head.header.height
+        try:  # against the set certifying the head's height, from the replay (PROTOCOL.md 9.1)
+            verify_certificate(head.certificate, chain=genesis.chain_id, height=h, block_hash=head.hash,
+                               validators=[v.key for v in state.validators_at(h)])
+        except LedgerError as e:
+            raise _refuse(store, f"the certificate of block {h} does not verify: {e.message}") from e
     diffs = list(compare_derived(derived_rows(state), read_derived(store.reader)))
     if diffs:
         table, key, what = diffs[0]
@@ -99,10 +101,12 @@ def _replay(store: Store, size: int, root: str) -> ChainState:
     acc = merkle.Accumulator()
     sha256 = hashlib.sha256
     rows = store.reader.execute(
-        "SELECT idx, id, type, signer, nonce, dataset, model, envelope FROM records ORDER BY idx")
+        "SELECT idx, id, type, signer, nonce, dataset, model, envelope, height FROM records ORDER BY idx")
     idx = 0
     try:
-        for idx, rid, rtype, signer, nonce, dataset, model, text in rows:
+        for idx, rid, rtype, signer, nonce, dataset, model, text, height in rows:
+            if height != state.height:
+                state.begin_block(height)
             data = text.encode()
             if sha256(b"\x00" + data).hexdigest() != rid:
                 raise _refuse(store, f"the record at log index {idx} does not hash to its stored id")
@@ -122,6 +126,7 @@ def _replay(store: Store, size: int, root: str) -> ChainState:
     if acc.root().hex() != root:
         raise _refuse(store, f"the stored records give log_root {acc.root().hex()[:16]}…, the head certifies "
                              f"{root[:16]}… (records edited)")
+    state.begin_block(store.height())
     state.index = store
     state.settle()
     return state

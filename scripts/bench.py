@@ -112,7 +112,7 @@ def consortium() -> tuple[dict[str, Any], SigningKey, list[SigningKey]]:
     val, admin = seed("validator"), seed("admin")
     people = [seed(f"p{i}") for i in range(8)]
     doc = {
-        "v": 1, "name": "bench", "created": "2026-11-21T12:00:00Z",
+        "v": 2, "name": "bench", "created": "2026-11-21T12:00:00Z",
         "validators": [{"name": "node-0", "key": val.public, "url": "http://127.0.0.1:8000"}],
         "organisations": [{"name": "org-1", "admins": [admin.public]}],
         "participants": [{"key": p.public, "name": f"p{i}", "org": "org-1",

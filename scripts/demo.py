@@ -127,7 +127,7 @@ def make_network(home: Path, port: int) -> dict[str, Any]:
     validator = SigningKey.generate()
     admins = {org: SigningKey.generate() for org in ORGS}
     doc = {
-        "v": 1, "name": "cxr-consortium",
+        "v": 2, "name": "cxr-consortium",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "validators": [{"name": cfg.node_name, "key": validator.public, "url": cfg.url}],
         "organisations": [{"name": org, "admins": [k.public]} for org, k in admins.items()],

@@ -7,6 +7,10 @@
     scripts/devnet down          stop every node (SIGTERM, then wait)
     scripts/devnet catchup-rate  how fast a node catches up, next to the offline audit rate
                                  (its own chain in a temporary directory; --records N)
+    scripts/devnet add NAME      a new organisation NAME with its validator: ``.devnet/NAME``
+                                 (keys, genesis, empty database, config), voted in through the
+                                 running nodes' admins (org-add, then validator-add); the new
+                                 node is not started
 
 Layout: ``.devnet/node-1`` ... ``.devnet/node-4`` (homes made by ``provledger init
 --validators 4``), each with ``node.pid`` and ``node.log``; ``.devnet/alice.key`` is a
@@ -202,6 +206,74 @@ Try, with the virtualenv active (. .venv/bin/activate):
   scripts/devnet down""")
 
 
+def _vote(d: Path, url: str, proposer: Path, args: list[str], what: str) -> dict[str, Any]:
+    """``provledger propose ARGS`` signed by ``proposer``, then ``provledger approve`` by the
+    admins of node-1 ... node-4 in turn until the proposal is adopted (PROTOCOL.md 9.2)."""
+
+    def run(*cmd: str) -> dict[str, Any]:
+        res = subprocess.run([*provledger(), *cmd, "--node", url, "--wait", "--json"], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"error: {what}: provledger {cmd[0]} exited {res.returncode}: {res.stderr.strip()}")
+        return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+    out = run("propose", *args, "--key", str(proposer), "--reason", f"scripts/devnet add: {what}")
+    state = out.get("proposal_state") or {}
+    for home in homes(d):
+        if state.get("status") == "adopted":
+            break
+        if home.name.replace("node-", "org-") in state.get("approvals", []):
+            continue
+        state = run("approve", out["id"], "--key", str(home / "admin.key")).get("proposal_state") or {}
+    if state.get("status") != "adopted":
+        raise SystemExit(f"error: {what}: proposal {out['id']} was not adopted ({state.get('status')})")
+    print(f"  {what}: proposal {out['id'][:16]}… adopted, approved by {', '.join(state['approvals'])}", flush=True)
+    return state
+
+
+def cmd_add(d: Path, name: str) -> None:
+    """A new organisation ``name`` with its own validator: its home ``d/name`` (validator and
+    admin keys, the genesis, a database holding only the genesis, a config whose peers are the
+    devnet's nodes), then the votes of PROTOCOL.md 9.3 through the running nodes: org.add by
+    node-1's admin with approvals of the others until adopted, then validator.add (its pop
+    signed with the new key) proposed by the new organisation's admin."""
+    import re
+
+    from ledger.keys import SigningKey
+    from ledger.store import Store
+
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,31}", name) or re.fullmatch(r"node-[0-9]+", name):
+        raise SystemExit(f"error: {name!r}: a new organisation's name is lowercase letters, digits and '-' "
+                         "(not node-N, the names of the devnet's own nodes)")
+    home = d / name
+    if home.exists():
+        raise SystemExit(f"error: {home} already exists")
+    url = node_url(homes(d)[0])
+    with httpx.Client(timeout=5.0) as http:
+        try:
+            orgs = [o["name"] for o in http.get(url + "/v1/organisations").json()["organisations"]]
+        except (httpx.HTTPError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: node-1 at {url} does not answer: start the devnet (`scripts/devnet up`)") from e
+    if name in orgs:
+        raise SystemExit(f"error: {name} is already an organisation of the devnet")
+    taken = [json.loads(p.read_text())["port"] for p in d.glob("*/config.json")]
+    cfg = json.loads((homes(d)[0] / "config.json").read_text())
+    cfg.update(node_name=name, port=max(taken) + 1, peers=[node_url(h) for h in homes(d)])
+    home.mkdir()
+    validator, admin = SigningKey.generate(), SigningKey.generate()
+    validator.save(home / "validator.key")
+    admin.save(home / "admin.key")
+    shutil.copy(homes(d)[0] / "genesis.json", home / "genesis.json")
+    Store.create(home / "ledger.db", json.loads((home / "genesis.json").read_text())).close()
+    (home / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    new_url = f"http://{cfg['host']}:{cfg['port']}"
+    print(f"created {home} (validator {validator.public[:16]}…, admin {admin.public[:16]}…, {new_url})", flush=True)
+    _vote(d, url, homes(d)[0] / "admin.key", ["org-add", name, "--admin", str(home / "admin.key")], f"org.add {name}")
+    _vote(d, url, home / "admin.key", ["validator-add", "--name", name, "--url", new_url,
+                                       "--validator-key-file", str(home / "validator.key")], f"validator.add {name}")
+    print(f"{name} is an organisation and its validator is in the set from the next height on;\n"
+          f"its node is not started by this script: its home is {home}")
+
+
 def cmd_catchup_rate(records: int) -> None:
     """Catch-up against the offline audit on one chain of ``records`` records (in a temporary
     directory, not the devnet): a one-validator node serves it, a second node of the same
@@ -323,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("node")
     cr = sub.add_parser("catchup-rate", help="measure catch-up against the offline audit (in a temporary directory)")
     cr.add_argument("--records", type=int, default=100_000, help="records in the chain (default 100,000)")
+    ad = sub.add_parser("add", help="vote a new organisation and its validator in (the node is not started)")
+    ad.add_argument("name", help="the new organisation's name, also its node's and its home's (.devnet/NAME)")
     args = ap.parse_args(argv)
     d = devnet_dir()
     if args.cmd == "catchup-rate":
@@ -332,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: no devnet in {d}; run `scripts/devnet up` first")
     if args.cmd == "up":
         cmd_up(d)
+    elif args.cmd == "add":
+        cmd_add(d, args.name)
     elif args.cmd == "down":
         running = [h for h in homes(d) if pid_of(h) is not None]
         for h in running:  # all at once, then wait for each to finish its shutdown

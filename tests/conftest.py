@@ -61,7 +61,7 @@ class Chain:
 
 
 def build_varied(path: Path, cons: Consortium | None = None) -> Chain:
-    """Six blocks, 19 records of all seven types; block 4 is empty.
+    """Six blocks, 20 records of every version 2 type; block 4 is empty.
 
     With a multi-validator consortium, odd heights carry every validator's vote and even
     heights exactly a quorum.
@@ -102,7 +102,7 @@ def build_varied(path: Path, cons: Consortium | None = None) -> Chain:
         agg,
         cons.record(a, "model.evaluation", {"target": agg.id, "metric": "accuracy", "value": "0.91",
                                              "eval_set_hash": h("eval"), "coalition": ["mnist", "cifar"]}),
-        cons.record(adm, "policy.set", {"attribution": {"data": "0.4", "annotation": "0.4", "training": "0.2"}}),
+        *cons.adoption(cons.policy_action("0.4", "0.4", "0.2")),
         cons.record(carol, "model.update", cons.update_body("m", 2, parent=agg.id,
                                                             inputs=[("mnist-small", 100, "0", "0")])),
     ])

@@ -37,12 +37,14 @@ class Consortium:
     ``admin_a`` / ``admin_b``: admins of org-a / org-b
     """
 
-    def __init__(self, validators: int = 1, url: str = "http://127.0.0.1:8000") -> None:
+    def __init__(self, validators: int = 1, url: str = "http://127.0.0.1:8000", orgs: int = 2) -> None:
+        """``orgs`` > 2 adds organisations org-c, org-d, ... each with one admin
+        (``admins["org-c"]`` = key "admin-c", ...)."""
         self.validators = [key(f"validator-{i}") for i in range(validators)]
         self.admin_a, self.admin_b = key("admin-a"), key("admin-b")
         self.alice, self.bob, self.carol = key("alice"), key("bob"), key("carol")
         self.doc: dict[str, Any] = {
-            "v": 1,
+            "v": 2,
             "name": "test-consortium",
             "created": TS,
             "validators": [
@@ -60,6 +62,16 @@ class Consortium:
             ],
             "policy": {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}},
         }
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        self.admins: dict[str, SigningKey] = {"org-a": self.admin_a, "org-b": self.admin_b}
+        for letter in letters[2:orgs]:
+            self.admins[f"org-{letter}"] = key(f"admin-{letter}")
+            self.doc["organisations"].append({"name": f"org-{letter}", "admins": [key(f"admin-{letter}").public]})
+        if orgs < 2:
+            self.doc["organisations"] = self.doc["organisations"][:orgs]
+            self.doc["participants"] = [p for p in self.doc["participants"] if p["org"] in self.admins and
+                                        p["org"] in {o["name"] for o in self.doc["organisations"]}]
+            self.admins = {o["name"]: self.admins[o["name"]] for o in self.doc["organisations"]}
         self.genesis: Genesis = parse_genesis(self.doc)
         self.chain_id = self.genesis.chain_id
         self._nonce = itertools.count()
@@ -100,6 +112,25 @@ class Consortium:
             "inputs": [{"dataset": d, "samples": n, "epsilon": e, "delta": dl} for d, n, e, dl in (inputs or [])],
             "aggregates": aggregates or [], "metrics": {"loss": "0.25"},
         }
+
+    # -- governance (PROTOCOL.md 9.2, 9.3) ---------------------------------------------
+    @staticmethod
+    def policy_action(data: str, annotation: str, training: str) -> dict[str, Any]:
+        return {"op": "policy.set", "attribution": {"data": data, "annotation": annotation, "training": training}}
+
+    def propose(self, signer: SigningKey, action: dict[str, Any], *, expires: int = 1_000_000, reason: str = "",
+                **kw: Any) -> Record:
+        return self.record(signer, "network.propose", {"action": action, "expires": expires, "reason": reason}, **kw)
+
+    def approve(self, signer: SigningKey, proposal: str, **kw: Any) -> Record:
+        return self.record(signer, "network.approve", {"proposal": proposal}, **kw)
+
+    def adoption(self, action: dict[str, Any], admins: list[SigningKey] | None = None, **kw: Any) -> list[Record]:
+        """The proposal of ``action`` by the first of ``admins`` and the approvals of the
+        others (default: admin_a proposes, admin_b approves: both organisations)."""
+        first, *rest = admins or [self.admin_a, self.admin_b]
+        prop = self.propose(first, action, **kw)
+        return [prop, *(self.approve(a, prop.id) for a in rest)]
 
     # -- stores ---------------------------------------------------------------------
     def ledger(self, path: Path) -> Ledger:

@@ -70,7 +70,7 @@ def test_docs_worked_example_to_the_unit() -> None:
 def test_result_shape_and_justification() -> None:
     ch, ids = demo()
     r = attribute(ch.memory(), ids["g2"], 1000)
-    assert r["policy"] == {"source": "genesis", "data": "0.5", "annotation": "0.3", "training": "0.2"}
+    assert r["policy"] == {"source": "genesis", "approved_by": [], "data": "0.5", "annotation": "0.3", "training": "0.2"}
     assert r["pools"]["data"] == {"policy": "1/2", "effective": "1/2", "weight": "700/1", "empty": False}
     by_name = {ln["name"]: ln for ln in r["lines"]}
     carol = by_name["carol"]
@@ -87,17 +87,19 @@ def test_policy_set_before_the_model_applies_and_empty_pools_pass_their_share(tm
     ch = Chain()
     ch.dataset("alice", "scans")
     l1 = ch.local("bob", "m", 1, [("scans", 10)])
-    ch.add(ch.c.admin_a, "policy.set", {"attribution": {"data": "0.6", "annotation": "0.4", "training": "0"}})
+    first = ch.policy("0.6", "0.4", "0")
     l2 = ch.local("bob", "m", 2, [("scans", 10)], parent=l1)
-    ch.add(ch.c.admin_b, "policy.set", {"attribution": {"data": "0", "annotation": "0", "training": "1"}})
+    ch.policy("0", "0", "1")
     r1 = attribute(ch.memory(), l1, 10)  # genesis policy; no annotations: 0.5 : 0.2
     assert r1["pools"]["annotation"]["empty"] and r1["pools"]["data"]["effective"] == "5/7"
-    r2 = attribute(ch.memory(), l2, 10)  # the first policy.set; annotation empty -> data takes all
+    assert r1["policy"]["source"] == "genesis" and r1["policy"]["approved_by"] == []
+    r2 = attribute(ch.memory(), l2, 10)  # the first policy change; annotation empty -> data takes all
     assert r2["policy"]["data"] == "0.6" and r2["pools"]["data"]["effective"] == "1/1"
+    assert r2["policy"]["source"] == first and r2["policy"]["approved_by"] == ["org-a", "org-b"]
     assert [(ln["name"], ln["units"]) for ln in r2["lines"]] == [("alice", 10)]
     # The second policy.set came after l2: it does not apply to l2.
     assert attribute(ch.memory(), l2, 10) == r2
-    ch.add(ch.c.admin_a, "policy.set", {"attribution": {"data": "0", "annotation": "1", "training": "0"}})
+    ch.policy("0", "1", "0")
     l3 = ch.local("bob", "m", 3, [("scans", 10)], parent=l2)
     with pytest.raises(InputError, match="nothing to attribute"):
         attribute(ch.memory(), l3, 10)
@@ -163,7 +165,7 @@ def build(spec: dict[str, Any], prefix: str = "", double: int | None = None) -> 
         ch.annotate(who, f"d{d}", labels=labels, quality=quality)
     if spec["policy"]:
         data, ann, tr = spec["policy"]
-        ch.add(ch.c.admin_a, "policy.set", {"attribution": {"data": data, "annotation": ann, "training": tr}})
+        ch.policy(data, ann, tr)
     parent = None
     for rnd, (aggregator, updates) in enumerate(spec["rounds"], start=1):
         refs = [ch.local(who, "m", rnd, [(f"d{d}", n * (2 if d == double else 1)) for d, n in used], parent=parent)

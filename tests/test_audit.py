@@ -23,9 +23,9 @@ def test_clean_varied_chain_audits_ok(fixture: str, request: pytest.FixtureReque
     report = audit(DbSource(chain.path))
     assert report.ok, [str(f) for f in report.findings]
     assert report.chain_id == chain.cons.chain_id
-    assert (report.blocks, report.records) == (6, 19)
+    assert (report.blocks, report.records) == (6, 20)
     head = report.head
-    assert head is not None and (head.height, head.hash, head.log_size) == (6, chain.hashes[-1], 19)
+    assert head is not None and (head.height, head.hash, head.log_size) == (6, chain.hashes[-1], 20)
     with Store(chain.path) as store:
         assert head.log_root == store.head().header.log_root  # type: ignore[union-attr]
     assert verify_chain(DbSource(chain.path)).ok
@@ -54,13 +54,13 @@ def test_jobs_2_gives_the_same_report(chain1: Any, tmp_path: Path) -> None:
 def test_progress_counts_every_record(chain1: Any) -> None:
     seen: list[int] = []
     audit(DbSource(chain1.path), progress=seen.append)
-    assert sum(seen) == 19 and len(seen) == 6
+    assert sum(seen) == 20 and len(seen) == 6
 
 
 def test_report_to_dict_is_json(chain1: Any) -> None:
     report = audit(DbSource(chain1.path), checkpoint=audit(DbSource(chain1.path)).head)
     doc = json.loads(json.dumps(report.to_dict()))
-    assert doc["ok"] is True and doc["records"] == 19 and doc["findings"] == []
+    assert doc["ok"] is True and doc["records"] == 20 and doc["findings"] == []
     assert doc["head"]["hash"] == chain1.hashes[-1]
     assert doc["checkpoint"].startswith("consistent")
 
@@ -96,8 +96,8 @@ def test_consistent_with_a_checkpoint_after_growth(chain1: Any, tmp_path: Path) 
     ledger.store.close()
     report = audit(DbSource(db), checkpoint=Checkpoint.load(state))
     assert report.ok, [str(f) for f in report.findings]
-    assert report.checkpoint == "consistent with the checkpoint at height 6 (19 records)"
-    assert report.head is not None and report.head.log_size == 25
+    assert report.checkpoint == "consistent with the checkpoint at height 6 (20 records)"
+    assert report.head is not None and report.head.log_size == 26
     # The same chain against its own head, and against an empty-log checkpoint.
     assert audit(DbSource(db), checkpoint=report.head).ok
     empty = Checkpoint(cons.chain_id, 0, cons.chain_id, 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")

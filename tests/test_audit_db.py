@@ -1,7 +1,7 @@
 """The audit of a database file trusts no table: the Merkle nodes and the derived state are
 recomputed and compared row by row, and a damaged file is a finding (exit 1), never a
 traceback. Each test edits a copy of the varied chain (``conftest.build_varied``: six
-blocks, 19 records) behind the dropped append-only triggers, or damages the file itself.
+blocks, 20 records) behind the dropped append-only triggers, or damages the file itself.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def test_edited_merkle_row_is_one_finding_at_its_level_index_and_height(
 def test_merkle_row_missing_or_extra(db: Path, chain1: Any, kit: Any) -> None:
     conn = edit(db, kit)
     conn.execute("DELETE FROM merkle WHERE k = ?", (node_key(2, 2),))
-    conn.execute("INSERT INTO merkle VALUES (?, ?)", (node_key(0, 19), bytes(32)))  # past the log
+    conn.execute("INSERT INTO merkle VALUES (?, ?)", (node_key(0, 20), bytes(32)))  # past the log
     conn.execute("INSERT INTO merkle VALUES (?, ?)", (node_key(5, 0), bytes(32)))  # a level the tree lacks
     conn.close()
     report = run(db)
     missing = [f for f in report.findings if "missing" in f.message]
     assert [(f.key, f.height) for f in missing] == [("level 2 index 2", height_completing(chain1, 2, 2))]
     extra = sorted(f.key for f in report.findings if "does not give" in f.message)  # type: ignore[type-var]
-    assert extra == ["level 0 index 19", "level 5 index 0"]
+    assert extra == ["level 0 index 20", "level 5 index 0"]
     assert len(report.findings) == 3
 
 
@@ -131,7 +131,7 @@ def _budget_refilled(conn: sqlite3.Connection, c: Consortium) -> tuple[str, str,
 
 def _policy_dropped(conn: sqlite3.Connection, c: Consortium) -> tuple[str, str, str]:
     conn.execute("DELETE FROM policies")
-    return "policies", "10", "row missing"
+    return "policies", "11", "row missing"
 
 
 @pytest.mark.parametrize("tamper", [_admin_bob, _unrevoke_carol, _new_identity, _deleted_version,

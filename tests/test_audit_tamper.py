@@ -1,7 +1,7 @@
 """The ten tamper cases of issue 2: each edits the SQLite file directly, behind the dropped
 append-only triggers, and the audit must fail and say where (check, height, record, index).
 
-The chain (``conftest.build_varied``) has a 4-validator genesis, six blocks and 19 records;
+The chain (``conftest.build_varied``) has a 4-validator genesis, six blocks and 20 records;
 odd heights carry four precommits, even heights exactly the quorum of three.
 """
 
@@ -118,8 +118,8 @@ def inserted_record(conn: sqlite3.Connection, chain: Any) -> Expect:
     # A genuinely signed, valid record placed in block 3 at a fresh log index.
     rec = chain.cons.record(chain.cons.alice, "dataset.contribute", chain.cons.dataset_body("extra"), nonce="ins")
     conn.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?)",
-                 (19, rec.id, 3, rec.type, rec.signer, rec.nonce, "extra", None, rec.canonical.decode()))
-    return Expect("log_index", 3, 19, rec.id)
+                 (20, rec.id, 3, rec.type, rec.signer, rec.nonce, "extra", None, rec.canonical.decode()))
+    return Expect("log_index", 3, 20, rec.id)
 
 
 def swapped_records(conn: sqlite3.Connection, chain: Any) -> Expect:
@@ -208,7 +208,7 @@ def tamper(name: str, db: Path, base: Any) -> Expect:
 def test_clean_chain_audits_ok(db: Path, base: Any) -> None:
     report = run(db)
     assert report.ok, report.findings
-    assert (report.blocks, report.records) == (6, 19)
+    assert (report.blocks, report.records) == (6, 20)
     assert report.head is not None and report.head.hash == base.hashes[-1]
 
 
@@ -408,7 +408,7 @@ def test_truncated_tail_alone_passes_but_not_against_the_checkpoint(db: Path, ba
     report = run(db, checkpoint=Checkpoint.load(state))
     assert report.checkpoint == "rollback"
     f = find(report, "rollback", 4)
-    assert "19" in f.message and "height 6" in f.message
+    assert "20" in f.message and "height 6" in f.message
 
 
 def test_rewritten_history_is_a_fork(base: Any, tmp_path: Path, kit: Any) -> None:
@@ -474,7 +474,7 @@ def test_cli_audit_reports_each_tamper(name: str, db: Path, base: Any, tmp_path:
 
 
 def checkpoint_of_clean(base: Any) -> Checkpoint:
-    return Checkpoint(base.cons.chain_id, 6, base.hashes[-1], 19, run(base.path).head.log_root)  # type: ignore[union-attr]
+    return Checkpoint(base.cons.chain_id, 6, base.hashes[-1], 20, run(base.path).head.log_root)  # type: ignore[union-attr]
 
 
 def test_cli_audit_human_output_names_check_and_height(db: Path, base: Any) -> None:

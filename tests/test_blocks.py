@@ -26,7 +26,8 @@ C4 = Consortium(validators=4)
 
 def header(cons: Consortium = C4, height: int = 7) -> Header:
     return make_header(chain=cons.chain_id, height=height, prev="11" * 32, time="2026-11-21T12:00:01Z",
-                       proposer=cons.validators[0].public, count=500, log_size=3500, log_root="22" * 32)
+                       proposer=cons.validators[0].public, count=500, log_size=3500, log_root="22" * 32,
+                       next_validators="44" * 32)
 
 
 def sign_precommit(k: Any, hd: Header, round: int = 0, step: str = "precommit", block: str | None = None) -> dict[str, str]:
@@ -47,13 +48,15 @@ def verify(c: Certificate, hd: Header, cons: Consortium = C4) -> None:
 # --- headers ---------------------------------------------------------------------------
 def test_header_hash_recomputed_with_rfc8785() -> None:
     hd = header()
-    doc = {"v": 1, "chain": C4.chain_id, "height": 7, "prev": "11" * 32, "time": "2026-11-21T12:00:01Z",
-           "proposer": C4.validators[0].public, "count": 500, "log_size": 3500, "log_root": "22" * 32}
+    doc = {"v": 2, "chain": C4.chain_id, "height": 7, "prev": "11" * 32, "time": "2026-11-21T12:00:01Z",
+           "proposer": C4.validators[0].public, "count": 500, "log_size": 3500, "log_root": "22" * 32,
+           "next_validators": "44" * 32}
     assert hd.to_dict() == doc
     assert hd.hash == hashlib.sha256(b"provledger/block/v1\n" + rfc8785.dumps(doc)).hexdigest()
 
 
-@pytest.mark.parametrize("field", ["chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root"])
+@pytest.mark.parametrize(
+    "field", ["chain", "height", "prev", "time", "proposer", "count", "log_size", "log_root", "next_validators"])
 def test_every_header_field_changes_the_hash(field: str) -> None:
     d = header().to_dict()
     d[field] = {"height": 8, "count": 501, "log_size": 3501, "time": "2026-11-21T12:00:02Z"}.get(field, "33" * 32)
@@ -64,7 +67,9 @@ def test_header_roundtrip_and_bad_forms() -> None:
     d = header().to_dict()
     assert Header.from_dict(d) == header()
     for bad in ({**d, "extra": 1}, {k: v for k, v in d.items() if k != "time"}, {**d, "height": -1},
-                {**d, "count": "5"}, {**d, "prev": "XY" * 32}, {**d, "time": "2026-11-21T12:00:01"}, [d]):
+                {**d, "count": "5"}, {**d, "prev": "XY" * 32}, {**d, "time": "2026-11-21T12:00:01"}, [d],
+                {**d, "v": 1}, {**d, "v": True}, {**d, "next_validators": "AB" * 32},
+                {k: v for k, v in d.items() if k != "next_validators"}):
         with pytest.raises(InputError) as ei:
             Header.from_dict(bad)
         assert ei.value.code == "bad_header"

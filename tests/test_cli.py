@@ -149,7 +149,7 @@ def test_audit_state_saves_a_checkpoint(chain1: Any, tmp_path: Path) -> None:
     assert res.exit_code == 0
     assert "OK" in res.stdout and f"chain {chain1.cons.chain_id}" in res.stdout
     cp = Checkpoint.load(state)
-    assert cp is not None and (cp.height, cp.hash, cp.log_size) == (6, chain1.hashes[-1], 19)
+    assert cp is not None and (cp.height, cp.hash, cp.log_size) == (6, chain1.hashes[-1], 20)
     # The second run proves consistency with it.
     res = run("audit", str(chain1.path), "--state", str(state), "--json", "--jobs", "2")
     assert res.exit_code == 0
@@ -180,10 +180,10 @@ def proof(chain4: Any, tmp_path: Path) -> tuple[Path, Path, str]:
 def test_prove_prints_a_proof_that_verify_proof_accepts(proof: tuple[Path, Path, str], chain4: Any) -> None:
     out, genesis, rid = proof
     doc = json.loads(out.read_text())
-    assert (doc["record"], doc["index"], doc["tree_size"]) == (rid, 9, 19)
+    assert (doc["record"], doc["index"], doc["tree_size"]) == (rid, 9, 20)
     res = run("verify-proof", str(out), "--genesis", str(genesis), "--record", rid, "--json")
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout) == {"ok": True, "record": rid, "height": 6, "log_size": 19}
+    assert json.loads(res.stdout) == {"ok": True, "record": rid, "height": 6, "log_size": 20}
     human = run("prove", "--db", str(chain4.path), rid)
     assert human.exit_code == 0 and "verified" in human.stdout and rid in human.stdout
 
@@ -230,7 +230,7 @@ def test_real_subprocess(chain1: Any, tmp_path: Path) -> None:
     shutil.copy(chain1.path, db)
     ok = subprocess.run([str(PROVLEDGER), "audit", str(db), "--json"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["records"] == 19
+    assert json.loads(ok.stdout)["records"] == 20
     k = tmp_path / "k.key"
     first = subprocess.run([str(PROVLEDGER), "keygen", "--out", str(k)], capture_output=True, text=True, timeout=60)
     assert first.returncode == 0 and stat.S_IMODE(os.stat(k).st_mode) == 0o600
@@ -393,7 +393,7 @@ def test_audit_reads_each_source_by_its_flag(chain1: Any, bundle: Path) -> None:
     for args in (("--db", str(chain1.path)), ("--bundle", str(bundle)), (str(chain1.path),), (str(bundle),)):
         res = run("audit", *args, "--json")
         assert res.exit_code == 0, (args, res.output)
-        assert json.loads(res.stdout)["records"] == 19
+        assert json.loads(res.stdout)["records"] == 20
     res = run("audit", "--db", str(bundle))
     assert res.exit_code == 2 and "not an SQLite database" in one_error_line(res)
     res = run("audit", str(chain1.path), "--db", str(chain1.path))

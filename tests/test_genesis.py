@@ -56,7 +56,8 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
 
 
 BAD = [
-    ("v", 2, "v"),
+    ("v", 1, "v"),  # a version 1 genesis is not read (PROTOCOL.md 2)
+    ("v", 3, "v"),
     ("v", True, "v"),
     ("name", "", "name"),
     ("created", "2026-11-21T12:00:00", "created"),

@@ -53,6 +53,14 @@ class Chain:
         self.blocks[-1].append(rec)
         return rec.id
 
+    def policy(self, data: str, annotation: str, training: str) -> str:
+        """A policy change adopted by both organisations (PROTOCOL.md 9.3); the proposal id."""
+        prop, approval = self.c.adoption(self.c.policy_action(data, annotation, training))
+        for rec in (prop, approval):
+            self.state.check_apply(rec)
+            self.blocks[-1].append(rec)
+        return prop.id
+
     def cut(self) -> None:
         """Start a new block."""
         self.blocks.append([])
@@ -200,6 +208,25 @@ def test_store_reader_and_memory_reader_agree(tmp_path: Path) -> None:
         assert sr.identity(ch.keys["zed"].public).name == "zed"  # type: ignore[union-attr]
         assert sr.identity(ch.keys["zed"].public, 0) is None
         assert store.load_state().datasets["scans"].to_dict() == sr.dataset_state("scans").to_dict()  # type: ignore[union-attr]
+
+
+def test_model_lineage_names_the_adopted_policy_and_its_approving_organisations(tmp_path: Path) -> None:
+    ch = Chain()
+    ch.dataset("alice", "scans")
+    l1 = ch.local("bob", "m", 1, [("scans", 10)])
+    pid = ch.policy("0.6", "0.3", "0.1")
+    l2 = ch.local("bob", "m", 2, [("scans", 10)], parent=l1)
+    graph = lineage(ch.memory(), l2)
+    policy = next(n for n in graph["nodes"] if n["kind"] == "policy")
+    assert policy["id"] == pid and policy["approved_by"] == ["org-a", "org-b"]
+    assert (policy["data"], policy["annotation"], policy["training"]) == ("0.6", "0.3", "0.1")
+    assert policy["proposer"] == ch.c.admin_a.public and policy["adopted_at"] == 3
+    assert _edges(graph, "governed_by") == {(l2, pid)}
+    assert _edges(graph, "approved_by") == {(pid, "org:org-a"), (pid, "org:org-b")}
+    assert "policy" not in {n["kind"] for n in lineage(ch.memory(), l1)["nodes"]}  # the genesis policy
+    with ch.store(tmp_path / "p.db") as store:
+        assert lineage(StoreReader(store), l2) == graph
+    assert "octagon" in to_dot(graph) and "policy data 0.6" in to_dot(graph)
 
 
 def test_renderings() -> None:

@@ -65,3 +65,25 @@ def test_prov_is_a_pure_function_of_the_graph() -> None:
     ch, ids = demo()
     g = lineage(ch.memory(), ids["g2"])
     assert to_prov(g) == to_prov(json.loads(json.dumps(g))) == prov_document(ch.memory(), ids["g2"])
+
+
+def test_a_policy_change_shows_the_organisations_that_approved_it() -> None:
+    """PROTOCOL.md 9.2, 9.3: the policy in force at the model, the adoption that made it and
+    every organisation whose approval counted, as PROV the ``prov`` package reads back."""
+    ch = Chain()
+    ch.dataset("alice", "scans")
+    before = ch.local("bob", "m", 1, [("scans", 10)])
+    pid = ch.policy("0.7", "0.1", "0.2")
+    after = ch.local("bob", "m", 2, [("scans", 10)], parent=before)
+    doc = prov_document(ch.memory(), after)
+    assert doc["entity"][f"plp:{pid}"]["prov:type"] == {"$": "provledger:AttributionPolicy", "type": "prov:QUALIFIED_NAME"}
+    assert doc["entity"][f"plp:{pid}"]["provledger:data"] == "0.7"
+    assert {"prov:entity": f"plp:{pid}", "prov:activity": f"plg:{pid}"} in doc["wasGeneratedBy"].values()
+    approvers = {r["prov:agent"] for r in doc["wasAssociatedWith"].values() if r["prov:activity"] == f"plg:{pid}"}
+    assert approvers == {"plo:org-a", "plo:org-b"}
+    assert {"prov:influencee": f"plm:{after}", "prov:influencer": f"plp:{pid}"} in doc["wasInfluencedBy"].values()
+    parsed = read_back(doc)
+    assert len(list(parsed.get_records())) == sum(counts(doc).values())
+    assert "wasInfluencedBy(plm:" in parsed.get_provn()
+    # The model before the change was made under the genesis policy: no policy element.
+    assert not any(k.startswith("plp:") for k in prov_document(ch.memory(), before)["entity"])

@@ -38,6 +38,9 @@ VALID: dict[str, dict[str, Any]] = {
     "model.evaluation": {"target": h("u"), "metric": "acc", "value": "-1.25", "eval_set_hash": h("e"),
                          "coalition": ["mnist"]},
     "policy.set": {"attribution": {"data": "0.5", "annotation": "0.25", "training": "0.25"}},
+    "network.propose": {"action": {"op": "org.add", "name": "org-c", "admins": [DAVE]}, "expires": 10,
+                        "reason": "a new hospital"},
+    "network.approve": {"proposal": h("proposal")},
 }
 
 

@@ -153,19 +153,28 @@ def test_revoked_admin_can_no_longer_register(c: Consortium, st: ChainState) -> 
     refused(st, register(c, c.carol, key("dave"), "org-a", ["trainer"]), "revoked_signer")
 
 
-def test_policy_set_only_by_an_admin(c: Consortium, st: ChainState) -> None:
+def test_policy_set_record_is_refused_in_version_2(c: Consortium, st: ChainState) -> None:
     pools = {"attribution": {"data": "0.6", "annotation": "0.2", "training": "0.2"}}
-    refused(st, c.record(c.alice, "policy.set", pools), "forbidden_role")
-    ok(st, c.record(c.admin_b, "policy.set", pools))
-    assert st.policy_at(0)["data"] == Decimal("0.6")
-    assert st.policies[-1] == (0, {"data": Decimal("0.6"), "annotation": Decimal("0.2"), "training": Decimal("0.2")})
+    refused(st, c.record(c.alice, "policy.set", pools), "not_adopted")
+    refused(st, c.record(c.admin_b, "policy.set", pools), "not_adopted")  # an admin alone neither
+    assert st.policies == [(0, c.genesis.policy)]
+
+
+def test_policy_changes_only_by_the_adopted_action(c: Consortium, st: ChainState) -> None:
+    prop, approval = c.adoption(c.policy_action("0.6", "0.2", "0.2"))
+    ok(st, prop)
+    assert st.policy_at(0) == c.genesis.policy  # one of two organisations is no majority
+    ok(st, approval)
+    assert st.policy_at(1)["data"] == Decimal("0.6")
+    assert st.policies[-1] == (1, {"data": Decimal("0.6"), "annotation": Decimal("0.2"), "training": Decimal("0.2")})
+    assert st.policy_proposals == {1: prop.id}
 
 
 def test_policy_in_force_by_log_position(c: Consortium, st: ChainState) -> None:
     ok(st, contribute(c, c.alice, "d1"), contribute(c, c.alice, "d2"))
-    ok(st, c.record(c.admin_a, "policy.set", {"attribution": {"data": "1", "annotation": "0", "training": "0"}}))
-    assert st.policy_at(1) == c.genesis.policy
-    assert st.policy_at(2)["data"] == 1 and st.policy_at(10)["data"] == 1
+    ok(st, *c.adoption(c.policy_action("1", "0", "0")))
+    assert st.policy_at(2) == c.genesis.policy  # the proposal: not yet adopted
+    assert st.policy_at(3)["data"] == 1 and st.policy_at(10)["data"] == 1
 
 
 # --- replays ----------------------------------------------------------------------------
@@ -320,10 +329,10 @@ def test_fork_is_independent(c: Consortium, st: ChainState) -> None:
     ok(f, update(c, c.alice, "m", inputs=[("d", 5, "0.5", "0")]), contribute(c, c.alice, "d", "2"),
        register(c, c.admin_a, c.carol, "org-a", ["trainer"]),
        c.record(c.admin_b, "identity.revoke", {"key": c.bob.public, "reason": "x"}),
-       c.record(c.admin_a, "policy.set", {"attribution": {"data": "1", "annotation": "0", "training": "0"}}),
+       *c.adoption(c.policy_action("1", "0", "0")),
        contribute(c, c.alice, "e", nonce="shared"))
     # The original saw none of it.
-    assert st.size == 1 and f.size == 7
+    assert st.size == 1 and f.size == 8 and not st.proposals and len(f.proposals) == 1
     assert st.datasets["d"].spent == (0, 0) and set(st.datasets["d"].versions) == {"1"}
     assert c.carol.public not in st.identities and not st.identities[c.bob.public].revoked
     assert len(st.policies) == 1 and "e" not in st.datasets

@@ -314,7 +314,8 @@ def test_derived_rows_are_what_the_tables_hold(db: Path) -> None:
 
     with Store(db) as store:
         want = derived_rows(store.rebuild_state())
-        assert read_derived(store.reader) == want and set(want) == {"identities", "datasets", "budgets", "policies"}
+        assert read_derived(store.reader) == want and set(want) == {
+            "identities", "datasets", "budgets", "policies", "organisations", "proposals", "validators"}
         assert all(want.values())  # the varied chain fills every table
         assert list(compare_derived(want, read_derived(store.reader))) == []
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from ledger.blocks import Header, make_header
 from ledger.errors import InputError, RecordFormError
 from ledger.genesis import parse_genesis
+from ledger.governance import parse_action
 from ledger.records import make_record, parse_record
 from ledger.values import decimal_str, parse_decimal, parse_time
 
@@ -133,7 +134,7 @@ def test_decimal_str_refuses_a_fraction_with_no_decimal_expansion() -> None:
 # --- every place a time is read ------------------------------------------------------------------
 def _header(time: str) -> dict[str, Any]:
     return make_header(chain=C.chain_id, height=1, prev="00" * 32, time=time, proposer=C.validators[0].public,
-                       count=0, log_size=0, log_root="00" * 32).to_dict()
+                       count=0, log_size=0, log_root="00" * 32, next_validators="00" * 32).to_dict()
 
 
 @pytest.mark.parametrize("text", BAD_TIMES)
@@ -205,6 +206,13 @@ def test_policy_pools_are_summed_exactly() -> None:
     with pytest.raises(RecordFormError) as ei:
         parse_record(make_record(C.admin_a, C.chain_id, "policy.set", {"attribution": pools}))
     assert ei.value.code == "bad_value" and "1.000000000000000000000000000001" in ei.value.message
+    # The adopted action of version 2 (PROTOCOL.md 9.3) is read the same way.
+    with pytest.raises(InputError) as ei2:
+        parse_action({"op": "policy.set", "attribution": pools})
+    assert ei2.value.code == "bad_action" and "1.000000000000000000000000000001" in ei2.value.message
+    pools["training"] = "0.333333333333333333333333333334"
+    assert parse_action({"op": "policy.set", "attribution": pools})["attribution"] == pools
+    pools["training"] = "0.333333333333333333333333333335"
     doc = copy.deepcopy(C.doc)
     doc["policy"]["attribution"] = pools
     with pytest.raises(InputError):

@@ -120,3 +120,21 @@ def test_pending_state_matches_a_replay_of_the_pool(names: list[int]) -> None:
     for r in pool.take(len(pool)):
         replay.check_apply(r)
     assert sorted(replay.datasets) == sorted(pool.pending.datasets) == sorted({f"d{n}" for n in names})
+
+
+def test_approvals_are_judged_at_the_height_of_the_next_block(c: Consortium, ledger: Ledger) -> None:
+    """PROTOCOL.md 9.2: an approval counts while ``expires`` is at least its height; the
+    records waiting here go into the next block, so that is the height they are judged at,
+    also after the pool settles past a block without a rebuild."""
+    prop = c.propose(c.admin_a, c.policy_action("1", "0", "0"), expires=2)
+    ledger.commit_single(c.validators[0], [prop])  # height 1
+    pool = Mempool(ledger.state)
+    assert pool.pending.height == 2
+    filler = c.record(c.alice, "dataset.contribute", c.dataset_body("x"))
+    pool.admit(filler)
+    block, _, _ = ledger.commit_single(c.validators[0], [filler])  # height 2
+    pool.settle(block.records, ledger.state, rebuild=False)
+    assert pool.pending.height == 3
+    with pytest.raises(RuleError) as e:
+        pool.admit(c.approve(c.admin_b, prop.id))  # it would go into block 3 > expires
+    assert e.value.code == "proposal_expired"

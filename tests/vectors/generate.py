@@ -10,11 +10,14 @@ Ed25519 signatures are deterministic (RFC 8032), so a rerun writes identical byt
 Files (each a JSON object; byte strings are hex, ``*_text`` are the exact UTF-8 strings):
   genesis.json       a genesis document, the hashed bytes and the chain id (PROTOCOL.md 2)
   record.json        a signed record: signer seed, envelope, signing bytes, signature, id (3)
-  records.json       one valid record of each of the seven types, with ids (3.1)
-  block.json         a block header over the records, its hashed bytes and hash (5)
+  records.json       one valid record of each version 2 type, with ids (3.1, 9.2)
+  block.json         a block header over the records, its hashed bytes and hash (5, 9.1)
   certificate.json   a 4-validator genesis, a vote payload, its signing bytes, the votes and
                      the commit certificate (6)
   merkle.json        RFC 9162 roots, inclusion and consistency proofs over the record ids (4)
+  membership.json    a certified chain with every kind of change (9): organisations added and
+                     removed, validators added, replaced and removed, the policy changed;
+                     per block the set certifying it and the set after it
 """
 
 from __future__ import annotations
@@ -95,9 +98,19 @@ def subproof(m: int, leaves: list[bytes], b: bool) -> list[bytes]:
 
 
 # --- the documents -------------------------------------------------------------------------
+def validators_hash(keys: list[str]) -> str:
+    """PROTOCOL.md 9.1: the keys sorted as strings, under the validators tag."""
+    return sha(tagged("provledger/validators/v1", sorted(keys)))
+
+
+def pop(name: str, chain: str) -> str:
+    """PROTOCOL.md 9.3: the new key's signature over its own payload."""
+    return sign(name, tagged("provledger/pop/v1", {"chain": chain, "key": pub(name)}))
+
+
 def genesis_doc(validators: int) -> dict[str, Any]:
     return {
-        "v": 1, "name": "vector-consortium", "created": TS,
+        "v": 2, "name": "vector-consortium", "created": TS,
         "validators": [{"name": f"node-{i}", "key": pub(f"validator-{i}"), "url": f"http://127.0.0.1:{8001 + i}"}
                        for i in range(validators)],
         "organisations": [{"name": "org-a", "admins": [pub("admin-a")]}],
@@ -147,8 +160,6 @@ def build() -> dict[str, Any]:
             "dataset": "mnist", "labels_hash": h("labels"), "labels": 70000, "label_schema": "digits-10",
             "method": "semi-automatic", "model": h("labeller"), "quality": "0.97",
             "quality_method": "double-annotation"}, "vector-2"),
-        envelope("admin-a", chain, "policy.set",
-                 {"attribution": {"data": "0.4", "annotation": "0.4", "training": "0.2"}}, "vector-3"),
         update,
         envelope("alice", chain, "model.update", {
             "model": "digits", "round": 1, "parent": None, "weights_hash": h("w-agg"), "inputs": [],
@@ -158,18 +169,31 @@ def build() -> dict[str, Any]:
             "coalition": ["mnist"]}, "vector-6"),
         envelope("admin-a", chain, "identity.revoke", {"key": pub("bob"), "reason": "left"}, "vector-7"),
     ]
+    # Governance (PROTOCOL.md 9.2): with one organisation a proposal adopts itself, so org-b
+    # joins at once; the policy change then needs both organisations, and org-b's approval
+    # adopts it.
+    add_org = envelope("admin-a", chain, "network.propose", {
+        "action": {"op": "org.add", "name": "org-b", "admins": [pub("admin-b")]}, "expires": 1,
+        "reason": "a second hospital"}, "vector-8")
+    policy = envelope("admin-a", chain, "network.propose", {
+        "action": {"op": "policy.set", "attribution": {"data": "0.4", "annotation": "0.4", "training": "0.2"}},
+        "expires": 1, "reason": "annotation is the costly part"}, "vector-9")
+    records += [add_org, policy,
+                envelope("admin-b", chain, "network.approve", {"proposal": record_id(policy)}, "vector-10")]
     ids = [record_id(e) for e in records]
     out["records.json"] = {"chain_id": chain, "records": [{"envelope": e, "id": i} for e, i in zip(records, ids, strict=True)]}
 
     leaves = [bytes.fromhex(i) for i in ids]
-    header = {"v": 1, "chain": chain, "height": 1, "prev": chain, "time": "2026-11-21T12:00:01Z",
-              "proposer": pub("validator-0"), "count": len(ids), "log_size": len(ids), "log_root": mth(leaves).hex()}
+    header = {"v": 2, "chain": chain, "height": 1, "prev": chain, "time": "2026-11-21T12:00:01Z",
+              "proposer": pub("validator-0"), "count": len(ids), "log_size": len(ids), "log_root": mth(leaves).hex(),
+              "next_validators": validators_hash([pub("validator-0")])}
     out["block.json"] = {"header": header, "hashed_text": tagged("provledger/block/v1", header).decode(),
                          "hash": sha(tagged("provledger/block/v1", header))}
 
     g4 = genesis_doc(4)
     chain4 = sha(tagged("provledger/genesis/v1", g4))
-    header4 = {**header, "chain": chain4, "prev": chain4, "height": 1}
+    header4 = {**header, "chain": chain4, "prev": chain4, "height": 1,
+               "next_validators": validators_hash([pub(f"validator-{i}") for i in range(4)])}
     block4 = sha(tagged("provledger/block/v1", header4))
     vote = {"chain": chain4, "height": 1, "round": 0, "step": "precommit", "block": block4}
     vote_text = tagged("provledger/vote/v1", vote)
@@ -188,7 +212,84 @@ def build() -> dict[str, Any]:
         "consistency": [{"first": m, "second": n, "path": [x.hex() for x in subproof(m, leaves[:n], True)]}
                         for n in (3, 8) for m in range(1, n + 1)],
     }
+    out["membership.json"] = membership()
     return out
+
+
+# --- a chain with every kind of change (PROTOCOL.md 9) -----------------------------------------
+def membership() -> dict[str, Any]:
+    """Six blocks. The validator set is followed here by PROTOCOL.md 9.3 alone: a list of
+    (name, key, url) in set order, an added validator appended, a replaced one in its
+    place. Each block is certified by precommits of every member of the set certifying
+    its height (9.1); a change adopted in block h governs h + 1 on."""
+    g = genesis_doc(4)
+    chain = sha(tagged("provledger/genesis/v1", g))
+    vals = [(v["name"], v["key"], v["url"]) for v in g["validators"]]
+    names = {pub(f"validator-{i}"): f"validator-{i}" for i in range(6)}
+    nonce = iter(range(1000))
+
+    def rec(signer: str, rtype: str, body: dict[str, Any]) -> dict[str, Any]:
+        return envelope(signer, chain, rtype, body, f"m-{next(nonce)}")
+
+    def propose(signer: str, action: dict[str, Any], expires: int) -> dict[str, Any]:
+        return rec(signer, "network.propose", {"action": action, "expires": expires, "reason": action["op"]})
+
+    def approve(signer: str, proposal: dict[str, Any]) -> dict[str, Any]:
+        return rec(signer, "network.approve", {"proposal": record_id(proposal)})
+
+    def add(name: str, key_name: str, port: int) -> dict[str, Any]:
+        return {"op": "validator.add", "key": pub(key_name), "name": name, "url": f"http://127.0.0.1:{port}",
+                "pop": pop(key_name, chain)}
+
+    policy = {"op": "policy.set", "attribution": {"data": "0.3", "annotation": "0.3", "training": "0.4"}}
+    p1 = propose("admin-a", {"op": "org.add", "name": "org-b", "admins": [pub("admin-b")]}, 1)
+    p2 = propose("admin-a", add("node-4", "validator-4", 8005), 2)
+    p3 = propose("admin-b", {"op": "validator.replace", "old": pub("validator-1"), "new": pub("validator-5"),
+                             "name": "node-1b", "url": "http://127.0.0.1:8006", "pop": pop("validator-5", chain)}, 3)
+    p4 = propose("admin-a", {"op": "validator.remove", "key": pub("validator-3")}, 4)
+    p5 = propose("admin-b", policy, 4)
+    p6 = propose("admin-a", {"op": "org.add", "name": "org-c", "admins": [pub("admin-c")]}, 5)
+    p7 = propose("admin-a", {"op": "org.remove", "name": "org-b"}, 6)
+    plan: list[tuple[list[dict[str, Any]], list[Any]]] = [
+        # (records, changes to the set in log order)
+        ([p1], []),  # one organisation: the proposal adopts itself
+        ([p2, approve("admin-b", p2)], [("append", "node-4", pub("validator-4"), "http://127.0.0.1:8005")]),
+        ([p3, approve("admin-a", p3)], [("replace", pub("validator-1"), "node-1b", pub("validator-5"),
+                                          "http://127.0.0.1:8006")]),
+        ([p4, p5, approve("admin-b", p4), approve("admin-a", p5)], [("remove", pub("validator-3"))]),
+        ([p6, approve("admin-b", p6), p7, approve("admin-c", p7)], []),  # org-b out: a and c of three
+        ([rec("alice", "dataset.contribute", {
+            "dataset": "scans", "version": "1", "content_hash": sha(b"scans"), "size_bytes": 10, "items": 1,
+            "license": "CC0-1.0", "modality": "image", "derived_from": [], "privacy_budget": None})], []),
+    ]
+    blocks = []
+    ids: list[bytes] = []
+    prev = chain
+    for height, (records, changes) in enumerate(plan, start=1):
+        certifying = list(vals)
+        for change in changes:
+            if change[0] == "append":
+                vals.append(change[1:])
+            elif change[0] == "replace":
+                at = [v[1] for v in vals].index(change[1])
+                vals[at] = (change[2], change[3], change[4])
+            else:
+                vals = [v for v in vals if v[1] != change[1]]
+        ids += [bytes.fromhex(record_id(e)) for e in records]
+        header = {"v": 2, "chain": chain, "height": height, "prev": prev, "time": f"2026-11-21T12:00:0{height}Z",
+                  "proposer": certifying[height % len(certifying)][1], "count": len(records), "log_size": len(ids),
+                  "log_root": mth(ids).hex(), "next_validators": validators_hash([v[1] for v in vals])}
+        block = sha(tagged("provledger/block/v1", header))
+        vote = tagged("provledger/vote/v1", {"chain": chain, "height": height, "round": 0, "step": "precommit",
+                                             "block": block})
+        cert = {"height": height, "round": 0, "block": block,
+                "votes": [{"validator": v[1], "sig": sign(names[v[1]], vote)} for v in certifying]}
+        blocks.append({"header": header, "hash": block, "certificate": cert, "records": records,
+                       "certified_by": [{"name": n, "key": k, "url": u} for n, k, u in certifying],
+                       "validators_after": [{"name": n, "key": k, "url": u} for n, k, u in vals]})
+        prev = block
+    return {"genesis": g, "chain_id": chain, "blocks": blocks,
+            "policy_after": policy["attribution"], "organisations_after": ["org-a", "org-c"]}
 
 
 def render(doc: Any) -> bytes:

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger import merkle
-from ledger.blocks import Certificate, Header, verify_certificate, vote_payload
+from ledger.audit import DbSource, audit
+from ledger.blocks import Certificate, Header, validators_hash, verify_certificate, vote_payload
+from ledger.bundle import BundleSource, write_bundle
 from ledger.canonical import VOTE_TAG, signing_bytes
+from ledger.chain import Ledger
+from ledger.errors import CertificateError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
-from ledger.records import make_record, parse_record, record_id, record_signing_bytes
+from ledger.reader import StoreReader
+from ledger.records import RECORD_TYPES, make_record, parse_record, record_id, record_signing_bytes
 from ledger.state import ChainState
+from ledger.store import Store
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("provledger_vector_generator", HERE / "generate.py")
@@ -24,7 +31,8 @@ assert _spec and _spec.loader
 gen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(gen)
 
-NAMES = ["genesis.json", "record.json", "records.json", "block.json", "certificate.json", "merkle.json"]
+NAMES = ["genesis.json", "record.json", "records.json", "block.json", "certificate.json", "merkle.json",
+         "membership.json"]
 
 
 def vector(name: str) -> Any:
@@ -71,7 +79,10 @@ def test_every_record_type_vector_is_valid_in_order() -> None:
         assert rec.id == item["id"]
         state.check_apply(rec)
         types.add(rec.type)
-    assert len(types) == 7
+    # Every type of version 2: all but the version 1 policy.set record (PROTOCOL.md 3.1).
+    assert types == set(RECORD_TYPES) - {"policy.set"}
+    assert state.organisations == ["org-a", "org-b"]
+    assert state.policy_at(state.size)["annotation"] == Fraction(4, 10)
 
 
 def test_block_vector() -> None:
@@ -118,6 +129,52 @@ def test_merkle_vector() -> None:
         assert [x.hex() for x in merkle.consistency_proof(m, n, nodes.get_nodes)] == p["path"]
         merkle.verify_consistency(m, n, bytes.fromhex(v["roots"][str(m)]), bytes.fromhex(v["roots"][str(n)]),
                                   [bytes.fromhex(x) for x in p["path"]])
+
+
+def test_membership_vector_replays_block_for_block(tmp_path: Path) -> None:
+    """The chain with every kind of change (PROTOCOL.md 9): the library rebuilds every
+    header (next_validators included) from its records, accepts every certificate against
+    the set certifying its height, keeps the sets of every height, and audits it clean."""
+    v = vector("membership.json")
+    ledger = Ledger(Store.create(tmp_path / "m.db", v["genesis"]))
+    for blk in v["blocks"]:
+        header = Header.from_dict(blk["header"])
+        assert header.hash == blk["hash"]
+        height = header.height
+        assert [x.to_dict() for x in ledger.state.validators] == blk["certified_by"]
+        block = ledger.check_block(header, [parse_record(e) for e in blk["records"]])
+        assert block.header == header  # next_validators as the vector computed it
+        assert [x.to_dict() for x in block.state.validators] == blk["validators_after"]
+        assert header.next_validators == validators_hash(x["key"] for x in blk["validators_after"])
+        cert = Certificate.from_dict(blk["certificate"])
+        genesis_set = [x["key"] for x in v["blocks"][0]["certified_by"]]
+        if [x["key"] for x in blk["certified_by"]] != genesis_set:  # heights 3 to 6
+            with pytest.raises(CertificateError):  # the genesis set no longer certifies
+                verify_certificate(cert, chain=header.chain, height=height, block_hash=header.hash,
+                                   validators=genesis_set)
+        ledger.commit(block, cert)
+    state = ledger.state
+    assert state.organisations == v["organisations_after"]
+    assert {k: str(x) for k, x in state.policy_at(state.size).items()} == {
+        k: str(Fraction(x)) for k, x in v["policy_after"].items()}
+    reader = StoreReader(ledger.store)
+    for blk in v["blocks"]:
+        assert [x.to_dict() for x in reader.validators_at(blk["header"]["height"])] == blk["certified_by"]
+    # Heights whose next_validators differs from the set certifying them: 2, 3 and 4.
+    assert reader.membership_changes(7) == [2, 3, 4] and reader.membership_changes(4) == [2, 3]
+    # After a restart the store gives the same state as the replay.
+    again = Ledger(Store(tmp_path / "m.db")).state
+    assert (again.validators, again.validator_sets, again.organisations, again.proposals, again.policies,
+            again.height) == (state.validators, state.validator_sets, state.organisations, state.proposals,
+                              state.policies, state.height)
+    ledger.store.close()
+    bundle = tmp_path / "m.jsonl"
+    write_bundle(bundle, v["genesis"], v["blocks"], block_count=len(v["blocks"]),
+                 record_count=sum(len(b["records"]) for b in v["blocks"]))
+    for source in (DbSource(tmp_path / "m.db"), BundleSource(bundle)):
+        report = audit(source)
+        assert report.ok, [str(f) for f in report.findings]
+        assert report.blocks == 6
 
 
 @pytest.mark.parametrize("name", NAMES)
