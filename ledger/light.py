@@ -1,0 +1,178 @@
+"""Light verification of a checkpoint with the genesis alone (PROTOCOL.md 9.4).
+
+The *membership history* up to height ``t`` is the document ``GET /v1/membership?to=t``
+answers and every proof document carries (docs/protocol.md 5)::
+
+    {"to": t,
+     "changes": [{"header": header_c, "hash": hash_c, "certificate": cert_c,
+                  "validators": [the new keys, sorted]}, ...],
+     "previous": {"header": header_(t-1), "hash": hash_(t-1)} | null}
+
+``changes`` lists, in increasing order, each height ``c < t`` whose header's
+``next_validators`` differs from the hash of the set certifying ``c``. ``membership_doc``
+builds it from a chain; ``verify_checkpoint`` follows it from the genesis set
+(steps 1-3 of 9.4) and returns the keys that certified the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
+
+from .blocks import Certificate, Header, validators_hash, verify_certificate
+from .errors import CertificateError, InputError, LedgerError, NotFoundError, VerificationError
+from .genesis import Genesis
+from .keys import is_key
+
+__all__ = ["membership_doc", "verify_checkpoint"]
+
+
+def _parse_header(doc: Any, where: str) -> Header:
+    """``doc["header"]`` as a Header whose ``hash``, when given, is its block hash."""
+    if type(doc) is not dict or "header" not in doc:
+        raise InputError(f"{where}: must be an object with a header", code="bad_membership", field=where)
+    try:
+        header = Header.from_dict(doc["header"])
+    except InputError as e:
+        raise InputError(f"{where}: {e.message}", code="bad_membership", field=where) from e
+    if "hash" in doc and doc["hash"] != header.hash:
+        raise VerificationError(f"{where}: hash does not match its header (PROTOCOL.md 5)", code="bad_membership",
+                                field=where)
+    return header
+
+
+def _parse_certificate(doc: Any, where: str) -> Certificate:
+    try:
+        return Certificate.from_dict(doc.get("certificate") if type(doc) is dict else None)
+    except CertificateError as e:
+        raise InputError(f"{where}: {e.message}", code="bad_membership", field=where) from e
+
+
+def _parse_keys(value: Any, where: str) -> list[str]:
+    """The new key set of a change: public keys, sorted as strings, each once, at least one."""
+    if type(value) is not list or not value or not all(is_key(k) for k in value):
+        raise InputError(f"{where}: must be a non-empty array of public keys", code="bad_membership", field=where)
+    if any(a >= b for a, b in pairwise(value)):
+        raise InputError(f"{where}: keys must be sorted and distinct", code="bad_membership", field=where)
+    return list(value)
+
+
+def _certified(cert: Certificate, header: Header, keys: Sequence[str], where: str) -> None:
+    try:
+        verify_certificate(cert, chain=header.chain, height=header.height, block_hash=header.hash, validators=keys)
+    except CertificateError as e:
+        raise CertificateError(f"{where}: {e.message}", field=where) from e
+
+
+def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> list[str]:
+    """Accept the checkpoint ``{"header", "hash", "certificate"}`` at height ``t`` given its
+    membership history, or raise a ``LedgerError`` naming the entry that fails
+    (``field``: ``checkpoint``, ``membership.changes[i]``, ``membership.previous``).
+    Returns the keys of the set certifying ``t``, sorted.
+
+    1. S = the genesis set; for each change c, in increasing order below t: the
+       certificate verifies for header c against S, and ``validators_hash`` of the new
+       keys is header c's ``next_validators`` (which differs from S's: it is a change);
+       then S = the new keys.
+    2. The checkpoint's certificate verifies against S.
+    3. For t > 1: header t-1 hashes to header t's ``prev`` and its ``next_validators`` is
+       ``validators_hash(S)``: a change left out of the history is caught here.
+    """
+    header = _parse_header(checkpoint, "checkpoint")
+    cert = _parse_certificate(checkpoint, "checkpoint")
+    chain, t = genesis.chain_id, header.height
+    if header.chain != chain:
+        raise VerificationError(f"checkpoint: for chain {header.chain[:16]}…, the genesis gives {chain[:16]}…",
+                                code="wrong_chain", field="checkpoint")
+    if type(membership) is not dict or set(membership) != {"to", "changes", "previous"}:
+        raise InputError("membership: must be an object with exactly to, changes, previous", code="bad_membership",
+                         field="membership")
+    if membership["to"] != t or type(membership["to"]) is not int:
+        raise VerificationError(f"membership: a history to height {membership['to']!r:.20}, the checkpoint is at {t}",
+                                code="bad_membership", field="membership.to")
+    changes = membership["changes"]
+    if type(changes) is not list:
+        raise InputError("membership.changes: must be an array", code="bad_membership", field="membership.changes")
+
+    # Step 1: follow every change from the genesis set.
+    keys = sorted(genesis.validators)
+    last: Header | None = None
+    for i, entry in enumerate(changes):
+        where = f"membership.changes[{i}]"
+        if type(entry) is not dict or set(entry) != {"header", "hash", "certificate", "validators"}:
+            raise InputError(f"{where}: must have exactly header, hash, certificate, validators", code="bad_membership",
+                             field=where)
+        ch = _parse_header(entry, where)
+        if ch.chain != chain:
+            raise VerificationError(f"{where}: header of another chain", code="bad_membership", field=where)
+        if not (last.height if last else 0) < ch.height < t:
+            raise VerificationError(
+                f"{where}: height {ch.height} is not above the previous change ({last.height if last else 'none'}) "
+                f"and below the checkpoint ({t})", code="bad_membership", field=where)
+        _certified(_parse_certificate(entry, where), ch, keys, where)
+        new = _parse_keys(entry["validators"], f"{where}.validators")
+        if validators_hash(new) != ch.next_validators:
+            raise VerificationError(f"{where}: the new keys do not hash to header {ch.height}'s next_validators",
+                                    code="bad_membership", field=where)
+        if ch.next_validators == validators_hash(keys):
+            raise VerificationError(f"{where}: header {ch.height} keeps the set that certified it: not a change",
+                                    code="bad_membership", field=where)
+        keys, last = new, ch
+
+    # Step 2: the checkpoint, against the set reached.
+    _certified(cert, header, keys, "checkpoint")
+
+    # Step 3: header t-1 links to the checkpoint and names the set reached.
+    prev = membership["previous"]
+    if t <= 1:
+        if prev is not None:
+            raise VerificationError("membership.previous: must be null for a checkpoint at height 1",
+                                    code="bad_membership", field="membership.previous")
+        if header.prev != chain:
+            raise VerificationError("checkpoint: block 1's prev must be the chain id (PROTOCOL.md 5)",
+                                    code="bad_membership", field="checkpoint")
+        return keys
+    if prev is None:
+        raise VerificationError(f"membership.previous: header {t - 1} is missing", code="bad_membership",
+                                field="membership.previous")
+    if type(prev) is not dict or not set(prev) <= {"header", "hash"}:
+        raise InputError("membership.previous: must be {header, hash}", code="bad_membership",
+                         field="membership.previous")
+    ph = _parse_header(prev, "membership.previous")
+    if ph.height != t - 1 or ph.hash != header.prev:
+        raise VerificationError(f"membership.previous: not the header of block {t - 1} that the checkpoint's prev names",
+                                code="bad_membership", field="membership.previous")
+    if last is not None and last.height == t - 1 and last != ph:
+        raise VerificationError(f"membership.previous: differs from the change at height {t - 1}",
+                                code="bad_membership", field="membership.previous")
+    if ph.next_validators != validators_hash(keys):
+        raise VerificationError(
+            f"membership.previous: header {t - 1} names a validator set the history does not reach: "
+            "a change is left out", code="bad_membership", field="membership.previous")
+    return keys
+
+
+def membership_doc(source: Any, to: int | None = None) -> dict[str, Any]:
+    """The membership history up to height ``to`` (default: the latest final height) from
+    a chain ``source`` with ``block(h)`` (a stored block: ``header``, ``certificate``),
+    ``height()``, ``membership_changes(upto)`` and ``validators_at(h)`` (``ledger.store``)."""
+    head = source.height()
+    t = head if to is None else to
+    if t < 1 or t > head:
+        raise NotFoundError("no block has been committed yet" if head == 0 else
+                            f"no final block at height {t}; the latest is {head}", field="to")
+    changes = []
+    for c in source.membership_changes(t):
+        block = source.block(c)
+        if block is None:  # pragma: no cover - membership_changes names stored heights only
+            raise LedgerError(f"block {c} is missing", code="storage_error")
+        changes.append({
+            "header": block.header.to_dict(), "hash": block.header.hash, "certificate": block.certificate.to_dict(),
+            "validators": sorted(v.key for v in source.validators_at(c + 1)),
+        })
+    previous = None
+    if t > 1:
+        ph = source.block(t - 1).header
+        previous = {"header": ph.to_dict(), "hash": ph.hash}
+    return {"to": t, "changes": changes, "previous": previous}
