@@ -10,22 +10,22 @@ answers and every proof document carries (docs/protocol.md 5)::
 
 ``changes`` lists, in increasing order, each height ``c < t`` whose header's
 ``next_validators`` differs from the hash of the set certifying ``c``. ``membership_doc``
-builds it from a chain; ``verify_checkpoint`` follows it from the genesis set
+builds it from a chain's validator sets (``ledger.reader``) and blocks; ``verify_checkpoint`` follows it from the genesis set
 (steps 1-3 of 9.4) and returns the keys that certified the checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 from .blocks import Certificate, Header, validators_hash, verify_certificate
 from .errors import CertificateError, InputError, LedgerError, NotFoundError, VerificationError
 from .genesis import Genesis
 from .keys import is_key
 
-__all__ = ["membership_doc", "verify_checkpoint"]
+__all__ = ["ValidatorSets", "membership_doc", "store_membership_doc", "verify_checkpoint"]
 
 
 def _parse_header(doc: Any, where: str) -> Header:
@@ -153,26 +153,58 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
     return keys
 
 
-def membership_doc(source: Any, to: int | None = None) -> dict[str, Any]:
-    """The membership history up to height ``to`` (default: the latest final height) from
-    a chain ``source`` with ``block(h)`` (a stored block: ``header``, ``certificate``),
-    ``height()``, ``membership_changes(upto)`` and ``validators_at(h)`` (``ledger.store``)."""
-    head = source.height()
-    t = head if to is None else to
-    if t < 1 or t > head:
-        raise NotFoundError("no block has been committed yet" if head == 0 else
-                            f"no final block at height {t}; the latest is {head}", field="to")
+class ValidatorSets(Protocol):
+    """What the history is built from: ``ledger.reader``'s readers answer both."""
+
+    def membership_changes(self, upto: int) -> list[int]:
+        """The heights c < ``upto`` whose header changes the validator set."""
+        ...
+
+    def validators_at(self, height: int) -> Sequence[Any]:
+        """The set certifying ``height``: validators with a ``key``."""
+        ...
+
+
+def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, Certificate] | None],
+                   to: int) -> dict[str, Any]:
+    """The membership history up to height ``to`` of a chain whose validator sets
+    ``sets`` gives (a ``ledger.reader`` reader). ``block_at(h)`` is the final block h's
+    header and certificate, None beyond the head."""
+    if to < 1 or block_at(to) is None:
+        raise NotFoundError(f"no final block at height {to}", field="to")
+
+    def block(h: int) -> tuple[Header, Certificate]:
+        found = block_at(h)
+        if found is None:
+            raise LedgerError(f"block {h} is missing", code="storage_error")
+        return found
+
     changes = []
-    for c in source.membership_changes(t):
-        block = source.block(c)
-        if block is None:  # pragma: no cover - membership_changes names stored heights only
-            raise LedgerError(f"block {c} is missing", code="storage_error")
-        changes.append({
-            "header": block.header.to_dict(), "hash": block.header.hash, "certificate": block.certificate.to_dict(),
-            "validators": sorted(v.key for v in source.validators_at(c + 1)),
-        })
+    for c in sets.membership_changes(to):
+        header, cert = block(c)
+        changes.append({"header": header.to_dict(), "hash": header.hash, "certificate": cert.to_dict(),
+                        # PROTOCOL.md 9.1: header c names the set certifying c + 1
+                        "validators": sorted(v.key for v in sets.validators_at(c + 1))})
     previous = None
-    if t > 1:
-        ph = source.block(t - 1).header
-        previous = {"header": ph.to_dict(), "hash": ph.hash}
-    return {"to": t, "changes": changes, "previous": previous}
+    if to > 1:
+        header, _cert = block(to - 1)
+        previous = {"header": header.to_dict(), "hash": header.hash}
+    return {"to": to, "changes": changes, "previous": previous}
+
+
+def store_membership_doc(store: Any, to: int | None = None, sets: ValidatorSets | None = None) -> dict[str, Any]:
+    """``membership_doc`` of a ``ledger.store.Store`` up to ``to`` (default: its head),
+    with the validator sets of a ``StoreReader`` of it unless ``sets`` gives them."""
+    head = store.height()
+    if to is None and head == 0:
+        raise NotFoundError("no block has been committed yet", field="to")
+    if sets is None:
+        from .reader import StoreReader  # the reader imports the bundle, which imports this
+
+        sets = StoreReader(store)
+
+    def block_at(h: int) -> tuple[Header, Certificate] | None:
+        found = store.block(h) if 1 <= h <= head else None
+        return None if found is None else (found.header, found.certificate)
+
+    return membership_doc(sets, block_at, head if to is None else to)

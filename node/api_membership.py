@@ -1,0 +1,74 @@
+"""The membership history a light verifier follows (PROTOCOL.md 9.4, docs/protocol.md 5).
+
+    GET /v1/membership[?to=T]    {"to": T, "changes": [{header, hash, certificate,
+                                  validators}, ...], "previous": {header, hash} | null}
+
+``T`` defaults to the latest final height. The document is ``ledger.light.store_membership_doc``
+of the node's store and its validator sets (``sets_of``, also used for proof documents): every height c < T whose header changes the validator set, with its
+certificate and the new keys (sorted), and header T-1. With it and the genesis alone,
+``ledger.light.verify_checkpoint`` accepts the checkpoint at T (the explorer's browser
+check does the same in JavaScript).
+
+Errors: 400 ``bad_request`` (``to`` not an integer of at least 1), 404 ``not_found`` (no
+final block at ``to``: beyond the head, or no block yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from ledger.light import ValidatorSets, store_membership_doc
+from ledger.reader import StoreReader
+
+from .api_schema import HEX64, MAX_INT, errors
+
+__all__ = ["Membership", "install", "sets_of"]
+
+
+class Previous(BaseModel):
+    header: dict[str, Any]
+    hash: str = Field(pattern=HEX64)
+
+
+class Change(Previous):
+    certificate: dict[str, Any]
+    validators: list[str] = Field(description="The keys of the set certifying the next height, sorted", min_length=1)
+
+
+class Membership(BaseModel):
+    """PROTOCOL.md 9.4: the membership history of the checkpoint at height ``to``."""
+
+    to: int = Field(ge=1)
+    changes: list[Change]
+    previous: Previous | None
+
+
+def sets_of(node: Any) -> ValidatorSets:
+    """The validator sets of every height of ``node``'s committed chain: a
+    ``StoreReader`` (which replays the governance records once), kept until the next block."""
+    height = node.store.height()
+    cached = getattr(node, "_membership_reader", None)
+    if cached is None or cached[0] != height:
+        cached = (height, StoreReader(node.store))
+        node._membership_reader = cached
+    reader: ValidatorSets = cached[1]
+    return reader
+
+
+def install(app: FastAPI, node: Any) -> None:
+    """Add ``GET /v1/membership`` to ``app``."""
+
+    @app.get("/v1/membership", tags=["proofs"],
+             responses={200: {"model": Membership, "description": "The membership history"}, **errors(400, 404)})
+    async def get_membership(to: int | None = Query(None, ge=1, le=MAX_INT,
+                                                    description="The checkpoint's height (default: the latest final one).")
+                             ) -> Response:
+        """What a verifier holding only the genesis needs to accept the checkpoint at `to`
+        (PROTOCOL.md 9.4): each membership change below it with its certificate and new
+        keys, and header `to` - 1."""
+        return Response(orjson.dumps(store_membership_doc(node.store, to, sets_of(node))), media_type="application/json")
