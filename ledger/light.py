@@ -21,11 +21,18 @@ from itertools import pairwise
 from typing import Any, Protocol
 
 from .blocks import Certificate, Header, validators_hash, verify_certificate
-from .errors import CertificateError, InputError, LedgerError, NotFoundError, VerificationError
+from .errors import (
+    CertificateError,
+    InputError,
+    LedgerError,
+    NotFoundError,
+    ProofError,
+    VerificationError,
+)
 from .genesis import Genesis
 from .keys import is_key
 
-__all__ = ["ValidatorSets", "membership_doc", "store_membership_doc", "verify_checkpoint"]
+__all__ = ["ValidatorSets", "membership_doc", "verify_checkpoint"]
 
 
 def _parse_header(doc: Any, where: str) -> Header:
@@ -37,8 +44,8 @@ def _parse_header(doc: Any, where: str) -> Header:
     except InputError as e:
         raise InputError(f"{where}: {e.message}", code="bad_membership", field=where) from e
     if "hash" in doc and doc["hash"] != header.hash:
-        raise VerificationError(f"{where}: hash does not match its header (PROTOCOL.md 5)", code="bad_membership",
-                                field=where)
+        raise ProofError(f"{where}: hash does not match its header (PROTOCOL.md 5)",
+                         code="bad_proof" if where == "checkpoint" else "bad_membership", field=where)
     return header
 
 
@@ -83,8 +90,8 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
     cert = _parse_certificate(checkpoint, "checkpoint")
     chain, t = genesis.chain_id, header.height
     if header.chain != chain:
-        raise VerificationError(f"checkpoint: for chain {header.chain[:16]}…, the genesis gives {chain[:16]}…",
-                                code="wrong_chain", field="checkpoint")
+        raise ProofError(f"checkpoint: for chain {header.chain[:16]}…, the genesis gives {chain[:16]}…",
+                         code="wrong_chain", field="checkpoint")
     if type(membership) is not dict or set(membership) != {"to", "changes", "previous"}:
         raise InputError("membership: must be an object with exactly to, changes, previous", code="bad_membership",
                          field="membership")
@@ -191,20 +198,3 @@ def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, 
         previous = {"header": header.to_dict(), "hash": header.hash}
     return {"to": to, "changes": changes, "previous": previous}
 
-
-def store_membership_doc(store: Any, to: int | None = None, sets: ValidatorSets | None = None) -> dict[str, Any]:
-    """``membership_doc`` of a ``ledger.store.Store`` up to ``to`` (default: its head),
-    with the validator sets of a ``StoreReader`` of it unless ``sets`` gives them."""
-    head = store.height()
-    if to is None and head == 0:
-        raise NotFoundError("no block has been committed yet", field="to")
-    if sets is None:
-        from .reader import StoreReader  # the reader imports the bundle, which imports this
-
-        sets = StoreReader(store)
-
-    def block_at(h: int) -> tuple[Header, Certificate] | None:
-        found = store.block(h) if 1 <= h <= head else None
-        return None if found is None else (found.header, found.certificate)
-
-    return membership_doc(sets, block_at, head if to is None else to)

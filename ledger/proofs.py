@@ -19,10 +19,11 @@ from .blocks import Certificate, Header, verify_certificate
 from .errors import InputError, LedgerError, NotFoundError, ProofError
 from .genesis import Genesis
 from .keys import is_hex
-from .light import ValidatorSets, store_membership_doc
+from .light import ValidatorSets, membership_doc
 from .light import verify_checkpoint as light_verify
+from .reader import StoreReader
 
-__all__ = ["checkpoint_doc", "proof_doc", "verify_checkpoint", "verify_proof_doc"]
+__all__ = ["checkpoint_doc", "proof_doc", "store_membership_doc", "verify_checkpoint", "verify_proof_doc"]
 
 
 def checkpoint_doc(header: Header, certificate: Certificate) -> dict[str, Any]:
@@ -30,11 +31,26 @@ def checkpoint_doc(header: Header, certificate: Certificate) -> dict[str, Any]:
     return {"header": header.to_dict(), "hash": header.hash, "certificate": certificate.to_dict()}
 
 
+def store_membership_doc(store: Any, to: int | None = None, sets: ValidatorSets | None = None) -> dict[str, Any]:
+    """The membership history (``ledger.light.membership_doc``) of a ``ledger.store.Store``
+    up to height ``to`` (default: its head), with the validator sets of a ``StoreReader``
+    of it unless ``sets`` gives them."""
+    head = store.height()
+    if to is None and head == 0:
+        raise NotFoundError("no block has been committed yet", field="to")
+
+    def block_at(h: int) -> tuple[Header, Certificate] | None:
+        found = store.block(h) if 1 <= h <= head else None
+        return None if found is None else (found.header, found.certificate)
+
+    return membership_doc(StoreReader(store) if sets is None else sets, block_at, head if to is None else to)
+
+
 def proof_doc(store: Any, record_id: str, height: int | None = None, *, sets: ValidatorSets | None = None
               ) -> dict[str, Any]:
     """An inclusion proof of a committed record against the latest (or given) checkpoint,
     with the checkpoint's membership history (``sets``: the chain's validator sets, by
-    default a ``StoreReader`` of ``store``; ``ledger.light.store_membership_doc``)."""
+    default a ``StoreReader`` of ``store``; ``store_membership_doc``)."""
     index = store.record_index(record_id)
     if index is None:
         raise NotFoundError(f"no committed record {record_id}")

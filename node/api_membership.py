@@ -3,7 +3,7 @@
     GET /v1/membership[?to=T]    {"to": T, "changes": [{header, hash, certificate,
                                   validators}, ...], "previous": {header, hash} | null}
 
-``T`` defaults to the latest final height. The document is ``ledger.light.store_membership_doc``
+``T`` defaults to the latest final height. The document is ``ledger.proofs.store_membership_doc``
 of the node's store and its validator sets (``sets_of``, also used for proof documents): every height c < T whose header changes the validator set, with its
 certificate and the new keys (sorted), and header T-1. With it and the genesis alone,
 ``ledger.light.verify_checkpoint`` accepts the checkpoint at T (the explorer's browser
@@ -22,7 +22,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ledger.light import ValidatorSets, store_membership_doc
+from ledger.light import ValidatorSets
+from ledger.proofs import store_membership_doc
 from ledger.reader import StoreReader
 
 from .api_schema import HEX64, MAX_INT, errors

@@ -1,6 +1,6 @@
 """The membership history of a stored chain with real governance records, and proof
 documents that verify with the genesis alone across its changes (PROTOCOL.md 9.4):
-``ledger.light.store_membership_doc``, ``ledger.proofs.proof_doc`` /
+``ledger.proofs.store_membership_doc``, ``ledger.proofs.proof_doc`` /
 ``verify_proof_doc``, ``provledger prove`` / ``verify-proof``, ``GET /v1/membership``.
 
 The chain (four validators, two organisations; each change adopted by both):
@@ -28,8 +28,8 @@ from ledger.chain import Ledger
 from ledger.cli import cli
 from ledger.errors import LedgerError, NotFoundError, VerificationError
 from ledger.governance import make_pop
-from ledger.light import store_membership_doc, verify_checkpoint
-from ledger.proofs import proof_doc, verify_proof_doc
+from ledger.light import verify_checkpoint
+from ledger.proofs import proof_doc, store_membership_doc, verify_proof_doc
 from ledger.reader import StoreReader
 from ledger.store import Store
 
