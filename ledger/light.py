@@ -174,11 +174,11 @@ class ValidatorSets(Protocol):
 
 def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, Certificate] | None],
                    to: int) -> dict[str, Any]:
-    """The membership history up to height ``to`` of a chain whose validator sets
-    ``sets`` gives (a ``ledger.reader`` reader). ``block_at(h)`` is the final block h's
-    header and certificate, None beyond the head."""
-    if to < 1 or block_at(to) is None:
-        raise NotFoundError(f"no final block at height {to}", field="to")
+    """The membership history up to height ``to`` (a final height: the caller checks) of
+    a chain whose validator sets ``sets`` gives (a ``ledger.reader`` reader).
+    ``block_at(h)`` is the final block h's header and certificate, None beyond the head."""
+    if to < 1:
+        raise NotFoundError(f"no block at height {to}: the first block is 1", field="to")
 
     def block(h: int) -> tuple[Header, Certificate]:
         found = block_at(h)

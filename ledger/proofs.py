@@ -38,6 +38,8 @@ def store_membership_doc(store: Any, to: int | None = None, sets: ValidatorSets 
     head = store.height()
     if to is None and head == 0:
         raise NotFoundError("no block has been committed yet", field="to")
+    if to is not None and not 1 <= to <= head:
+        raise NotFoundError(f"no final block at height {to}; the latest is {head}", field="to")
 
     def block_at(h: int) -> tuple[Header, Certificate] | None:
         found = store.block(h) if 1 <= h <= head else None
