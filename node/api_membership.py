@@ -26,9 +26,9 @@ from ledger.light import ValidatorSets
 from ledger.proofs import store_membership_doc
 from ledger.reader import StoreReader
 
-from .api_schema import HEX64, MAX_INT, errors
+from .api_schema import HEX64, MAX_INT, Checkpoint, errors
 
-__all__ = ["Membership", "install", "sets_of"]
+__all__ = ["Membership", "Proof", "install", "sets_of"]
 
 
 class Previous(BaseModel):
@@ -47,6 +47,18 @@ class Membership(BaseModel):
     to: int = Field(ge=1)
     changes: list[Change]
     previous: Previous | None
+
+
+class Proof(BaseModel):
+    """``GET /v1/records/{id}/proof``: an RFC 9162 inclusion proof, its checkpoint and the
+    checkpoint's membership history (docs/protocol.md 5)."""
+
+    record: str = Field(pattern=HEX64)
+    index: int = Field(ge=0)
+    tree_size: int = Field(ge=1)
+    path: list[str]
+    checkpoint: Checkpoint
+    membership: Membership
 
 
 def sets_of(node: Any) -> ValidatorSets:

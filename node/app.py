@@ -75,6 +75,7 @@ from ledger.proofs import checkpoint_doc, proof_doc
 
 from . import api_schema as doc
 from .api_lineage import install as install_lineage
+from .api_membership import Proof as MembershipProof
 from .api_membership import install as install_membership
 from .api_membership import sets_of as membership_sets
 from .api_peer import install as install_peer
@@ -309,7 +310,8 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         return _json({"record": env, "status": "committed", "height": height, "index": index})
 
     @app.get("/v1/records/{record_id}/proof", tags=["proofs"],
-             responses={200: {"description": "RFC 9162 inclusion proof and checkpoint"}, **doc.errors(400, 404)})
+             responses={200: {"model": MembershipProof, "description": "RFC 9162 inclusion proof, checkpoint and "
+                                                                        "membership history"}, **doc.errors(400, 404)})
     async def get_proof(record_id: str = record_id_p) -> Response:
         """RFC 9162 inclusion proof against the latest checkpoint, with its membership
         history (PROTOCOL.md 9.4): it verifies with the genesis alone."""

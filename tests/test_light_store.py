@@ -169,3 +169,5 @@ def test_get_membership(moved: SimpleNamespace, tmp_path: Path) -> None:
     schema = client.get("/openapi.json").json()["paths"]["/v1/membership"]["get"]["responses"]
     assert set(schema) == {"200", "400", "404"}
     assert schema["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Membership"}
+    proof_schema = client.get("/openapi.json").json()["components"]["schemas"]["Proof"]
+    assert proof_schema["properties"]["membership"] == {"$ref": "#/components/schemas/Membership"}
