@@ -261,6 +261,35 @@ def test_a_tampered_membership_history_fails(browser: Any, explorer: SimpleNames
         assert got["certificate"][0] == "fail" and got["block_hash"][0] == "pass"
 
 
+def test_block_page_checks_across_changes(browser: Any, explorer: SimpleNamespace) -> None:
+    """The block page's checks on a chain with two membership changes (tests/light_chain.py,
+    real certificates): its genesis, checkpoint and history are served in place of the
+    node's, and the page passes them, then fails a history with the last change left out."""
+    from light_chain import build, vkey
+
+    a, b, c, d, e, f = (vkey(i) for i in range(6))
+    chain = build([a, b, c, d], {1: [a, b, c, d, e], 2: [f, c, d, e]}, 3, extra=0)  # the node has a block 3 too
+    cp = chain.checkpoint()
+    hist = chain.history()
+    served = {"/v1/genesis": chain.genesis.doc, f"/v1/checkpoint/{chain.t}": cp, "/v1/membership": hist}
+
+    def serve(route: Any) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(served[urlsplit(route.request.url).path]))
+
+    with opened(browser, explorer.url) as (context, watch):
+        page = watch.page(context)
+        page.route(lambda url: urlsplit(url).path in served, serve)
+        page.goto(f"/explorer/blocks/{chain.t}")
+        assert_all_pass(page, BLOCK_CHECKS)
+        assert checks_of(page)["membership"][1].startswith("2 changes followed from the genesis set")
+        served["/v1/membership"] = {**hist, "changes": hist["changes"][:-1]}
+        page.reload()
+        got = checks_of(page)
+        assert got["membership"][0] == "fail" and "a change is left out" in got["membership"][1]
+        assert got["certificate"][0] == "fail" and got["block_hash"][0] == "pass" and got["chain_id"][0] == "pass"
+        watch.clean("changes")
+
+
 def test_the_browser_follows_changes_as_the_light_verifier_does(js: Any) -> None:
     """verify.js's followMembership on a chain with real changes (tests/light_chain.py):
     the same keys as ledger.light, and the same refusals."""
