@@ -124,9 +124,12 @@ def bundle_proof_doc(path: str | Path, record_id: str, sets: ValidatorSets) -> d
     if index is None or last is None:
         raise InputError(f"no committed record {record_id} in {path}", code="not_found")
 
-    def block_at(h: int) -> tuple[Header, Certificate] | None:
+    def block_at(h: int) -> tuple[Header, str, Certificate] | None:
         b = blocks.get(h)
-        return None if b is None else (Header.from_dict(b["header"]), Certificate.from_dict(b["certificate"]))
+        if b is None:
+            return None
+        header = Header.from_dict(b["header"])
+        return header, header.hash, Certificate.from_dict(b["certificate"])
 
     nodes = merkle.MemoryNodes(leaves)
     return {

@@ -172,15 +172,15 @@ class ValidatorSets(Protocol):
         ...
 
 
-def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, Certificate] | None],
+def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, str, Certificate] | None],
                    to: int) -> dict[str, Any]:
     """The membership history up to height ``to`` (a final height: the caller checks) of
     a chain whose validator sets ``sets`` gives (a ``ledger.reader`` reader).
-    ``block_at(h)`` is the final block h's header and certificate, None beyond the head."""
+    ``block_at(h)`` is the final block h's header, hash and certificate, None beyond the head."""
     if to < 1:
         raise NotFoundError(f"no block at height {to}: the first block is 1", field="to")
 
-    def block(h: int) -> tuple[Header, Certificate]:
+    def block(h: int) -> tuple[Header, str, Certificate]:
         found = block_at(h)
         if found is None:
             raise LedgerError(f"block {h} is missing", code="storage_error")
@@ -188,13 +188,13 @@ def membership_doc(sets: ValidatorSets, block_at: Callable[[int], tuple[Header, 
 
     changes = []
     for c in sets.membership_changes(to):
-        header, cert = block(c)
-        changes.append({"header": header.to_dict(), "hash": header.hash, "certificate": cert.to_dict(),
+        header, hash_c, cert = block(c)
+        changes.append({"header": header.to_dict(), "hash": hash_c, "certificate": cert.to_dict(),
                         # PROTOCOL.md 9.1: header c names the set certifying c + 1
                         "validators": sorted(v.key for v in sets.validators_at(c + 1))})
     previous = None
     if to > 1:
-        header, _cert = block(to - 1)
-        previous = {"header": header.to_dict(), "hash": header.hash}
+        header, hash_p, _cert = block(to - 1)
+        previous = {"header": header.to_dict(), "hash": hash_p}
     return {"to": to, "changes": changes, "previous": previous}
 

@@ -41,9 +41,9 @@ def store_membership_doc(store: Any, to: int | None = None, sets: ValidatorSets 
     if to is not None and not 1 <= to <= head:
         raise NotFoundError(f"no final block at height {to}; the latest is {head}", field="to")
 
-    def block_at(h: int) -> tuple[Header, Certificate] | None:
+    def block_at(h: int) -> tuple[Header, str, Certificate] | None:
         found = store.block(h) if 1 <= h <= head else None
-        return None if found is None else (found.header, found.certificate)
+        return None if found is None else (found.header, found.hash, found.certificate)  # the stored hash
 
     return membership_doc(StoreReader(store) if sets is None else sets, block_at, head if to is None else to)
 

@@ -3,9 +3,10 @@
     GET /v1/membership[?to=T]    {"to": T, "changes": [{header, hash, certificate,
                                   validators}, ...], "previous": {header, hash} | null}
 
-``T`` defaults to the latest final height. The document is ``ledger.proofs.store_membership_doc``
-of the node's store and its validator sets (``sets_of``, also used for proof documents): every height c < T whose header changes the validator set, with its
-certificate and the new keys (sorted), and header T-1. With it and the genesis alone,
+``T`` defaults to the latest final height. The document is
+``ledger.proofs.store_membership_doc`` of the node's store (whose derived table keeps the
+validator set of every height): every height c < T whose header changes the validator
+set, with its certificate and the new keys (sorted), and header T-1. With it and the genesis alone,
 ``ledger.light.verify_checkpoint`` accepts the checkpoint at T (the explorer's browser
 check does the same in JavaScript).
 
@@ -22,13 +23,11 @@ from fastapi import FastAPI, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ledger.light import ValidatorSets
 from ledger.proofs import store_membership_doc
-from ledger.reader import StoreReader
 
 from .api_schema import HEX64, MAX_INT, Checkpoint, errors
 
-__all__ = ["Membership", "Proof", "install", "sets_of"]
+__all__ = ["Membership", "Proof", "install"]
 
 
 class Previous(BaseModel):
@@ -61,18 +60,6 @@ class Proof(BaseModel):
     membership: Membership
 
 
-def sets_of(node: Any) -> ValidatorSets:
-    """The validator sets of every height of ``node``'s committed chain: a
-    ``StoreReader`` (which replays the governance records once), kept until the next block."""
-    height = node.store.height()
-    cached = getattr(node, "_membership_reader", None)
-    if cached is None or cached[0] != height:
-        cached = (height, StoreReader(node.store))
-        node._membership_reader = cached
-    reader: ValidatorSets = cached[1]
-    return reader
-
-
 def install(app: FastAPI, node: Any) -> None:
     """Add ``GET /v1/membership`` to ``app``."""
 
@@ -84,4 +71,4 @@ def install(app: FastAPI, node: Any) -> None:
         """What a verifier holding only the genesis needs to accept the checkpoint at `to`
         (PROTOCOL.md 9.4): each membership change below it with its certificate and new
         keys, and header `to` - 1."""
-        return Response(orjson.dumps(store_membership_doc(node.store, to, sets_of(node))), media_type="application/json")
+        return Response(orjson.dumps(store_membership_doc(node.store, to)), media_type="application/json")

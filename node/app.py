@@ -77,7 +77,6 @@ from . import api_schema as doc
 from .api_lineage import install as install_lineage
 from .api_membership import Proof as MembershipProof
 from .api_membership import install as install_membership
-from .api_membership import sets_of as membership_sets
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
 from .asgi import (
@@ -317,7 +316,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         history (PROTOCOL.md 9.4): it verifies with the genesis alone."""
         if record_id in the_node.mempool:
             raise NotFoundError(f"record {record_id} is pending; it has no proof until it is committed")
-        return _json(proof_doc(the_node.store, record_id, sets=membership_sets(the_node)))
+        return _json(proof_doc(the_node.store, record_id))
 
     def _checkpoint(height: int | None) -> dict[str, Any]:
         store = the_node.store
