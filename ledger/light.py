@@ -35,18 +35,19 @@ from .keys import is_key
 __all__ = ["ValidatorSets", "membership_doc", "verify_checkpoint"]
 
 
-def _parse_header(doc: Any, where: str) -> Header:
-    """``doc["header"]`` as a Header whose ``hash``, when given, is its block hash."""
+def _parse_header(doc: Any, where: str) -> tuple[Header, str]:
+    """``doc["header"]`` as a Header and its block hash, which ``hash``, when given, is."""
     if type(doc) is not dict or "header" not in doc:
         raise InputError(f"{where}: must be an object with a header", code="bad_membership", field=where)
     try:
         header = Header.from_dict(doc["header"])
     except InputError as e:
         raise InputError(f"{where}: {e.message}", code="bad_membership", field=where) from e
-    if "hash" in doc and doc["hash"] != header.hash:
+    block_hash = header.hash
+    if "hash" in doc and doc["hash"] != block_hash:
         raise ProofError(f"{where}: hash does not match its header (PROTOCOL.md 5)",
                          code="bad_proof" if where == "checkpoint" else "bad_membership", field=where)
-    return header
+    return header, block_hash
 
 
 def _parse_certificate(doc: Any, where: str) -> Certificate:
@@ -65,9 +66,9 @@ def _parse_keys(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _certified(cert: Certificate, header: Header, keys: Sequence[str], where: str) -> None:
+def _certified(cert: Certificate, header: Header, block_hash: str, keys: Sequence[str], where: str) -> None:
     try:
-        verify_certificate(cert, chain=header.chain, height=header.height, block_hash=header.hash, validators=keys)
+        verify_certificate(cert, chain=header.chain, height=header.height, block_hash=block_hash, validators=keys)
     except CertificateError as e:
         raise CertificateError(f"{where}: {e.message}", field=where) from e
 
@@ -86,7 +87,7 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
     3. For t > 1: header t-1 hashes to header t's ``prev`` and its ``next_validators`` is
        ``validators_hash(S)``: a change left out of the history is caught here.
     """
-    header = _parse_header(checkpoint, "checkpoint")
+    header, header_hash = _parse_header(checkpoint, "checkpoint")
     cert = _parse_certificate(checkpoint, "checkpoint")
     chain, t = genesis.chain_id, header.height
     if header.chain != chain:
@@ -110,14 +111,14 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
         if type(entry) is not dict or set(entry) != {"header", "hash", "certificate", "validators"}:
             raise InputError(f"{where}: must have exactly header, hash, certificate, validators", code="bad_membership",
                              field=where)
-        ch = _parse_header(entry, where)
+        ch, ch_hash = _parse_header(entry, where)
         if ch.chain != chain:
             raise VerificationError(f"{where}: header of another chain", code="bad_membership", field=where)
         if not (last.height if last else 0) < ch.height < t:
             raise VerificationError(
                 f"{where}: height {ch.height} is not above the previous change ({last.height if last else 'none'}) "
                 f"and below the checkpoint ({t})", code="bad_membership", field=where)
-        _certified(_parse_certificate(entry, where), ch, keys, where)
+        _certified(_parse_certificate(entry, where), ch, ch_hash, keys, where)
         new = _parse_keys(entry["validators"], f"{where}.validators")
         if validators_hash(new) != ch.next_validators:
             raise VerificationError(f"{where}: the new keys do not hash to header {ch.height}'s next_validators",
@@ -128,7 +129,7 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
         keys, last = new, ch
 
     # Step 2: the checkpoint, against the set reached.
-    _certified(cert, header, keys, "checkpoint")
+    _certified(cert, header, header_hash, keys, "checkpoint")
 
     # Step 3: header t-1 links to the checkpoint and names the set reached.
     prev = membership["previous"]
@@ -146,8 +147,8 @@ def verify_checkpoint(genesis: Genesis, checkpoint: Any, membership: Any) -> lis
     if type(prev) is not dict or not set(prev) <= {"header", "hash"}:
         raise InputError("membership.previous: must be {header, hash}", code="bad_membership",
                          field="membership.previous")
-    ph = _parse_header(prev, "membership.previous")
-    if ph.height != t - 1 or ph.hash != header.prev:
+    ph, ph_hash = _parse_header(prev, "membership.previous")
+    if ph.height != t - 1 or ph_hash != header.prev:
         raise VerificationError(f"membership.previous: not the header of block {t - 1} that the checkpoint's prev names",
                                 code="bad_membership", field="membership.previous")
     if last is not None and last.height == t - 1 and last != ph:
