@@ -27,10 +27,11 @@ import orjson
 
 from . import merkle
 from .audit import Finding, SourceBlock
-from .blocks import Header
+from .blocks import Certificate, Header
 from .errors import InputError, LedgerError
 from .fetch import node_blocks
 from .genesis import parse_genesis
+from .light import ValidatorSets, membership_doc
 from .records import record_id as envelope_id
 
 __all__ = ["FORMAT", "BundleSource", "bundle_proof_doc", "export_bundle", "export_node_bundle", "write_bundle"]
@@ -99,12 +100,15 @@ def export_node_bundle(url: str, path: str | Path) -> dict[str, Any]:
         raise InputError(f"{url}: a block is not shaped as GET /v1/blocks/{{height}} answers: {e}", code="bad_block") from e
 
 
-def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
+def bundle_proof_doc(path: str | Path, record_id: str, sets: ValidatorSets) -> dict[str, Any]:
     """An inclusion proof of ``record_id`` against the bundle's last block, in the shape
     of ``ledger.proofs.proof_doc``: the log is rebuilt from the record ids,
-    as a bundle holds no Merkle nodes. The caller verifies it (``verify_proof_doc``)."""
+    as a bundle holds no Merkle nodes; the membership history comes from the bundle's
+    blocks and ``sets``, a ``MemoryReader`` of the bundle (``ledger.light.membership_doc``).
+    The caller verifies it (``verify_proof_doc``)."""
     leaves: list[bytes] = []
     index: int | None = None
+    blocks: dict[int, dict[str, Any]] = {}  # the headers and certificates; their records are not kept
     last: dict[str, Any] | None = None
     for blk in BundleSource(path).block_dicts():
         try:
@@ -113,11 +117,20 @@ def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
                 if rid == record_id:
                     index = len(leaves)
                 leaves.append(bytes.fromhex(rid))  # the record id is the leaf hash (PROTOCOL.md 4)
+            blocks[blk["header"]["height"]] = {"header": blk["header"], "certificate": blk["certificate"]}
         except (KeyError, TypeError, AttributeError) as e:
             raise InputError(f"{path}: a block is not shaped as a bundle line: {e}", code="bad_bundle") from e
         last = blk
     if index is None or last is None:
         raise InputError(f"no committed record {record_id} in {path}", code="not_found")
+
+    def block_at(h: int) -> tuple[Header, str, Certificate] | None:
+        b = blocks.get(h)
+        if b is None:
+            return None
+        header = Header.from_dict(b["header"])
+        return header, header.hash, Certificate.from_dict(b["certificate"])
+
     nodes = merkle.MemoryNodes(leaves)
     return {
         "record": record_id,
@@ -125,6 +138,7 @@ def bundle_proof_doc(path: str | Path, record_id: str) -> dict[str, Any]:
         "tree_size": len(leaves),
         "path": [h.hex() for h in merkle.inclusion_proof(index, len(leaves), nodes.get_nodes)],
         "checkpoint": {k: last.get(k) for k in ("header", "hash", "certificate")},
+        "membership": membership_doc(sets, block_at, last["header"]["height"]),
     }
 
 

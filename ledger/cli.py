@@ -323,8 +323,10 @@ def prove(record_id: str, db: str | None, node: str | None, bundle: str | None, 
     """Print an RFC 9162 inclusion proof of a record against the latest checkpoint.
 
     RECORD_ID is a record id or a unique prefix of it (at least 8 hex characters; a
-    node needs the full id). The proof is verified here against the checkpoint's
-    certificate and the chain's genesis before anything is printed; with --node or
+    node needs the full id). The proof document carries the checkpoint's membership
+    history, so that `provledger verify-proof` needs nothing but the genesis. It is
+    verified here against the checkpoint's certificate and the chain's genesis before
+    anything is printed; with --node or
     --bundle the genesis is the one the node or bundle gives: compare its chain id
     with the one you trust, or check the written proof with `provledger verify-proof`.
 
@@ -345,9 +347,9 @@ def prove(record_id: str, db: str | None, node: str | None, bundle: str | None, 
         from .bundle import BundleSource, bundle_proof_doc
         from .reader import MemoryReader
 
-        reader = MemoryReader.from_bundle(bundle) if len(record_id) < 64 else None
+        reader = MemoryReader.from_bundle(bundle)  # its validator sets: the membership history
         record_id = resolve_id(reader, record_id)
-        doc = bundle_proof_doc(bundle, record_id)
+        doc = bundle_proof_doc(bundle, record_id, reader)
         genesis = parse_genesis(BundleSource(bundle).genesis_doc())
     else:
         from .client import Client
@@ -382,15 +384,18 @@ def _open_store(db: str) -> Any:
 @cli.command("verify-proof")
 @click.argument("proof_file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--genesis", "genesis_file", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="The trusted genesis document (its validators certify checkpoints).")
+              help="The trusted genesis document (its validators start the membership history).")
 @click.option("--record", "record_id", default=None, metavar="RECORD_ID",
               help="The record the proof must be for: its id or a prefix of at least 8 hex characters.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify_proof(proof_file: str, genesis_file: str, record_id: str | None, as_json: bool) -> None:
     """Check an inclusion proof offline against a trusted genesis.
 
-    Verifies the checkpoint's commit certificate, then the RFC 9162 path from the record
-    id to the checkpoint's log_root. Exit 0 if it holds, 1 if not.
+    Follows the proof's membership history from the genesis validators to the set
+    certifying the checkpoint (every change certified by the set before it; a change left
+    out is refused), verifies the checkpoint's commit certificate against that set, then
+    the RFC 9162 path from the record id to the checkpoint's log_root. Exit 0 if it
+    holds, 1 if not, 2 if a file cannot be read or is not a proof document.
 
     \b
     Example:

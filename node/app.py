@@ -11,6 +11,7 @@ Endpoints::
     GET  /v1/blocks/{height}                       {header, hash, certificate, records}
     GET  /v1/blocks?from=H&limit=K&records=R       {height, blocks: [...]} (node.api_sync)
     GET  /v1/proofs/consistency?first=m&second=n   {first, second, path}
+    GET  /v1/membership[?to=T]                     the membership history (node.api_membership)
     GET  /v1/genesis                               the genesis document
     GET  /v1/identities                            {"identities": [...]}
     GET  /v1/datasets/{name}                       versions, annotations, budget
@@ -80,6 +81,8 @@ from ledger.proofs import checkpoint_doc, proof_doc
 from . import api_schema as doc
 from .api_governance import install as install_governance
 from .api_lineage import install as install_lineage
+from .api_membership import Proof as MembershipProof
+from .api_membership import install as install_membership
 from .api_peer import install as install_peer
 from .api_sync import install as install_sync
 from .asgi import (
@@ -334,9 +337,11 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
         return _json({"record": env, "status": "committed", "height": height, "index": index})
 
     @app.get("/v1/records/{record_id}/proof", tags=["proofs"],
-             responses={200: {"description": "RFC 9162 inclusion proof and checkpoint"}, **doc.errors(400, 404)})
+             responses={200: {"model": MembershipProof, "description": "RFC 9162 inclusion proof, checkpoint and "
+                                                                        "membership history"}, **doc.errors(400, 404)})
     async def get_proof(record_id: str = record_id_p) -> Response:
-        """RFC 9162 inclusion proof against the latest checkpoint."""
+        """RFC 9162 inclusion proof against the latest checkpoint, with its membership
+        history (PROTOCOL.md 9.4): it verifies with the genesis alone."""
         if record_id in the_node.mempool:
             raise NotFoundError(f"record {record_id} is pending; it has no proof until it is committed")
         return _json(proof_doc(the_node.store, record_id))
@@ -451,5 +456,6 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
     install_peer(app, the_node)  # POST /v1/peer/message, /v1/peer/records; GET /v1/evidence
     install_lineage(app, the_node)  # GET /v1/lineage/{ref}, /v1/attribution/{id} (node.api_lineage)
     install_governance(app, the_node)  # GET /v1/validators, /v1/proposals, /v1/organisations
+    install_membership(app, the_node)  # GET /v1/membership (node.api_membership)
     app.include_router(explorer_router(the_node))  # /explorer pages, GET /v1/search, /docs, /redoc
     return app

@@ -189,6 +189,76 @@ def proof_rate(path: Path, count: int = 20_000) -> float:
     return count / dt
 
 
+def light_verification(changes: int = 10, validators: int = 4, repeat: int = 50) -> dict[str, Any]:
+    """A proof of a record committed after ``changes`` validator-set changes (replacements,
+    additions and removals voted in by ``network.propose``), each block certified by a
+    quorum of its own set: the proof document's bytes and the time ``verify_proof_doc``
+    takes with the genesis alone (PROTOCOL.md 9.4)."""
+    from ledger.blocks import Certificate, quorum, vote_payload
+    from ledger.canonical import VOTE_TAG
+    from ledger.genesis import parse_genesis
+    from ledger.governance import make_pop
+    from ledger.proofs import verify_proof_doc
+
+    seed = lambda s: SigningKey.from_seed(hashlib.sha256(b"bench-light/" + s.encode()).digest())  # noqa: E731
+    keys = {k.public: k for k in (seed(f"v{i}") for i in range(validators + changes))}
+    pool = iter(list(keys.values())[validators:])
+    admin, person = seed("admin"), seed("person")
+    doc = {
+        "v": 2, "name": "bench-light", "created": "2026-11-21T12:00:00Z",
+        "validators": [{"name": f"v{i}", "key": k.public, "url": "http://127.0.0.1:1"}
+                       for i, k in enumerate(list(keys.values())[:validators])],
+        "organisations": [{"name": "org-1", "admins": [admin.public]}],
+        "participants": [{"key": person.public, "name": "p", "org": "org-1", "roles": ["contributor"]}],
+        "policy": {"attribution": {"data": "0.5", "annotation": "0.3", "training": "0.2"}},
+    }
+    with tempfile.TemporaryDirectory() as d:
+        store = Store.create(Path(d) / "light.db", doc)
+        ledger = Ledger(store)
+
+        def commit(envs: list[dict[str, Any]]) -> None:
+            now = ledger.state.validator_keys()
+            block, rejected = ledger.build_block([parse_record(e, chain=ledger.chain_id) for e in envs], proposer=now[0])
+            if rejected:
+                raise SystemExit(f"bench light chain: {rejected[0][1]}")
+            vote = vote_payload(ledger.chain_id, block.header.height, 0, "precommit", block.hash)
+            signers = now[:quorum(len(now))]
+            ledger.commit(block, Certificate(block.header.height, 0, block.hash,
+                                             tuple((k, keys[k].sign(VOTE_TAG, vote)) for k in signers)))
+
+        for i in range(changes):
+            now = ledger.state.validator_keys()
+            if i % 3 == 1 or len(now) < 3:
+                new = next(pool)
+                action = {"op": "validator.add", "key": new.public, "name": f"n{i}", "url": "http://127.0.0.1:1",
+                          "pop": make_pop(new, ledger.chain_id)}
+            elif i % 3 == 2:
+                action = {"op": "validator.remove", "key": now[-1]}
+            else:
+                new = next(pool)
+                action = {"op": "validator.replace", "old": now[0], "new": new.public, "name": f"n{i}",
+                          "url": "http://127.0.0.1:1", "pop": make_pop(new, ledger.chain_id)}
+            commit([make_record(admin, ledger.chain_id, "network.propose",
+                                {"action": action, "expires": ledger.height + 1, "reason": "bench"}, nonce=f"g{i}")])
+            commit([])  # a block certified by the new set
+        env = workload(ledger.chain_id, [person], 1)[0]
+        commit([env])
+        proof = proof_doc(store, parse_record(env).id)
+        store.close()
+    if len(proof["membership"]["changes"]) != changes:
+        raise SystemExit(f"bench light chain has {len(proof['membership']['changes'])} changes, not {changes}")
+    genesis = parse_genesis(doc)
+    text = json.dumps(proof).encode()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        verify_proof_doc(json.loads(text), genesis)
+    dt = (time.perf_counter() - t0) / repeat
+    votes = sum(len(c["certificate"]["votes"]) for c in proof["membership"]["changes"])
+    votes += len(proof["checkpoint"]["certificate"]["votes"])
+    return {"changes": changes, "proof_bytes": len(text), "verify_ms": dt * 1000, "signatures": votes,
+            "height": proof["checkpoint"]["header"]["height"]}
+
+
 def section_core(args: argparse.Namespace) -> dict[str, Any]:
     big = args.records if args.records is not None else 100_000
     small = max(1000, big // 10)
@@ -208,6 +278,8 @@ def section_core(args: argparse.Namespace) -> dict[str, Any]:
             res[f"audit_j2_{n}"] = audit_rate(path, 2)
         print("serving inclusion proofs ...", flush=True)
         res["proofs_per_s"] = proof_rate(Path(d) / f"chain-{big}.db")
+    print("light verification of a proof across 10 validator-set changes ...", flush=True)
+    res["light"] = light_verification()
     raw = res["raw_verify_per_s"]
     res["summary"] = {
         "audit_j1_vs_raw_verify": res[f"audit_j1_{big}"] / raw,
@@ -217,6 +289,8 @@ def section_core(args: argparse.Namespace) -> dict[str, Any]:
         "proofs_per_s": res["proofs_per_s"],
         "audit_rate_small_vs_big": res[f"audit_j1_{small}"] / res[f"audit_j1_{big}"],
         "commit_vs_sqlite_inserts": res[f"build_{big}"]["commit_records_per_s"] / res["sqlite_inserts_per_s"],
+        "light_verify_ms": res["light"]["verify_ms"],
+        "light_proof_bytes": res["light"]["proof_bytes"],
         "small": small,
         "big": big,
     }
@@ -247,6 +321,9 @@ def render_core(r: dict[str, Any]) -> list[str]:
         f"| inclusion proofs served from SQLite | {s['proofs_per_s']:,.0f} proofs/s | | | >= 5,000/s |",
         f"| commit path (build block, Merkle nodes, one transaction) | {r[f'build_{big}']['commit_records_per_s']:,.0f} records/s | SQLite inserts {r['sqlite_inserts_per_s']:,.0f} rows/s | {s['commit_vs_sqlite_inserts']:.2f} | |",
         f"| store size per record ({big:,} records, WAL included) | {r[f'store_bytes_per_record_{big}']:,.0f} bytes | | | |",
+        *([f"| `verify-proof` with the genesis alone, a proof across {r['light']['changes']} validator-set changes "
+           f"({r['light']['signatures']} signatures) | {r['light']['verify_ms']:.1f} ms, {r['light']['proof_bytes']:,} bytes "
+           "| | | |"] if "light" in r else []),
         f"| audit rate at {small:,} vs {big:,} records (1.0 = linear time) | {r[f'audit_j1_{small}']:,.0f} vs {r[f'audit_j1_{big}']:,.0f} records/s | | {s['audit_rate_small_vs_big']:.2f} | ~1.0 |",
         "",
     ]

@@ -37,8 +37,8 @@ AXE = (HERE / "vendor" / "axe-core" / "axe.min.js").read_text()
 # shared/vectors beside the checkout or beside a folder above it (as tests/test_canonical.py).
 VECTORS = next((up / "shared" / "vectors" / "rfc8785" for up in HERE.parents
                 if (up / "shared" / "vectors" / "rfc8785").is_dir()), None)
-RECORD_CHECKS = ["chain_id", "record_id", "signature", "inclusion", "block_hash", "certificate"]
-BLOCK_CHECKS = ["chain_id", "block_hash", "certificate"]
+RECORD_CHECKS = ["chain_id", "record_id", "signature", "inclusion", "block_hash", "membership", "certificate"]
+BLOCK_CHECKS = ["chain_id", "block_hash", "membership", "certificate"]
 
 
 class Watch:
@@ -173,7 +173,8 @@ def test_a_tampered_proof_fails_inclusion(browser: Any, explorer: SimpleNamespac
         page.goto(f"/explorer/records/{rid}")
         got = checks_of(page)
         assert got["inclusion"][0] == "fail" and "not the log root" in got["inclusion"][1]
-        assert [got[k][0] for k in ("chain_id", "record_id", "signature", "block_hash", "certificate")] == ["pass"] * 5
+        assert [got[k][0] for k in ("chain_id", "record_id", "signature", "block_hash", "membership", "certificate")] == [
+            "pass"] * 6
 
         page.unroute(f"**/v1/records/{rid}/proof")
         _tampered(page, f"**/v1/records/{rid}/proof", lambda d: d.update(index=d["index"] + 1))
@@ -211,6 +212,109 @@ def test_a_tampered_checkpoint_fails_its_hash_and_certificate(browser: Any, expl
         got = checks_of(page)
         assert got["block_hash"][0] == "pass"
         assert got["certificate"][0] == "fail" and "does not verify" in got["certificate"][1]
+
+
+def test_the_membership_check_runs_on_a_chain_without_changes(browser: Any, explorer: SimpleNamespace) -> None:
+    with opened(browser, explorer.url) as (context, watch):
+        page = watch.page(context)
+        page.goto("/explorer/blocks/3")
+        got = checks_of(page)
+        assert got["membership"][0] == "pass"
+        assert got["membership"][1].startswith("no change since the genesis") and "header 2 names that set" in got[
+            "membership"][1]
+        assert page.locator('.fetched a[href="/v1/membership?to=3"]').count() == 1  # the document it checked
+        watch.clean("membership")
+
+
+def _is_membership(url: str) -> bool:
+    return urlsplit(url).path == "/v1/membership"
+
+
+def test_a_tampered_membership_history_fails(browser: Any, explorer: SimpleNamespace) -> None:
+    """The history is fetched from /v1/membership; changed in flight, the membership check
+    fails with the reason, and the certificate is not checked against an unknown set."""
+    rid = explorer.records["update:r3:hana"]
+    with opened(browser, explorer.url) as (context, _):
+        page = context.new_page()
+
+        def other_set(doc: dict[str, Any]) -> None:  # header h-1 names another set: a change left out
+            nv = doc["previous"]["header"]["next_validators"]
+            doc["previous"]["header"]["next_validators"] = ("1" if nv[0] != "1" else "2") + nv[1:]
+
+        _tampered(page, _is_membership, other_set)
+        page.goto(f"/explorer/records/{rid}")
+        got = checks_of(page)
+        assert got["membership"][0] == "fail" and "not the one the checkpoint's prev names" in got["membership"][1]
+        assert got["certificate"][0] == "fail" and "unknown" in got["certificate"][1]
+        assert [got[k][0] for k in ("chain_id", "record_id", "signature", "inclusion", "block_hash")] == ["pass"] * 5
+
+        def forged_change(doc: dict[str, Any]) -> None:  # a change to a set of one key nobody certified
+            doc["changes"].append({**doc["previous"], "certificate": {"height": doc["previous"]["header"]["height"],
+                                   "round": 0, "block": doc["previous"]["hash"], "votes": []},
+                                   "validators": [SigningKey.generate().public]})
+
+        page.unroute(_is_membership)
+        _tampered(page, _is_membership, forged_change)
+        page.goto("/explorer/blocks/3")
+        got = checks_of(page)
+        assert got["membership"][0] == "fail" and "change 1 (height 2)" in got["membership"][1]
+        assert got["certificate"][0] == "fail" and got["block_hash"][0] == "pass"
+
+
+def test_block_page_checks_across_changes(browser: Any, explorer: SimpleNamespace) -> None:
+    """The block page's checks on a chain with two membership changes (tests/light_chain.py,
+    real certificates): its genesis, checkpoint and history are served in place of the
+    node's, and the page passes them, then fails a history with the last change left out."""
+    from light_chain import build, vkey
+
+    a, b, c, d, e, f = (vkey(i) for i in range(6))
+    chain = build([a, b, c, d], {1: [a, b, c, d, e], 2: [f, c, d, e]}, 3, extra=0)  # the node has a block 3 too
+    cp = chain.checkpoint()
+    hist = chain.history()
+    served = {"/v1/genesis": chain.genesis.doc, f"/v1/checkpoint/{chain.t}": cp, "/v1/membership": hist}
+
+    def serve(route: Any) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(served[urlsplit(route.request.url).path]))
+
+    with opened(browser, explorer.url) as (context, watch):
+        page = watch.page(context)
+        page.route(lambda url: urlsplit(url).path in served, serve)
+        page.goto(f"/explorer/blocks/{chain.t}")
+        assert_all_pass(page, BLOCK_CHECKS)
+        assert checks_of(page)["membership"][1].startswith("2 changes followed from the genesis set")
+        served["/v1/membership"] = {**hist, "changes": hist["changes"][:-1]}
+        page.reload()
+        got = checks_of(page)
+        assert got["membership"][0] == "fail" and "a change is left out" in got["membership"][1]
+        assert got["certificate"][0] == "fail" and got["block_hash"][0] == "pass" and got["chain_id"][0] == "pass"
+        watch.clean("changes")
+
+
+def test_the_browser_follows_changes_as_the_light_verifier_does(js: Any) -> None:
+    """verify.js's followMembership on a chain with real changes (tests/light_chain.py):
+    the same keys as ledger.light, and the same refusals."""
+    from light_chain import build, vkey
+
+    from ledger.light import verify_checkpoint
+
+    a, b, c, d, e, f = (vkey(i) for i in range(6))
+    chain = build([a, b, c, d], {2: [a, b, c, d, e], 4: [b, c, d, e], 6: [f, c, d, e]}, 8, extra=0)
+    hist, cp = chain.history(), chain.checkpoint()
+    follow = "async ([g, cp, h]) => { try { return await v.followMembership(g, cp, h); } catch (e) { return e.message; } }"
+    genesis = chain.genesis.doc
+    assert js.evaluate(follow, [genesis, cp, hist]) == verify_checkpoint(chain.genesis, cp, hist) == chain.keys_at(8)
+    last_left_out = {**hist, "changes": hist["changes"][:-1]}
+    assert "a change is left out" in js.evaluate(follow, [genesis, cp, last_left_out])
+    swapped = json.loads(json.dumps(hist))
+    swapped["changes"][1]["validators"][0] = vkey(99).public
+    swapped["changes"][1]["validators"].sort()
+    assert "do not hash to the header's next_validators" in js.evaluate(follow, [genesis, cp, swapped])
+    reordered = {**hist, "changes": [hist["changes"][1], hist["changes"][0], hist["changes"][2]]}
+    assert "change 2 (height 2)" in js.evaluate(follow, [genesis, cp, reordered])
+    # Without a leaving at 4, the three votes certifying 6 are too few for the five of 2.
+    middle_left_out = {**hist, "changes": [hist["changes"][0], hist["changes"][2]]}
+    got = js.evaluate(follow, [genesis, cp, middle_left_out])
+    assert "change 2 (height 6)" in got and "4 of 5 are needed" in got
 
 
 def test_the_noble_fallback_where_webcrypto_is_missing(browser: Any, explorer: SimpleNamespace) -> None:

@@ -34,7 +34,7 @@ def test_core_node_and_devnet_sections_report_their_figures(tmp_path: Path) -> N
     devnet = json.loads((tmp_path / "devnet.json").read_text())["summary"]
     for figure in (core["audit_j1_vs_raw_verify"], core["proofs_per_s"], node["batched_records_per_s"],
                    node["single_vs_trivial"], node["p50_ms"], devnet["final_records_per_s"], devnet["p50_ms"],
-                   devnet["catch_up_vs_audit"]):
+                   devnet["catch_up_vs_audit"], core["light_verify_ms"], core["light_proof_bytes"]):
         assert figure > 0
     # The devnet section sets itself next to the node section of the same run.
     assert devnet["single_node_batched_per_s"] == node["batched_records_per_s"]

@@ -43,24 +43,34 @@ function must(cond, reason) {
 
 const short = (h) => String(h).slice(0, 16) + "…";
 
-/** PROTOCOL.md 6: precommits in the certificate's round for `hash` by more than two
- * thirds of the set certifying the height, counted by distinct key; every vote must verify. */
-async function certificateCheck(checkpoint, genesis, hash) {
-  const { header, certificate: cert } = checkpoint;
-  must(cert.height === header.height, `the certificate is for height ${cert.height}, the header is ${header.height}`);
-  must(cert.block === hash, `the certificate is for block ${short(cert.block)}, not ${short(hash)}`);
-  const members = new Set(v.validatorSetFor(header.height, genesis));
-  const message = v.voteBytes(header.chain, header.height, cert.round, "precommit", hash);
-  const signed = new Set();
-  for (const vote of cert.votes) {
-    must(members.has(vote.validator), `a vote by ${short(vote.validator)}, not a validator of height ${header.height}`);
-    must(await v.verifyEd25519(vote.validator, message, vote.sig),
-      `the precommit of validator ${short(vote.validator)} does not verify`);
-    signed.add(vote.validator);
-  }
-  const quorum = Math.floor((2 * members.size) / 3) + 1;
-  must(signed.size >= quorum, `${signed.size} distinct validators precommitted; ${quorum} of ${members.size} are needed`);
-  return `${signed.size} of ${members.size} validators precommitted in round ${cert.round} (${quorum} needed); every signature verifies`;
+/** What the membership check found: the set `keys` certifying the checkpoint's height. */
+function membershipDetail(checkpoint, history, keys) {
+  const n = history.changes.length;
+  const height = checkpoint.header.height;
+  return (n === 0 ? `no change since the genesis: its ${keys.length} validators certify height ${height}`
+    : `${n} change${n === 1 ? "" : "s"} followed from the genesis set, each certified by the set before it: ` +
+      `${keys.length} validators certify height ${height}`) +
+    (height > 1 ? `; header ${height - 1} names that set` : "");
+}
+
+/** PROTOCOL.md 6: precommits for the block by more than two thirds of the set the
+ * membership history reached (`keys`; null when it did not verify). */
+async function certificateCheck(checkpoint, keys) {
+  must(keys !== null, `the validator set of height ${checkpoint.header.height} is unknown: the membership history does not verify`);
+  const cert = checkpoint.certificate;
+  const { signed, quorum } = await v.verifyCertificate(cert, checkpoint.header, await v.blockHash(checkpoint.header), keys);
+  return `${signed} of ${keys.length} validators precommitted in round ${cert.round} (${quorum} needed); every signature verifies`;
+}
+
+/** The membership check, then the certificate check against the set it reached. */
+async function setChecks(genesis, checkpoint, history) {
+  let keys = null;
+  await check("membership", async () => {
+    // PROTOCOL.md 9.4 steps 1 and 3: the history of GET /v1/membership, from the genesis set.
+    keys = await v.followMembership(genesis, checkpoint, history);
+    return membershipDetail(checkpoint, history, keys);
+  });
+  await check("certificate", () => certificateCheck(checkpoint, keys));
 }
 
 async function chainCheck(genesis, ...named) {
@@ -81,6 +91,7 @@ async function recordChecks(id) {
   ]);
   const env = found.record;
   const cp = proof.checkpoint;
+  const history = await get(`/v1/membership?to=${cp.header.height}`);
   const computed = await v.recordId(env);
   await check("chain_id", () => chainCheck(genesis, ["record", env.chain], ["checkpoint", cp.header.chain]));
   await check("record_id", async () => {
@@ -99,14 +110,16 @@ async function recordChecks(id) {
     return `leaf ${proof.index} of ${proof.tree_size}: ${proof.path.length} hashes reach the log root of block ${cp.header.height}`;
   });
   await check("block_hash", () => blockHashCheck(cp));
-  await check("certificate", async () => certificateCheck(cp, genesis, await v.blockHash(cp.header)));
+  await setChecks(genesis, cp, history);
 }
 
 async function blockChecks(height) {
-  const [genesis, cp] = await Promise.all([get("/v1/genesis"), get(`/v1/checkpoint/${height}`)]);
+  const [genesis, cp, history] = await Promise.all([
+    get("/v1/genesis"), get(`/v1/checkpoint/${height}`), get(`/v1/membership?to=${height}`),
+  ]);
   await check("chain_id", () => chainCheck(genesis, ["header", cp.header.chain]));
   await check("block_hash", () => blockHashCheck(cp));
-  await check("certificate", async () => certificateCheck(cp, genesis, await v.blockHash(cp.header)));
+  await setChecks(genesis, cp, history);
 }
 
 async function main() {

@@ -16,6 +16,7 @@ export const RECORD_TAG = "provledger/record/v1"; // PROTOCOL.md 3
 export const BLOCK_TAG = "provledger/block/v1"; // PROTOCOL.md 5
 export const VOTE_TAG = "provledger/vote/v1"; // PROTOCOL.md 6
 export const GENESIS_TAG = "provledger/genesis/v1"; // PROTOCOL.md 2
+export const VALIDATORS_TAG = "provledger/validators/v1"; // PROTOCOL.md 9.1
 
 const utf8 = new TextEncoder();
 const subtle = globalThis.crypto && globalThis.crypto.subtle;
@@ -130,10 +131,80 @@ export function voteBytes(chain, height, round, step, block) {
   return signingBytes(VOTE_TAG, { chain, height, round, step, block });
 }
 
-/** The validator keys certifying `height` (PROTOCOL.md 6): the genesis set until the chain
- * records membership changes (section 9.1); this is the one place that answers it. */
-export function validatorSetFor(height, genesis) {
-  return genesis.validators.map((v) => v.key);
+/** PROTOCOL.md 9.1: hex(SHA-256("provledger/validators/v1\n" + JCS(the keys sorted as strings))). */
+export function validatorsHash(keys) {
+  return taggedHash(VALIDATORS_TAG, [...keys].sort());
+}
+
+const short = (h) => String(h).slice(0, 16) + "…";
+
+function must(cond, reason) {
+  if (!cond) throw new Error(reason);
+}
+
+/** PROTOCOL.md 6: a commit certificate for `hash` at the header's height: precommits in
+ * one round by more than two thirds of `keys` (the set certifying the height), counted by
+ * distinct key; every vote must be by a member and verify. Throws the reason it is not;
+ * returns {signed, quorum}. */
+export async function verifyCertificate(cert, header, hash, keys) {
+  must(cert.height === header.height, `the certificate is for height ${cert.height}, the header is ${header.height}`);
+  must(cert.block === hash, `the certificate is for block ${short(cert.block)}, not ${short(hash)}`);
+  const members = new Set(keys);
+  const message = voteBytes(header.chain, header.height, cert.round, "precommit", hash);
+  const signed = new Set();
+  for (const vote of cert.votes) {
+    must(members.has(vote.validator), `a vote by ${short(vote.validator)}, not a validator of height ${header.height}`);
+    must(await verifyEd25519(vote.validator, message, vote.sig),
+      `the precommit of validator ${short(vote.validator)} does not verify`);
+    signed.add(vote.validator);
+  }
+  const quorum = Math.floor((2 * members.size) / 3) + 1;
+  must(signed.size >= quorum, `${signed.size} distinct validators precommitted; ${quorum} of ${members.size} are needed`);
+  return { signed: signed.size, quorum };
+}
+
+/** PROTOCOL.md 9.4 steps 1 and 3: follow the membership history from the genesis set to
+ * the checkpoint's height; the keys of the set certifying it (step 2 is the caller's
+ * certificate check), or an Error naming the entry that fails. */
+export async function followMembership(genesis, checkpoint, history) {
+  const t = checkpoint.header.height;
+  must(history && history.to === t, `the history runs to height ${history && history.to}, the checkpoint is at ${t}`);
+  must(Array.isArray(history.changes), "the history has no list of changes");
+  let keys = genesis.validators.map((v) => v.key).sort();
+  let last = 0;
+  for (const [i, entry] of history.changes.entries()) {
+    const where = `change ${i + 1} (height ${entry.header && entry.header.height})`;
+    const hash = await blockHash(entry.header);
+    must(entry.hash === hash, `${where}: its header hashes to ${short(hash)}, the entry says ${short(entry.hash)}`);
+    must(entry.header.chain === checkpoint.header.chain, `${where}: a header of another chain`);
+    must(last < entry.header.height && entry.header.height < t,
+      `${where}: not above the change before it (${last}) and below the checkpoint (${t})`);
+    try {
+      await verifyCertificate(entry.certificate, entry.header, hash, keys);
+    } catch (e) {
+      throw new Error(`${where}: ${e.message}`);
+    }
+    const next = entry.validators;
+    must(Array.isArray(next) && next.length > 0 && next.every((k, j) => typeof k === "string" && (j === 0 || next[j - 1] < k)),
+      `${where}: the new keys are not a sorted list of distinct keys`);
+    must(await validatorsHash(next) === entry.header.next_validators,
+      `${where}: the new keys do not hash to the header's next_validators`);
+    must(await validatorsHash(keys) !== entry.header.next_validators, `${where}: the header keeps its set: not a change`);
+    keys = [...next];
+    last = entry.header.height;
+  }
+  if (t > 1) {
+    const prev = history.previous;
+    must(prev && prev.header, `header ${t - 1} is missing from the history`);
+    const hash = await blockHash(prev.header);
+    must(prev.header.height === t - 1 && hash === checkpoint.header.prev,
+      `header ${t - 1} of the history is not the one the checkpoint's prev names`);
+    must(prev.header.next_validators === await validatorsHash(keys),
+      `header ${t - 1} names a validator set the history does not reach: a change is left out`);
+  } else {
+    must(history.previous === null, "a history to height 1 has no previous header");
+  }
+  return keys;
 }
 
 // --- RFC 9162 2.1.3.2: verifying an inclusion proof ----------------------------------------
