@@ -205,6 +205,7 @@ class Node:
         # sets[h - 1]: the keys of the set certifying height h, derived from the chain (9.1)
         self.sets: list[tuple[str, ...]] = [tuple(sim.validators)]
         self.ever: frozenset[str] = frozenset(sim.validators)  # every key that was a validator
+        self.synced: list[int] = []  # heights stored by catch-up (not decided by the core)
         self.last_signed: PersistSigned | None = None  # persisted before every send
         self.core: Consensus | None = None
         self.up = False
@@ -683,6 +684,9 @@ class Simulation:
                     self.blocks.setdefault(a.message.block_hash, a.message.block)
                 if nd.byz is None:
                     m = a.message
+                    if nd.key.public not in nd.validators_at(m.height):
+                        raise self.violation("validity", f"node {nd.idx} signed a message of height {m.height}, "
+                                                         "whose set does not hold its key")
                     if type(m) is Vote and m.block_hash != NIL:
                         self.check_valid(nd, m.height, m.block_hash, f"{m.step} of round {m.round}")
                     self.checks.signed(nd, m)
@@ -750,6 +754,8 @@ class Simulation:
         nd.sets.append(after[0])
         nd.ever = after[1]
         nd.chain.append((block, bhash, cert))
+        if how != "commit":
+            nd.synced.append(height)
         self.note(f"node {nd.idx} finalizes {height} {bhash[:8]} round {cert['round']} ({how})")
         sp = self.split
         if sp is not None and sp.active and nd.byz is None and height == sp.height - 1 and 0 not in sp.done:
@@ -1210,13 +1216,13 @@ class Simulation:
             # hr; from then on its node signs whatever it likes (``former_sign``).
             former = rng.randrange(n)
             hr = rng.randint(1, 6)
-            for h in sorted(rng.sample([h for h in range(1, 12) if h != hr], rng.randint(0, 2))):
-                if h < hr:
-                    got = op(("add", "replace", "remove"), keep=2)
-                    if got and former not in cur:  # the former must still be there at hr
-                        continue
-                    if got:
-                        plan[h] = [[got]]
+            for h in sorted(rng.sample(range(1, hr), min(hr - 1, rng.randint(0, 2)))):
+                saved = (list(cur), set(ever))
+                got = op(("add", "replace", "remove"), keep=2)
+                if former not in cur:  # the former must still be there at hr
+                    cur[:], ever = saved[0], saved[1]
+                elif got:
+                    plan[h] = [[got]]
             if former in cur:
                 if rng.random() < 0.5 and len(cur) > 1:
                     cur.remove(former)
@@ -1248,10 +1254,10 @@ class Simulation:
                 if options:
                     plan[h] = options
         self._iplan = plan
-        added = max((k for opts in plan.values() for ops in opts for o in ops for k in o[1:]), default=n - 1)
+        added = max((k for opts in plan.values() for ops in opts for o in ops for k in o[1:]), default=0)
         if plan:
             self.end_height = max(plan) + 3
-        return added + 1 - n, byzantine
+        return max(0, added + 1 - n), byzantine
 
     def _plan_keys(self, pub: list[str]) -> None:
         """The planned changes in the form blocks carry them (PROTOCOL.md 9.3, without pop)."""
@@ -1426,6 +1432,12 @@ class Simulation:
                     if mark == nd.gossip_mark:
                         for m in nd.core.gossip_messages():
                             self.broadcast(nd.idx, m)
+                        if self.scenario in MEMBERSHIP_SCENARIOS:
+                            # As the daemon does: the others may have decided this height and
+                            # have nothing to say (a set that changed to validators which are
+                            # behind): ask for the block. The fixed-set scenarios keep the runs
+                            # they made before (a seed replays what it did).
+                            self.request_sync(nd, None)
                     nd.gossip_mark = mark
                 self.push(t + GOSSIP_MS, _GOSSIP, a)
             if t >= self.heal_at:
