@@ -69,7 +69,8 @@ from .consensus import (
 from .mutants import MUTANTS, Livelock
 from .sim_checks import Conformance
 
-__all__ = ["MEMBERSHIP_SCENARIOS", "SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt", "main", "run", "run_seed"]
+__all__ = ["MEMBERSHIP_SCENARIOS", "SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "apply_changes", "hunt",
+           "main", "run", "run_seed"]
 
 _FIXED_SET_SCENARIOS = (
     "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
