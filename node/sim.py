@@ -1537,18 +1537,35 @@ def _mutation_check(jobs: int) -> int:
     return 1 if caught < len(MUTANTS) else 0
 
 
-def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
+def _run_forced(job: tuple[int, str | None]) -> Result:
+    return run_seed(*job)
+
+
+def scenario_list(text: str) -> tuple[str, ...]:
+    """``--scenarios``: names separated by commas; ``membership`` stands for MEMBERSHIP_SCENARIOS."""
+    names: list[str] = []
+    for name in text.split(","):
+        for x in MEMBERSHIP_SCENARIOS if name == "membership" else (name,):
+            if x not in SCENARIOS:
+                raise argparse.ArgumentTypeError(f"unknown scenario {x!r}; one of {', '.join(SCENARIOS)} or membership")
+            if x not in names:
+                names.append(x)
+    return tuple(names)
+
+
+def _campaign(start: int, count: int, jobs: int, quiet: bool, only: tuple[str, ...] = ()) -> int:
     import multiprocessing as mp
 
     t0 = time.perf_counter()
     bad: list[Result] = []
     stalls = done = events = 0
     by_scenario: dict[str, int] = {}
-    seeds = range(start, start + count)
+    # Seed s runs only[s % len(only)] when scenarios are given, else the scenario it draws.
+    jobs_of = [(s, only[s % len(only)] if only else None) for s in range(start, start + count)]
     step = max(1, count // 20)
     ctx = mp.get_context("fork") if sys.platform != "win32" else mp.get_context()
     with ctx.Pool(jobs) as pool:
-        for r in pool.imap_unordered(run_seed, seeds, chunksize=16):
+        for r in pool.imap_unordered(_run_forced, jobs_of, chunksize=16):
             done += 1
             events += r.events
             by_scenario[r.scenario] = by_scenario.get(r.scenario, 0) + 1
@@ -1562,7 +1579,8 @@ def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
                 print(f"  {done}/{count} seeds, {len(bad)} violations, {rate:.0f} seeds/s", flush=True)
     dt = time.perf_counter() - t0
     safety = len(bad) - stalls
-    print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, jobs={jobs}")
+    print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, "
+          f"{events / dt:.0f} events/s, jobs={jobs}")
     print("scenarios: " + ", ".join(f"{k}={v}" for k, v in sorted(by_scenario.items())))
     print(f"violations: {safety} safety/validity/certificate/durability/conformance, {stalls} stalls (liveness)")
     for r in sorted(bad, key=lambda r: r.seed)[:20]:
@@ -1579,6 +1597,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the mutation check: plant each bug of node/mutants.py, exit 1 if one goes unnoticed")
     ap.add_argument("--seeds", type=int, help="run a campaign of this many seeds")
     ap.add_argument("--start", type=int, default=0, help="first seed of the campaign")
+    ap.add_argument("--scenarios", type=scenario_list, default=(), metavar="A,B,...",
+                    help="a campaign of these scenarios only, in turn ('membership': the validator set changes)")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the run's event log")
@@ -1590,7 +1610,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         import os
 
-        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet)
+        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet, args.scenarios)
     if args.seed is None:
         ap.error("give --seed S (replay one) or --seeds N (campaign)")
     sim = Simulation(args.seed, args.scenario, mutant=args.mutant)

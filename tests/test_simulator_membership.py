@@ -171,3 +171,13 @@ def test_apply_changes_follows_the_rules_of_the_actions() -> None:
         ["validator.add"],
     ):
         assert apply_changes(start, ever, bad) is None, bad
+
+
+def test_a_campaign_of_the_membership_scenarios_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seeds", "6", "--jobs", "1", "--scenarios", "membership", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "scenarios: " + ", ".join(f"{s}=1" for s in sorted(MEMBERSHIP_SCENARIOS)) in out
+    assert "0 safety/certificate/durability, 0 stalls" in out and "events/s" in out
+    with pytest.raises(SystemExit) as e:
+        main(["--seeds", "1", "--scenarios", "churn,nope"])
+    assert e.value.code == 2
