@@ -13,6 +13,7 @@ from node.sim import (
     Simulation,
     SimViolation,
     apply_changes,
+    main,
     run,
     run_seed,
 )
