@@ -302,7 +302,7 @@ class Simulation:
         self.late: dict[int, float] = {}  # node -> when it starts (from an empty database)
         self.trouble: dict[tuple[int, int], str] = {}  # (height, round) -> what the network does
         self.end_height = 0  # every honest node must reach it (the schedule's last change + 3)
-        extra, drawn_byz = 0, {}
+        extra, drawn_byz = 0, dict[int, str]()
         if self.scenario in MEMBERSHIP_SCENARIOS:
             extra, drawn_byz = self._membership_plan(n)
         ks = keys(n + extra)
@@ -1332,11 +1332,10 @@ class Simulation:
         mode = self.trouble.get((msg.height, msg.round))
         if mode is None or self.nodes[src].byz is not None:
             return 0.0
-        is_proposal = type(msg) is Proposal
         if mode == "lock_some":
-            if is_proposal or msg.step != "prevote" or msg.block_hash == NIL:
+            if not isinstance(msg, Vote) or msg.step != "prevote" or msg.block_hash == NIL:
                 return 0.0
-        elif not is_proposal:
+        elif type(msg) is not Proposal:
             return 0.0
         elif mode == "mute":
             return None
