@@ -269,6 +269,13 @@ def verify_proposal(p: Proposal) -> None:
     _proposal_ok(p)
 
 
+def _verify(m: Message) -> None:
+    if isinstance(m, Vote):
+        verify_vote(m)
+    else:
+        verify_proposal(m)
+
+
 def verify_certificate(
     chain: str, validators: Sequence[str], height: int, block_hash: str, certificate: Any
 ) -> None:
@@ -558,22 +565,19 @@ class Consensus:
         changing any state (for a driver that screens messages before queueing them). A
         message of a later height is only checked for its chain, form and signature: its
         signer may be in that height's set."""
+        self._check_form(m)
+        if m.height == self.height and self._set_height == self.height:
+            self._check_member(m, m.validator if isinstance(m, Vote) else m.proposer)
+        _verify(m)
+
+    def _check_form(self, m: Message) -> None:
         if m.chain != self.chain:
-            raise InputError("message is for another chain", code="wrong_chain")
+            raise InputError(f"{type(m).__name__.lower()} is for another chain", code="wrong_chain")
         if isinstance(m, Vote):
             if m.step not in (PREVOTE, PRECOMMIT):
                 raise InputError("vote step must be prevote or precommit", code="bad_message")
-            signer = m.validator
-        else:
-            if not -1 <= m.valid_round < m.round:
-                raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
-            signer = m.proposer
-        if m.height == self.height and self._set_height == self.height:
-            self._check_member(m, signer)
-        if isinstance(m, Vote):
-            verify_vote(m)
-        else:
-            verify_proposal(m)
+        elif not -1 <= m.valid_round < m.round:
+            raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
 
     def _check_member(self, m: Message, signer: str) -> None:
         if signer not in self._members:
@@ -619,18 +623,8 @@ class Consensus:
     def on_proposal(self, p: Proposal) -> list[Action]:
         """A proposal from a peer. Raises LedgerError if it is not acceptable at all."""
         out: list[Action] = []
-        self._enter(out)
-        if p.chain != self.chain:
-            raise InputError("proposal is for another chain", code="wrong_chain")
-        if not -1 <= p.valid_round < p.round:
-            raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
-        if p.height < self.height or p.height > self.height + 1:
+        if not self._incoming(p, p.proposer, out):
             return out
-        if p.height > self.height:  # its set is not known yet: held, checked on entering it
-            verify_proposal(p)
-            self._hold(p, p.proposer)
-            return out
-        self._check_member(p, p.proposer)
         if p.block_hash in self._proposals.get(p.round, {}):
             if self._learn_block(p.block_hash, p.block):  # the same proposal with another block
                 self._run(out)
@@ -643,24 +637,28 @@ class Consensus:
     def on_vote(self, v: Vote) -> list[Action]:
         """A prevote or precommit from a peer. Raises LedgerError if it is not acceptable."""
         out: list[Action] = []
-        self._enter(out)
-        if v.chain != self.chain:
-            raise InputError("vote is for another chain", code="wrong_chain")
-        if v.step not in (PREVOTE, PRECOMMIT):
-            raise InputError("vote step must be prevote or precommit", code="bad_message")
-        if v.height < self.height or v.height > self.height + 1:
+        if not self._incoming(v, v.validator, out):
             return out
-        if v.height > self.height:  # its set is not known yet: held, checked on entering it
-            verify_vote(v)
-            self._hold(v, v.validator)
-            return out
-        self._check_member(v, v.validator)
         if v.validator in self._votes.get((v.round, v.step), {}).get(v.block_hash, ()):
             return out  # duplicate
         verify_vote(v)
         self._accept_vote(v, out)
         self._run(out)
         return out
+
+    def _incoming(self, m: Message, signer: str, out: list[Action]) -> bool:
+        """What every message goes through: True if it is of the current height (its signer a
+        validator of it, the proposer if a proposal); a message of height + 1 is held."""
+        self._enter(out)
+        self._check_form(m)
+        if m.height < self.height or m.height > self.height + 1:
+            return False
+        if m.height > self.height:  # its set is not known yet: held, checked on entering it
+            _verify(m)
+            self._hold(m, signer)
+            return False
+        self._check_member(m, signer)
+        return True
 
     def on_timeout(self, height: int, round: int, step: str) -> list[Action]:
         """A timeout the core scheduled has expired (lines 57-67; "commit": start the next height)."""
