@@ -173,6 +173,18 @@ def block_hash(block: dict[str, Any]) -> str:
     return tagged_hash(BLOCK_TAG, block)
 
 
+def planned_changes(plan: dict[int, list[list[tuple[Any, ...]]]], pub: list[str]) -> dict[int, list[list[dict[str, Any]]]]:
+    """A plan by node index in the form blocks carry changes (PROTOCOL.md 9.3, without pop)."""
+    def form(o: tuple[Any, ...]) -> dict[str, Any]:
+        if o[0] == "add":
+            return {"op": "validator.add", "key": pub[o[1]]}
+        if o[0] == "remove":
+            return {"op": "validator.remove", "key": pub[o[1]]}
+        return {"op": "validator.replace", "old": pub[o[1]], "new": pub[o[2]]}
+
+    return {h: [[form(o) for o in ops] for ops in opts] for h, opts in plan.items()}
+
+
 def apply_changes(validators: tuple[str, ...], ever: frozenset[str], ops: list[Any]
                   ) -> tuple[tuple[str, ...], frozenset[str]] | None:
     """The set after ``ops`` in order, and the keys that ever were validators; None if one is
@@ -297,17 +309,17 @@ class Simulation:
         self.n = n
         self.f = max_faulty(n)
         self.chain = chain_id(n)
-        # membership (``_membership_plan``): height -> the changes each round's proposer wants
-        self.plan: dict[int, list[list[dict[str, Any]]]] = {}
+        # membership (``_membership_plan``): ``plan`` (set below), height -> the changes each
+        # round's proposer wants
         self.late: dict[int, float] = {}  # node -> when it starts (from an empty database)
         self.trouble: dict[tuple[int, int], str] = {}  # (height, round) -> what the network does
         self.end_height = 0  # every honest node must reach it (the schedule's last change + 3)
-        extra, drawn_byz = 0, dict[int, str]()
+        extra, drawn_byz, plan = 0, dict[int, str](), dict[int, list[list[tuple[Any, ...]]]]()
         if self.scenario in MEMBERSHIP_SCENARIOS:
-            extra, drawn_byz = self._membership_plan(n)
+            extra, drawn_byz, plan = self._membership_plan(n)
         ks = keys(n + extra)
         self.validators = [k.public for k in ks[:n]]  # the genesis set
-        self._plan_keys([k.public for k in ks])
+        self.plan = planned_changes(plan, [k.public for k in ks])
         if self.scenario not in MEMBERSHIP_SCENARIOS:
             drawn_byz = self._pick_byzantine()
         self.byzantine = byzantine if byzantine is not None else drawn_byz
@@ -1166,10 +1178,20 @@ class Simulation:
     # key a change brings in has a node of its own (n, n+1, ...), which follows the chain
     # from the start or starts later from an empty database (``late``).
 
-    def _membership_plan(self, n: int) -> tuple[int, dict[int, str]]:
-        """Draw the schedule; return the nodes it adds beyond the genesis and the Byzantine ones."""
+    def _membership_plan(self, n: int) -> tuple[int, dict[int, str], dict[int, list[list[tuple[Any, ...]]]]]:
+        """Draw the schedule: the nodes it adds beyond the genesis, the Byzantine ones, the plan
+        (by node index)."""
         s, rng = self.scenario, self.rng
-        cur, ever = list(range(n)), set(range(n))
+        cur, ever = list(range(n)), set(range(n))  # the planned set and every index ever in it
+
+        def snapshot() -> tuple[list[int], set[int]]:
+            return list(cur), set(ever)
+
+        def restore(snap: tuple[list[int], set[int]]) -> None:
+            cur[:] = snap[0]
+            ever.clear()
+            ever.update(snap[1])
+
         fresh = itertools.count(n)
         plan: dict[int, list[list[tuple[Any, ...]]]] = {}
         byzantine: dict[int, str] = {}
@@ -1218,10 +1240,10 @@ class Simulation:
             former = rng.randrange(n)
             hr = rng.randint(1, 6)
             for h in sorted(rng.sample(range(1, hr), min(hr - 1, rng.randint(0, 2)))):
-                saved = (list(cur), set(ever))
-                got = op(("add", "replace", "remove"), keep=2)
+                saved = snapshot()
+                got = op(("add", "replace", "remove"), keep=4)  # f >= 1 at hr: see former_sign
                 if former not in cur:  # the former must still be there at hr
-                    cur[:], ever = saved[0], saved[1]
+                    restore(saved)
                 elif got:
                     plan[h] = [[got]]
             if former in cur:
@@ -1240,37 +1262,23 @@ class Simulation:
         else:
             count = rng.randint(2, 5) if s != "rival_changes" else rng.randint(2, 4)
             for h in sorted(rng.sample(range(1, 15), count)):
+                # rival_changes: two alternatives for one block, each on the set before it;
+                # the plan goes on from the first (a proposer drops what the winner made invalid)
+                before, after = snapshot(), None
                 options = []
                 for _ in range(2 if s == "rival_changes" else 1):
-                    saved = (list(cur), set(ever))
+                    restore(before)
                     ops = [o for o in (op(("add", "remove", "replace")) for _ in range(1 + (rng.random() < 0.2))) if o]
                     if ops:
                         options.append(ops)
-                    if s == "rival_changes":  # the options are alternatives: plan on with the first
-                        if len(options) == 1:
-                            first = (list(cur), set(ever))
-                        cur[:], ever = saved[0], saved[1]
-                if s == "rival_changes" and options:
-                    cur[:], ever = first
+                        after = after or snapshot()
+                restore(after or before)
                 if options:
                     plan[h] = options
-        self._iplan = plan
         added = max((k for opts in plan.values() for ops in opts for o in ops for k in o[1:]), default=0)
         if plan:
             self.end_height = max(plan) + 3
-        return max(0, added + 1 - n), byzantine
-
-    def _plan_keys(self, pub: list[str]) -> None:
-        """The planned changes in the form blocks carry them (PROTOCOL.md 9.3, without pop)."""
-        def form(o: tuple[Any, ...]) -> dict[str, Any]:
-            if o[0] == "add":
-                return {"op": "validator.add", "key": pub[o[1]]}
-            if o[0] == "remove":
-                return {"op": "validator.remove", "key": pub[o[1]]}
-            return {"op": "validator.replace", "old": pub[o[1]], "new": pub[o[2]]}
-
-        plan = getattr(self, "_iplan", {})
-        self.plan = {h: [[form(o) for o in ops] for ops in opts] for h, opts in plan.items()}
+        return max(0, added + 1 - n), byzantine, plan
 
     def _membership_setup(self) -> None:
         """The faults and network of a membership scenario (the schedule is drawn already)."""
