@@ -689,10 +689,10 @@ class Consensus:
     def advance(self, height: int) -> list[Action]:
         """The driver stored block ``height`` (with a verified certificate) by catch-up: move on."""
         out: list[Action] = []
-        if height >= self.height:
+        if height >= self.height:  # else nothing to do: actions only when the core moved
             self._new_height(height + 1, out)
-        self._enter(out)  # block ``height`` is stored: the set of the next height is known
-        self._run(out)
+            self._enter(out)  # block ``height`` is stored: the set of the next height is known
+            self._run(out)
         return out
 
     # ---------------------------------------------------------------- internals
