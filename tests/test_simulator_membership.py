@@ -140,7 +140,7 @@ def test_the_simulator_catches_a_core_that_ignores_set_changes() -> None:
             sim.run()
         except SimViolation as e:
             kinds.add(e.kind)
-    assert kinds and kinds <= {"certificate", "validity", "liveness", "agreement"}
+    assert kinds and kinds <= {"certificate", "validity", "liveness", "agreement", "conformance"}
 
 
 def test_a_membership_seed_replays_exactly_and_the_campaign_draws_them() -> None:
@@ -178,7 +178,7 @@ def test_a_campaign_of_the_membership_scenarios_only(capsys: pytest.CaptureFixtu
     assert main(["--seeds", "6", "--jobs", "1", "--scenarios", "membership", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "scenarios: " + ", ".join(f"{s}=1" for s in sorted(MEMBERSHIP_SCENARIOS)) in out
-    assert "0 safety/certificate/durability, 0 stalls" in out and "events/s" in out
+    assert "violations: 0 safety/validity/certificate/durability/conformance, 0 stalls" in out and "events/s" in out
     with pytest.raises(SystemExit) as e:
         main(["--seeds", "1", "--scenarios", "churn,nope"])
     assert e.value.code == 2
