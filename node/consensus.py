@@ -41,16 +41,29 @@ Deviations and additions, all documented where they happen:
   gossip): a driver that can lose messages re-broadcasts ``gossip_messages()`` when a
   height makes no progress, and catches up by fetching finalized blocks with their
   certificates (``verify_certificate``) and calling ``advance``.
+- Each height runs with its own validator set (PROTOCOL.md 9.1): quorum, f, proposer
+  rotation, who may vote and propose, evidence. The set of the first height is the
+  constructor's ``validators``; the set of every later height comes from the driver's
+  ``validators_for(height)``, asked when the core needs it, which is at the first event
+  after it entered the height: the block below is stored by then (a decision ends its
+  event, see above). Without ``validators_for`` every height has the same set. A core
+  whose key is not in a height's set is a non-voting follower at that height: it signs
+  nothing and still decides from the others' messages.
 - Signatures of incoming messages are verified *inside* ``on_proposal`` / ``on_vote``
-  (successful checks are memoised per process). Messages with a bad signature, from a key
-  outside the validator set, for another chain, or from the wrong proposer raise a
-  ``ledger.errors.LedgerError``; stale messages (lower height, or beyond height + 1) are
-  ignored and return ``[]``. Messages for height + 1 are verified and buffered.
+  (successful checks are memoised per process). Messages of the current height with a bad
+  signature, from a key outside its validator set, for another chain, or from the wrong
+  proposer raise a ``ledger.errors.LedgerError``; stale messages (lower height, or beyond
+  height + 1) are ignored and return ``[]``. Messages for height + 1 are verified and held,
+  whoever signed them (the set of height + 1 is not known yet: their signer may join it);
+  on entering height + 1 those from outside its set, or from the wrong proposer, are
+  dropped. What is held is bounded (``_FUTURE_LIMIT`` in all, ``_FUTURE_PER_SIGNER`` per
+  key, ``_FUTURE_OUTSIDERS`` from keys outside the current set); a message not held
+  reaches the node again through the driver's gossip once it is at that height.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -97,7 +110,9 @@ _SIGN_ORDER = {PROPOSE: 0, PREVOTE: 1, PRECOMMIT: 2}
 # Internal step numbers, so that "step_p >= prevote" (line 36) is a comparison.
 _NEW, _PROPOSE, _PREVOTE, _PRECOMMIT = -1, 0, 1, 2
 _STEP_NAMES = {_NEW: NEW_HEIGHT, _PROPOSE: PROPOSE, _PREVOTE: PREVOTE, _PRECOMMIT: PRECOMMIT}
-_FUTURE_LIMIT = 4096  # messages buffered for height + 1
+_FUTURE_LIMIT = 4096  # messages held for height + 1
+_FUTURE_PER_SIGNER = 64  # of them by one key (an honest validator signs 3 a round)
+_FUTURE_OUTSIDERS = 1024  # of them by keys outside the current set (any key can sign)
 _SPARES = 8  # other blocks kept per block hash until valid(v) is asked (Consensus._learn_block)
 
 
@@ -252,6 +267,13 @@ def verify_vote(v: Vote) -> None:
 def verify_proposal(p: Proposal) -> None:
     """Raise SignatureError unless ``p.sig`` is ``p.proposer``'s signature over the proposal."""
     _proposal_ok(p)
+
+
+def _verify(m: Message) -> None:
+    if isinstance(m, Vote):
+        verify_vote(m)
+    else:
+        verify_proposal(m)
 
 
 def verify_certificate(
@@ -435,19 +457,17 @@ class Consensus:
         height: int,
         last_signed: PersistSigned | dict[str, Any] | None = None,
         timeouts: Timeouts | None = None,
+        validators_for: Callable[[int], Sequence[str]] | None = None,
     ) -> None:
-        if not validators or len(set(validators)) != len(validators):
-            raise InputError("the validator set must be non-empty and without duplicates", code="bad_validators")
+        """``validators``: the keys of the set certifying ``height``, in set order.
+        ``validators_for(h)``: the same for each later height h, asked once the driver has
+        stored block h - 1 (PROTOCOL.md 9.1: the set after block h - 1's records)."""
         if type(height) is not int or height < 1:
             raise InputError("height must be an integer >= 1", code="bad_height")
         self.chain = chain_id
-        self.validators = tuple(validators)
-        self.n = len(self.validators)
-        self.quorum = quorum(self.n)  # 2f + 1 for n = 3f + 1; PROTOCOL.md 6 "more than 2/3"
-        self.f = max_faulty(self.n)  # faults tolerated: any two quorums share an honest node
-        self._members = frozenset(self.validators)
         self._key = key
-        self.me: str | None = key.public if key is not None and key.public in self._members else None
+        self._validators_for = validators_for
+        self._use_set(validators, height)
         self.app = app
         self.timeouts = timeouts or Timeouts()
         if isinstance(last_signed, dict):
@@ -457,6 +477,10 @@ class Consensus:
         self._evidence_seen: set[tuple[str, int, int, str]] = set()
         self._started = False
         self.height = height
+        # verified messages of height + 1, by (height, round, step, signer, hash), and per signer
+        self._future: dict[tuple[Any, ...], Message] = {}
+        self._future_count: dict[str, int] = {}
+        self._replay = False  # the held messages of this height wait for its set
         self._reset_height()
         ls = self.last_signed
         if ls is not None and ls.height == height:
@@ -488,6 +512,43 @@ class Consensus:
                 self._accept_proposal(m, [])
         self._own = [m for m in ls.signed if m.height == self.height]
 
+    def _use_set(self, validators: Sequence[str], height: int) -> None:
+        """Take ``validators`` as the set certifying ``height`` (PROTOCOL.md 6, 9.1)."""
+        if not validators or len(set(validators)) != len(validators):
+            raise InputError(f"the validator set of height {height} must be non-empty and without duplicates",
+                             code="bad_validators")
+        self.validators = tuple(validators)
+        self.n = len(self.validators)
+        self.quorum = quorum(self.n)  # 2f + 1 for n = 3f + 1; PROTOCOL.md 6 "more than 2/3"
+        self.f = max_faulty(self.n)  # faults tolerated: any two quorums share an honest node
+        self._members = frozenset(self.validators)
+        key = self._key
+        # Not in the set: a follower at this height (signs nothing, still decides).
+        self.me: str | None = key.public if key is not None and key.public in self._members else None
+        self._set_height = height
+
+    def _load_set(self) -> None:
+        """The set of the current height, from the driver once it stored the block below."""
+        if self._set_height != self.height:
+            vf = self._validators_for
+            self._use_set(self.validators if vf is None else vf(self.height), self.height)
+
+    def _enter(self, out: list[Action]) -> None:
+        """At the start of every event: the height's set, then the messages held for it."""
+        self._load_set()
+        if not self._replay:
+            return
+        self._replay = False
+        held = [m for k, m in self._future.items() if k[0] == self.height]
+        self._future.clear()
+        self._future_count.clear()
+        for m in held:
+            if isinstance(m, Vote):
+                if m.validator in self._members:
+                    self._accept_vote(m, out)
+            elif m.proposer in self._members and m.proposer == self.proposer(m.height, m.round):
+                self._accept_proposal(m, out)
+
     # ---------------------------------------------------------------- public queries
 
     @property
@@ -495,8 +556,36 @@ class Consensus:
         return _STEP_NAMES[self._step]
 
     def proposer(self, height: int, round: int) -> str:
-        """proposer(h, r): validators[(h + r) % n], in genesis order."""
+        """proposer(h, r): validators[(h + r) % n] over the set of the current height, in set
+        order (docs/protocol.md); another height may have another set."""
         return self.validators[(height + round) % self.n]
+
+    def check(self, m: Message) -> None:
+        """Raise LedgerError if ``on_proposal`` / ``on_vote`` would refuse ``m``, without
+        changing any state (for a driver that screens messages before queueing them). A
+        message of a later height is only checked for its chain, form and signature: its
+        signer may be in that height's set."""
+        self._check_form(m)
+        if m.height == self.height and self._set_height == self.height:
+            self._check_member(m, m.validator if isinstance(m, Vote) else m.proposer)
+        _verify(m)
+
+    def _check_form(self, m: Message) -> None:
+        if m.chain != self.chain:
+            raise InputError(f"{type(m).__name__.lower()} is for another chain", code="wrong_chain")
+        if isinstance(m, Vote):
+            if m.step not in (PREVOTE, PRECOMMIT):
+                raise InputError("vote step must be prevote or precommit", code="bad_message")
+        elif not -1 <= m.valid_round < m.round:
+            raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
+
+    def _check_member(self, m: Message, signer: str) -> None:
+        if signer not in self._members:
+            raise InputError(f"{type(m).__name__.lower()} signed by {signer[:16]}…, not a validator of height "
+                             f"{m.height}", code="not_validator")
+        if isinstance(m, Proposal) and signer != self.proposer(m.height, m.round):
+            raise InputError(f"{signer[:16]}… is not the proposer of height {m.height} round {m.round}",
+                             code="wrong_proposer")
 
     def gossip_messages(self) -> list[Message]:
         """Every proposal and vote held for the current height, for the driver to re-send.
@@ -519,6 +608,7 @@ class Consensus:
         out: list[Action] = []
         if self._started:
             return out
+        self._enter(out)
         self._started = True
         ls = self.last_signed
         if ls is not None and ls.height == self.height:
@@ -533,24 +623,13 @@ class Consensus:
     def on_proposal(self, p: Proposal) -> list[Action]:
         """A proposal from a peer. Raises LedgerError if it is not acceptable at all."""
         out: list[Action] = []
-        if p.chain != self.chain:
-            raise InputError("proposal is for another chain", code="wrong_chain")
-        if p.proposer not in self._members:
-            raise InputError(f"proposal signed by {p.proposer[:16]}…, not a validator", code="not_validator")
-        if p.height < self.height or p.height > self.height + 1:
+        if not self._incoming(p, p.proposer, out):
             return out
-        if p.proposer != self.proposer(p.height, p.round):
-            raise InputError(f"{p.proposer[:16]}… is not the proposer of height {p.height} round {p.round}", code="wrong_proposer")
-        if not -1 <= p.valid_round < p.round:
-            raise InputError("proposal valid_round must satisfy -1 <= vr < round", code="bad_message")
-        if p.height == self.height and p.block_hash in self._proposals.get(p.round, {}):
+        if p.block_hash in self._proposals.get(p.round, {}):
             if self._learn_block(p.block_hash, p.block):  # the same proposal with another block
                 self._run(out)
             return out  # duplicate
         verify_proposal(p)
-        if p.height > self.height:
-            self._buffer(p)
-            return out
         self._accept_proposal(p, out)
         self._run(out)
         return out
@@ -558,29 +637,35 @@ class Consensus:
     def on_vote(self, v: Vote) -> list[Action]:
         """A prevote or precommit from a peer. Raises LedgerError if it is not acceptable."""
         out: list[Action] = []
-        if v.chain != self.chain:
-            raise InputError("vote is for another chain", code="wrong_chain")
-        if v.validator not in self._members:
-            raise InputError(f"vote signed by {v.validator[:16]}…, not a validator", code="not_validator")
-        if v.step not in (PREVOTE, PRECOMMIT):
-            raise InputError("vote step must be prevote or precommit", code="bad_message")
-        if v.height < self.height or v.height > self.height + 1:
+        if not self._incoming(v, v.validator, out):
             return out
-        if v.height == self.height and v.validator in self._votes.get((v.round, v.step), {}).get(v.block_hash, ()):
+        if v.validator in self._votes.get((v.round, v.step), {}).get(v.block_hash, ()):
             return out  # duplicate
         verify_vote(v)
-        if v.height > self.height:
-            self._buffer(v)
-            return out
         self._accept_vote(v, out)
         self._run(out)
         return out
+
+    def _incoming(self, m: Message, signer: str, out: list[Action]) -> bool:
+        """What every message goes through: True if it is of the current height (its signer a
+        validator of it, the proposer if a proposal); a message of height + 1 is held."""
+        self._enter(out)
+        self._check_form(m)
+        if m.height < self.height or m.height > self.height + 1:
+            return False
+        if m.height > self.height:  # its set is not known yet: held, checked on entering it
+            _verify(m)
+            self._hold(m, signer)
+            return False
+        self._check_member(m, signer)
+        return True
 
     def on_timeout(self, height: int, round: int, step: str) -> list[Action]:
         """A timeout the core scheduled has expired (lines 57-67; "commit": start the next height)."""
         out: list[Action] = []
         if height != self.height or not self._started:
             return out
+        self._enter(out)
         if step == COMMIT:
             if self._step == _NEW:
                 self._start_round(0, out)  # line 54, after the timeout_commit wait
@@ -604,8 +689,9 @@ class Consensus:
     def advance(self, height: int) -> list[Action]:
         """The driver stored block ``height`` (with a verified certificate) by catch-up: move on."""
         out: list[Action] = []
-        if height >= self.height:
+        if height >= self.height:  # else nothing to do: actions only when the core moved
             self._new_height(height + 1, out)
+            self._enter(out)  # block ``height`` is stored: the set of the next height is known
             self._run(out)
         return out
 
@@ -635,27 +721,35 @@ class Consensus:
         self._prevote_timeout_rounds: set[int] = set()
         self._precommit_timeout_rounds: set[int] = set()
         self._line36_rounds: set[int] = set()
-        self._future: dict[tuple[Any, ...], Message] = {}  # verified messages of height + 1
 
     def _new_height(self, height: int, out: list[Action]) -> None:
-        """Lines 52-54: next height, locks reset, then (after timeout_commit) StartRound(0)."""
-        future = [m for m in self._future.values() if m.height == height]
+        """Lines 52-54: next height, locks reset, then (after timeout_commit) StartRound(0).
+
+        Its set, and with it the messages held for it, waits for the next event (``_enter``):
+        the driver stores the block decided here first."""
         self.height = height
         self._reset_height()
-        for m in future:
-            if isinstance(m, Vote):
-                self._accept_vote(m, out)
-            else:
-                self._accept_proposal(m, out)
+        self._replay = True
         if self._started:
             out.append(ScheduleTimeout(height, 0, COMMIT, self.timeouts.duration(COMMIT, 0)))
 
-    def _buffer(self, m: Message) -> None:
-        if len(self._future) < _FUTURE_LIMIT:
-            if isinstance(m, Vote):
-                self._future.setdefault((m.round, m.step, m.validator, m.block_hash), m)
-            else:
-                self._future.setdefault((m.round, PROPOSE, m.proposer, m.block_hash), m)
+    def _hold(self, m: Message, signer: str) -> None:
+        """Keep a verified message of height + 1 for when the core gets there, within bounds."""
+        key = (m.height, m.round, m.step if isinstance(m, Vote) else PROPOSE, signer, m.block_hash)
+        held = self._future
+        if key in held or len(held) >= _FUTURE_LIMIT:
+            return
+        count = self._future_count
+        mine = count.get(signer, 0)
+        if mine >= _FUTURE_PER_SIGNER:
+            return
+        if signer not in self._members:
+            outsiders = count.get("", 0)  # "" is no key: the count of all outsiders' messages
+            if outsiders >= _FUTURE_OUTSIDERS:
+                return
+            count[""] = outsiders + 1
+        count[signer] = mine + 1
+        held[key] = m
 
     def _evidence(self, a: Message, b: Message, key: tuple[str, int, int, str], out: list[Action]) -> None:
         if key in self._evidence_seen:

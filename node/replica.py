@@ -188,8 +188,8 @@ class Replica:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         height = node.store.height() + 1
         last = self._restore()
-        self.core = Consensus(self.chain, self.validators, node.key, self, height, last_signed=last,
-                              timeouts=self.timeouts)
+        self.core = Consensus(self.chain, self.validators_for(height), node.key, self, height, last_signed=last,
+                              timeouts=self.timeouts, validators_for=self.validators_for)
         if last is not None:
             log.info("consensus resumes at height %d; last signed %d/%d/%s", height, last["height"],
                      last["round"], last["step"])
@@ -229,15 +229,14 @@ class Replica:
         m = message_from_dict(obj)
         if m.chain != self.chain:
             raise InputError(f"message is for chain {m.chain[:16]}…, this is {self.chain[:16]}…", code="wrong_chain")
+        core = self.core
         signer = m.validator if isinstance(m, Vote) else m.proposer
-        if signer not in self.members:
+        if core is not None:
+            core.check(m)  # signer and proposer by the set of its height, signature (memoised for the core)
+        elif signer not in self.members:
             raise InputError(f"message signed by {signer[:16]}…, not a validator of this chain", code="not_validator")
-        if isinstance(m, Proposal):
-            core = self.core
-            if core is not None and m.proposer != core.proposer(m.height, m.round):
-                raise InputError(f"{m.proposer[:16]}… is not the proposer of height {m.height} round {m.round}",
-                                 code="wrong_proposer")
-            verify_proposal(m)  # memoised: the core's own check costs nothing after this
+        elif isinstance(m, Proposal):
+            verify_proposal(m)
         else:
             verify_vote(m)
         if self._queue.qsize() < _QUEUE_LIMIT:
@@ -421,6 +420,11 @@ class Replica:
         self._new_height()
 
     # -- app callbacks (node.consensus.App) ---------------------------------------------
+    def validators_for(self, height: int) -> list[str]:
+        """The keys of the set certifying ``height`` (PROTOCOL.md 9.1), asked by the core once
+        block ``height - 1`` is stored: the genesis set until the store keeps each height's."""
+        return self.validators
+
     def propose(self, height: int, round: int) -> tuple[Any, str]:
         """getValue() (Algorithm 1, line 18): the next block from the mempool."""
         node = self.node

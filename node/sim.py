@@ -11,7 +11,9 @@ is exactly reproducible::
 Invariants checked on every run (a breach raises ``SimViolation`` naming seed and scenario):
 
 1. agreement: no two honest nodes finalize different blocks at one height;
-2. certificates: every finalized block carries a PROTOCOL.md 6 certificate that verifies;
+2. certificates: every finalized block carries a PROTOCOL.md 6 certificate that verifies
+   against the validator set of its height (the set after the block below, PROTOCOL.md 9.1,
+   as the node storing it derived it from its own chain);
 3. durability: an honest node's finalized chain only ever grows by the next height, across
    crashes and restarts (what it persisted is what it has);
 4. liveness: with at most f faulty validators and the network healed, every honest node
@@ -23,6 +25,11 @@ The driver here is the model for the daemon's: it persists ``PersistSigned`` bef
 sending, stores ``Commit`` blocks, re-creates the core from what it persisted on restart,
 re-broadcasts ``gossip_messages()`` when a height makes no progress, and catches up by
 fetching blocks with certificates that it verifies before ``advance``.
+
+In the membership scenarios (``MEMBERSHIP_SCENARIOS``) blocks carry validator changes
+(``validator.add``, ``validator.remove``, ``validator.replace``, PROTOCOL.md 9.3) on a schedule
+drawn from the seed; every node derives the set of each height from its own chain and gives
+it to its core (``validators_for``). Nodes that are not in a height's set run as followers.
 """
 
 from __future__ import annotations
@@ -62,13 +69,17 @@ from .consensus import (
 from .mutants import MUTANTS, Livelock
 from .sim_checks import Conformance
 
-__all__ = ["SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "hunt", "main", "run", "run_seed"]
+__all__ = ["MEMBERSHIP_SCENARIOS", "SCENARIOS", "Caught", "Result", "SimViolation", "Simulation", "apply_changes", "hunt",
+           "main", "run", "run_seed"]
 
-SCENARIOS = (
+_FIXED_SET_SCENARIOS = (
     "happy", "lossy", "halves", "isolated", "asymmetric", "ring", "crash", "pause",
     "byz_proposer", "byz_voter", "byz_silent", "byz_mirror", "byz_relock", "byz_skip", "mixed",
     "byz_minority", "byz_late", "byz_poison",
 )
+# Scenarios whose blocks change the validator set (``_membership_plan``).
+MEMBERSHIP_SCENARIOS = ("churn", "churn_rounds", "churn_lag", "set_swap", "byz_former", "rival_changes")
+SCENARIOS = _FIXED_SET_SCENARIOS + MEMBERSHIP_SCENARIOS
 BYZ_MODES = ("equivocate_proposal", "equivocate_vote", "silent", "mirror", "relock", "skip")
 _BYZ_SCENARIOS = {"byz_proposer": "equivocate_proposal", "byz_voter": "equivocate_vote", "byz_silent": "silent",
                   "byz_mirror": "mirror", "byz_relock": "relock", "byz_skip": "skip", "byz_minority": "minority",
@@ -104,7 +115,7 @@ class SimViolation(AssertionError):
 class Result:
     seed: int
     scenario: str
-    n: int
+    n: int  # validators in the genesis
     byzantine: dict[int, str]
     height: int  # lowest finalized height among honest nodes at the end
     virtual_ms: float
@@ -113,6 +124,7 @@ class Result:
     rejected: int
     violation: str | None = None
     kind: str | None = None
+    changes: int = 0  # decided blocks that changed the validator set
 
 
 @dataclass
@@ -161,12 +173,52 @@ def block_hash(block: dict[str, Any]) -> str:
     return tagged_hash(BLOCK_TAG, block)
 
 
+def planned_changes(plan: dict[int, list[list[tuple[Any, ...]]]], pub: list[str]) -> dict[int, list[list[dict[str, Any]]]]:
+    """A plan by node index in the form blocks carry changes (PROTOCOL.md 9.3, without pop)."""
+    def form(o: tuple[Any, ...]) -> dict[str, Any]:
+        if o[0] == "add":
+            return {"op": "validator.add", "key": pub[o[1]]}
+        if o[0] == "remove":
+            return {"op": "validator.remove", "key": pub[o[1]]}
+        return {"op": "validator.replace", "old": pub[o[1]], "new": pub[o[2]]}
+
+    return {h: [[form(o) for o in ops] for ops in opts] for h, opts in plan.items()}
+
+
+def apply_changes(validators: tuple[str, ...], ever: frozenset[str], ops: list[Any]
+                  ) -> tuple[tuple[str, ...], frozenset[str]] | None:
+    """The set after ``ops`` in order, and the keys that ever were validators; None if one is
+    invalid (PROTOCOL.md 9.3: an added or new key never was a validator, a removed or old one
+    is current, the set never becomes empty; an added key goes last, a new one takes the place
+    of the old)."""
+    cur, seen = list(validators), set(ever)
+    for o in ops:
+        kind = o.get("op") if type(o) is dict else None
+        if kind == "validator.add" and set(o) == {"op", "key"} and o["key"] not in seen:
+            cur.append(o["key"])
+            seen.add(o["key"])
+        elif kind == "validator.remove" and set(o) == {"op", "key"} and o["key"] in cur and len(cur) > 1:
+            cur.remove(o["key"])
+        elif (kind == "validator.replace" and set(o) == {"op", "old", "new"} and o["old"] in cur
+              and o["new"] not in seen):
+            cur[cur.index(o["old"])] = o["new"]
+            seen.add(o["new"])
+        else:
+            return None
+    return tuple(cur), frozenset(seen)
+
+
 class Node:
-    """One validator: its persisted state ("disk") and, while up, its consensus core."""
+    """One node (a validator at the heights whose set holds its key, else a follower): its
+    persisted state ("disk") and, while up, its consensus core."""
 
     def __init__(self, sim: Simulation, idx: int, key: SigningKey, byz: str | None) -> None:
         self.sim, self.idx, self.key, self.byz = sim, idx, key, byz
         self.chain: list[tuple[Any, str, dict[str, Any]]] = []  # persisted finalized blocks
+        # sets[h - 1]: the keys of the set certifying height h, derived from the chain (9.1)
+        self.sets: list[tuple[str, ...]] = [tuple(sim.validators)]
+        self.ever: frozenset[str] = frozenset(sim.validators)  # every key that was a validator
+        self.synced: list[int] = []  # heights stored by catch-up (not decided by the core)
         self.last_signed: PersistSigned | None = None  # persisted before every send
         self.core: Consensus | None = None
         self.up = False
@@ -181,7 +233,11 @@ class Node:
         return self.sim.chain if height == 1 else self.chain[height - 2][1]
 
     def propose(self, height: int, round: int) -> tuple[Any, str]:
-        b = {"height": height, "prev": self.prev(height), "proposer": self.key.public, "payload": f"tx-{height}-{round}"}
+        b: dict[str, Any] = {"height": height, "prev": self.prev(height), "proposer": self.key.public,
+                             "payload": f"tx-{height}-{round}"}
+        changes = self.sim.wanted(self, height, round)
+        if changes:
+            b["changes"] = changes
         return b, block_hash(b)
 
     def valid(self, block: Any, bhash: str, height: int) -> bool:
@@ -191,16 +247,30 @@ class Node:
             and len(self.chain) == height - 1
             and block.get("prev") == self.prev(height)
             and block_hash(block) == bhash
+            and ("changes" not in block or self.next_set(block) is not None)
         )
+
+    def validators_at(self, height: int) -> tuple[str, ...]:
+        """The set certifying ``height``: the core asks once block ``height - 1`` is stored."""
+        assert len(self.sets) >= height, f"node {self.idx} asked for the set of {height} with {len(self.chain)} blocks"
+        return self.sets[height - 1]
+
+    def next_set(self, block: dict[str, Any]) -> tuple[tuple[str, ...], frozenset[str]] | None:
+        """The set after ``block``'s changes (on top of our chain), or None if one is invalid."""
+        ops = block.get("changes", [])
+        if type(ops) is not list or ("changes" in block and not ops):
+            return None
+        return apply_changes(self.sets[-1], self.ever, ops)
 
     def boot(self) -> None:
         """(Re)create the core from what was persisted: committed height and last_signed."""
         self.up, self.paused, self.held = True, False, []
         self.incarnation += 1
         self.sim.checks.booted(self)
+        h = len(self.chain) + 1
         self.core = self.sim.core_class(
-            self.sim.chain, self.sim.validators, self.key, self, len(self.chain) + 1,
-            last_signed=self.last_signed, timeouts=TIMEOUTS,
+            self.sim.chain, self.validators_at(h), self.key, self, h,
+            last_signed=self.last_signed, timeouts=TIMEOUTS, validators_for=self.validators_at,
         )
         self.sim.apply(self, self.core.start())
 
@@ -218,13 +288,20 @@ class Simulation:
         self.rng = rng = random.Random(seed)
         # Draw everything even when the caller forces it, so that a forced scenario replays
         # the very run a campaign made with the same seed.
-        drawn = rng.choice(SCENARIOS)
+        drawn = rng.choice(_FIXED_SET_SCENARIOS)
+        # The membership scenarios are drawn from a second generator, so that a seed of the
+        # other scenarios replays the very run it made before they existed.
+        pick = random.Random(f"membership-{seed}")
+        if pick.random() < len(MEMBERSHIP_SCENARIOS) / len(SCENARIOS):
+            drawn = pick.choice(MEMBERSHIP_SCENARIOS)
         self.scenario = scenario or drawn
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; one of {', '.join(SCENARIOS)}")
         self.check_liveness = check_liveness
         drawn_n = rng.choice((1, 4, 4, 4, 7, 7) if self.scenario in ("happy", "lossy", "crash", "pause")
-                             else (4, 4, 4, 7) if self.scenario == "byz_relock" else (4, 4, 7))
+                             else (4, 4, 4, 7) if self.scenario == "byz_relock"
+                             else (1, 2, 3, 4, 4, 7) if self.scenario in ("churn", "set_swap", "rival_changes")
+                             else (4, 4, 7))
         self.overrides = "".join(
             f" {k}={v}" for k, v in (("n", n), ("byzantine", byzantine)) if v is not None
         )
@@ -232,11 +309,21 @@ class Simulation:
         self.n = n
         self.f = max_faulty(n)
         self.chain = chain_id(n)
-        ks = keys(n)
-        self.validators = [k.public for k in ks]
-        drawn_byz = self._pick_byzantine()
+        # membership (``_membership_plan``): ``plan`` (set below), height -> the changes each
+        # round's proposer wants
+        self.late: dict[int, float] = {}  # node -> when it starts (from an empty database)
+        self.trouble: dict[tuple[int, int], str] = {}  # (height, round) -> what the network does
+        self.end_height = 0  # every honest node must reach it (the schedule's last change + 3)
+        extra, drawn_byz, plan = 0, dict[int, str](), dict[int, list[list[tuple[Any, ...]]]]()
+        if self.scenario in MEMBERSHIP_SCENARIOS:
+            extra, drawn_byz, plan = self._membership_plan(n)
+        ks = keys(n + extra)
+        self.validators = [k.public for k in ks[:n]]  # the genesis set
+        self.plan = planned_changes(plan, [k.public for k in ks])
+        if self.scenario not in MEMBERSHIP_SCENARIOS:
+            drawn_byz = self._pick_byzantine()
         self.byzantine = byzantine if byzantine is not None else drawn_byz
-        self.nodes = [Node(self, i, ks[i], self.byzantine.get(i)) for i in range(n)]
+        self.nodes = [Node(self, i, ks[i], self.byzantine.get(i)) for i in range(n + extra)]
         self.honest = [nd for nd in self.nodes if nd.byz is None]
         self.now = 0.0
         self.queue: list[tuple[float, int, int, Any, Any, Any]] = []
@@ -269,6 +356,8 @@ class Simulation:
         self.prevotes: dict[tuple[int, str], dict[tuple[int, str], Vote]] = {}
         # bookkeeping for the invariants
         self.decided: dict[int, str] = {}
+        self.set_of: dict[int, tuple[str, ...]] = {1: tuple(self.validators)}  # by the decided blocks
+        self.changed: set[int] = set()  # decided heights whose block changed the set
         self.cert_ok: set[tuple[Any, ...]] = set()
         self.evidence = 0
         self.rejected = 0
@@ -294,6 +383,9 @@ class Simulation:
 
     def _setup(self) -> None:
         s, rng, n = self.scenario, self.rng, self.n
+        if s in MEMBERSHIP_SCENARIOS:
+            self._membership_setup()
+            return
         t0 = rng.uniform(100, 800)  # when the trouble starts
         t1 = t0 + rng.uniform(500, 3000)  # when it ends
         heal = t1
@@ -551,6 +643,12 @@ class Simulation:
             return
         if t is Proposal and self.now < self.poison_until and self.poison_send(src, dst, msg):
             return
+        extra = 0.0
+        if self.trouble and (t is Proposal or t is Vote):
+            held = self._troubled(src, dst, msg)
+            if held is None:
+                return
+            extra = held
         if (t is Proposal or t is Vote) and msg.height == self.late_height:
             if t is Proposal:
                 self.blocks.setdefault(msg.block_hash, msg.block)
@@ -562,7 +660,6 @@ class Simulation:
             self.known.setdefault(msg.height, {}).setdefault(msg.block_hash, msg.block)
         elif t is Vote and msg.step == "prevote" and msg.block_hash != NIL:
             self.prevotes.setdefault((msg.height, msg.block_hash), {}).setdefault((msg.round, msg.validator), msg)
-        extra = 0.0
         sp = self.split
         if (sp is not None and sp.below and sp.active and t is Vote and msg.step == "prevote"
                 and msg.height == sp.height and self.nodes[src].byz is None and self.nodes[dst].byz is None
@@ -585,7 +682,7 @@ class Simulation:
             self.push(self.now + rng.uniform(self.min_delay, 2 * self.max_delay), _DELIVER, dst, msg, src)
 
     def broadcast(self, src: int, msg: Any) -> None:
-        for j in range(self.n):
+        for j in range(len(self.nodes)):
             if j != src:
                 self.send(src, j, msg)
 
@@ -600,6 +697,9 @@ class Simulation:
                     self.blocks.setdefault(a.message.block_hash, a.message.block)
                 if nd.byz is None:
                     m = a.message
+                    if nd.key.public not in nd.validators_at(m.height):
+                        raise self.violation("validity", f"node {nd.idx} signed a message of height {m.height}, "
+                                                         "whose set does not hold its key")
                     if type(m) is Vote and m.block_hash != NIL:
                         self.check_valid(nd, m.height, m.block_hash, f"{m.step} of round {m.round}")
                     self.checks.signed(nd, m)
@@ -640,20 +740,35 @@ class Simulation:
             if nd.byz is None:
                 raise self.violation("durability", f"node {nd.idx} finalized height {height} with {len(nd.chain)} blocks stored ({how})")
             return
-        key = (height, bhash, tuple((v["validator"], v["sig"]) for v in cert["votes"]), cert["round"])
+        certifying = nd.sets[height - 1]  # the set of this height, from the node's own chain
+        key = (height, bhash, tuple((v["validator"], v["sig"]) for v in cert["votes"]), cert["round"], certifying)
         if key not in self.cert_ok:
             try:
-                verify_certificate(self.chain, self.validators, height, bhash, cert)
+                verify_certificate(self.chain, certifying, height, bhash, cert)
             except LedgerError as e:
                 raise self.violation("certificate", f"node {nd.idx} height {height} ({how}): {e}") from e
             self.cert_ok.add(key)
+        after = nd.next_set(block) if "changes" in block else (nd.sets[-1], nd.ever)
         if nd.byz is None:
             if how == "commit":
                 self.check_valid(nd, height, bhash, "decision")
+            if after is None:
+                raise self.violation("validity", f"node {nd.idx} stored block {height} ({how}) with invalid changes")
             first = self.decided.setdefault(height, bhash)
             if first != bhash:
                 raise self.violation("agreement", f"height {height}: node {nd.idx} finalized {bhash[:12]}, another honest node {first[:12]} ({how})")
+            if height + 1 not in self.set_of:
+                self.set_of[height + 1] = after[0]
+                if after[0] != nd.sets[-1]:
+                    self.changed.add(height)
+                    self.note(f"block {height} changes the set: {len(after[0])} validators certify {height + 1}")
+        if after is None:
+            return  # a Byzantine node's core decided an invalid block: it goes no further
+        nd.sets.append(after[0])
+        nd.ever = after[1]
         nd.chain.append((block, bhash, cert))
+        if how != "commit":
+            nd.synced.append(height)
         self.note(f"node {nd.idx} finalizes {height} {bhash[:8]} round {cert['round']} ({how})")
         sp = self.split
         if sp is not None and sp.active and nd.byz is None and height == sp.height - 1 and 0 not in sp.done:
@@ -666,7 +781,7 @@ class Simulation:
         req = SyncRequest(len(nd.chain) + 1)
         # The sender of a message of a later height, and one other validator: a Byzantine
         # sender that never answers must not starve catch-up.
-        ask = [peer, self.rng.randrange(self.n)] if peer is not None else range(self.n)
+        ask = [peer, self.rng.randrange(len(self.nodes))] if peer is not None else range(len(self.nodes))
         for j in ask:
             if j != nd.idx:
                 self.send(nd.idx, j, req)
@@ -687,6 +802,8 @@ class Simulation:
                             and (msg.round > 0 or (t is Vote and msg.step == "precommit"))):
                         self._withheld = None  # it has left round 0 or precommitted nil in it
                         self.send(self.byzantine_proposer(held), src, held)
+            elif nd.byz == "former":
+                self.former_sign(nd, msg)
             elif nd.byz == "minority":
                 sp = self.split
                 if sp is not None and sp.active and msg.height == sp.height and self.nodes[src].byz is None:
@@ -1051,6 +1168,224 @@ class Simulation:
                     v = self._mirror_votes[k] = sign_vote(b.key, p.chain, p.height, p.round, step, value)
                 self.send(b.idx, target.idx, v)
 
+    # ------------------------------------------------------------------ membership changes
+    #
+    # The scenarios of MEMBERSHIP_SCENARIOS (docs/consensus.md): blocks carry validator
+    # changes on a schedule drawn from the seed. ``plan[h]`` lists, for block h, the changes
+    # the proposer of each round wants (round r takes option r % len; more than one option
+    # only in rival_changes); a proposer includes those that are valid on top of its own
+    # chain. Keys are planned as node indices: the genesis validators are nodes 0..n-1, every
+    # key a change brings in has a node of its own (n, n+1, ...), which follows the chain
+    # from the start or starts later from an empty database (``late``).
+
+    def _membership_plan(self, n: int) -> tuple[int, dict[int, str], dict[int, list[list[tuple[Any, ...]]]]]:
+        """Draw the schedule: the nodes it adds beyond the genesis, the Byzantine ones, the plan
+        (by node index)."""
+        s, rng = self.scenario, self.rng
+        cur, ever = list(range(n)), set(range(n))  # the planned set and every index ever in it
+
+        def snapshot() -> tuple[list[int], set[int]]:
+            return list(cur), set(ever)
+
+        def restore(snap: tuple[list[int], set[int]]) -> None:
+            cur[:] = snap[0]
+            ever.clear()
+            ever.update(snap[1])
+
+        fresh = itertools.count(n)
+        plan: dict[int, list[list[tuple[Any, ...]]]] = {}
+        byzantine: dict[int, str] = {}
+        # The faulty scenarios keep f >= 1 (four validators or more) at every height.
+        floor = 4 if s in ("churn_lag", "churn_rounds") and n >= 4 else 1
+
+        def op(kinds: tuple[str, ...], keep: int = floor) -> tuple[Any, ...] | None:
+            choices = [k for k in kinds if k != "remove" or len(cur) > keep]
+            if not choices:
+                return None
+            kind = rng.choice(choices)
+            if kind == "add":
+                new = next(fresh)
+                cur.append(new)
+                ever.add(new)
+                return ("add", new)
+            old = rng.choice(cur)
+            if kind == "remove":
+                cur.remove(old)
+                return ("remove", old)
+            new = next(fresh)
+            cur[cur.index(old)] = new
+            ever.add(new)
+            return ("replace", old, new)
+
+        if s == "set_swap":
+            # Every genesis validator leaves, one change at a time: replaced in place, or a new
+            # validator added first and the old one removed at a later height.
+            h = rng.randint(1, 3)
+            for old in rng.sample(range(n), n):
+                if rng.random() < 0.5 or len(cur) == 1:
+                    new = next(fresh)
+                    cur[cur.index(old)] = new
+                    plan[h] = [[("replace", old, new)]]
+                else:
+                    new = next(fresh)
+                    cur.append(new)
+                    plan[h] = [[("add", new)]]
+                    h += rng.randint(1, 3)
+                    cur.remove(old)
+                    plan[h] = [[("remove", old)]]
+                h += rng.randint(1, 3)
+        elif s == "byz_former":
+            # A genesis validator is removed (or its key replaced: the old key leaked) at height
+            # hr; from then on its node signs whatever it likes (``former_sign``).
+            former = rng.randrange(n)
+            hr = rng.randint(1, 6)
+            for h in sorted(rng.sample(range(1, hr), min(hr - 1, rng.randint(0, 2)))):
+                saved = snapshot()
+                got = op(("add", "replace", "remove"), keep=4)  # f >= 1 at hr: see former_sign
+                if former not in cur:  # the former must still be there at hr
+                    restore(saved)
+                elif got:
+                    plan[h] = [[got]]
+            if former in cur:
+                if rng.random() < 0.5 and len(cur) > 1:
+                    cur.remove(former)
+                    plan[hr] = [[("remove", former)]]
+                else:
+                    new = next(fresh)
+                    cur[cur.index(former)] = new
+                    plan[hr] = [[("replace", former, new)]]
+                byzantine[former] = "former"
+            for h in sorted(rng.sample(range(hr + 1, 14), rng.randint(0, 2))):
+                got = op(("add", "replace", "remove"))
+                if got:
+                    plan[h] = [[got]]
+        else:
+            count = rng.randint(2, 5) if s != "rival_changes" else rng.randint(2, 4)
+            for h in sorted(rng.sample(range(1, 15), count)):
+                # rival_changes: two alternatives for one block, each on the set before it;
+                # the plan goes on from the first (a proposer drops what the winner made invalid)
+                before, after = snapshot(), None
+                options = []
+                for _ in range(2 if s == "rival_changes" else 1):
+                    restore(before)
+                    ops = [o for o in (op(("add", "remove", "replace")) for _ in range(1 + (rng.random() < 0.2))) if o]
+                    if ops:
+                        options.append(ops)
+                        after = after or snapshot()
+                restore(after or before)
+                if options:
+                    plan[h] = options
+        added = max((k for opts in plan.values() for ops in opts for o in ops for k in o[1:]), default=0)
+        if plan:
+            self.end_height = max(plan) + 3
+        return max(0, added + 1 - n), byzantine, plan
+
+    def _membership_setup(self) -> None:
+        """The faults and network of a membership scenario (the schedule is drawn already)."""
+        s, rng, n = self.scenario, self.rng, self.n
+        for i in range(n, len(self.nodes)):
+            if rng.random() < 0.5:  # starts from an empty database, after the others
+                self.late[i] = rng.uniform(100, 2500)
+                self.at(self.late[i], self._join, i)
+        heal = max(self.late.values(), default=0.0)
+        if s in ("churn_rounds", "rival_changes"):
+            # The network makes rounds 0 (and at times 1) of the heights around each change
+            # fail (``_troubled``): the proposal is lost, or reaches only some nodes, or the
+            # prevotes for it reach only some in time (who lock). Rounds from 2 on are left alone.
+            for h in sorted(self.plan):
+                for hh in (h, h + 1) if s == "churn_rounds" else (h,):
+                    for r in (0, 1) if rng.random() < 0.5 else (0,):
+                        mode = rng.choice(("mute", "split", "lock_some", "none" if s == "rival_changes" else "lock_some"))
+                        if mode != "none":
+                            self.trouble[(hh, r)] = mode
+        if s == "churn_lag":
+            # One validator of the genesis lags across the changes: paused, or cut off, then
+            # catches up by sync, checking each certificate against the set of its height.
+            x = rng.randrange(n)
+            t0 = rng.uniform(100, 400)
+            t1 = t0 + rng.uniform(2000, 5000)
+            if rng.random() < 0.5:
+                self.at(t0, self._pause, x)
+                self.at(t1, self._resume, x)
+            else:
+                everyone = range(len(self.nodes))
+                self.at(t0, self._block, {(a, b) for a in everyone for b in everyone if a != b and x in (a, b)})
+                self.at(t1, self._block, set())
+            heal = max(heal, t1)
+        self.heal_at = heal
+
+    def _join(self, i: int) -> None:
+        nd = self.nodes[i]
+        self.note(f"node {i} starts from an empty database")
+        nd.boot()
+        self.request_sync(nd, None)
+
+    def wanted(self, nd: Node, height: int, round: int) -> list[dict[str, Any]]:
+        """The changes the proposer of (height, round) puts in its block: its option of the
+        plan, less those that are not valid on top of its chain (a rival option won before)."""
+        options = self.plan.get(height)
+        if not options:
+            return []
+        out: list[dict[str, Any]] = []
+        for o in options[round % len(options)]:
+            if apply_changes(nd.sets[-1], nd.ever, [*out, o]) is not None:
+                out.append(o)
+        return out
+
+    def _troubled(self, src: int, dst: int, msg: Proposal | Vote) -> float | None:
+        """churn_rounds, rival_changes: the extra delay of this message, or None if the
+        network loses it (``trouble``): "mute" loses the round's proposal, "split" delivers it
+        to some nodes only, "lock_some" delivers the prevotes for a value promptly to some
+        nodes only (they may lock) and to the others after their prevote timeout."""
+        mode = self.trouble.get((msg.height, msg.round))
+        if mode is None or self.nodes[src].byz is not None:
+            return 0.0
+        if mode == "lock_some":
+            if not isinstance(msg, Vote) or msg.step != "prevote" or msg.block_hash == NIL:
+                return 0.0
+        elif type(msg) is not Proposal:
+            return 0.0
+        elif mode == "mute":
+            return None
+        key = (msg.height, msg.round)
+        reach = self._split_reach.get(key)
+        if reach is None:
+            reach = self._split_reach[key] = frozenset(j for j in range(len(self.nodes)) if self.rng.random() < 0.5)
+            self.note(f"{'prevotes' if mode == 'lock_some' else 'the proposal'} of {key} reach only {sorted(reach)}")
+        if dst in reach:
+            return 0.0
+        return None if mode == "split" else self.rng.uniform(300, 800)
+
+    def former_sign(self, nd: Node, msg: Proposal | Vote) -> None:
+        """byz_former: once removed, the node signs at every (height, round) it hears of: a
+        proposal with changes of its own, votes for it and for what it heard, votes of the next
+        height, and a precommit for another block at the last height it was a validator. None
+        of it may count (it is outside the set of those heights), except that last precommit,
+        one faulty vote in a set that tolerates one."""
+        h, r = msg.height, msg.round
+        me = nd.key.public
+        known = self.set_of.get(h)
+        if known is None or me in known or (h, r) in self._former_done:
+            return
+        self._former_done.add((h, r))
+        chain, key = self.chain, nd.key
+        victim = known[r % len(known)]
+        evil = {"height": h, "prev": self.decided.get(h - 1, chain) if h > 1 else chain, "proposer": me,
+                "payload": f"former-{h}-{r}", "changes": [{"op": "validator.remove", "key": victim}]}
+        eh = block_hash(evil)
+        self.blocks.setdefault(eh, evil)
+        out: list[Any] = [sign_proposal(key, chain, h, r, evil, eh)]
+        for step in ("prevote", "precommit"):
+            out.append(sign_vote(key, chain, h, r, step, eh))
+            out.append(sign_vote(key, chain, h + 1, r, step, NIL))
+            if msg.block_hash != NIL:
+                out.append(sign_vote(key, chain, h, r, step, msg.block_hash))
+        last = max(k for k, v in self.set_of.items() if me in v)
+        other = tagged_hash(BLOCK_TAG, {"former": last, "r": r})
+        out.append(sign_vote(key, chain, last, r, "precommit", other))
+        for m in out:
+            self.broadcast(nd.idx, m)
+
     # ------------------------------------------------------------------ run
 
     def run(self) -> Result:
@@ -1066,9 +1401,12 @@ class Simulation:
         self._relock_pc: set[tuple[int, int]] = set()
         self._shown: dict[tuple[int, int, int], list[str]] = {}  # (node, height, round) -> proposals
         self._mirror_votes: dict[tuple[Any, ...], Vote] = {}
+        self._split_reach: dict[tuple[int, int], frozenset[int]] = {}
+        self._former_done: set[tuple[int, int]] = set()
         self._setup()
         for nd in self.nodes:
-            nd.boot()
+            if nd.idx not in self.late:
+                nd.boot()
         for nd in self.nodes:
             self.push(self.rng.uniform(0, GOSSIP_MS), _GOSSIP, nd.idx)
         heal_target: int | None = None
@@ -1102,11 +1440,17 @@ class Simulation:
                     if mark == nd.gossip_mark:
                         for m in nd.core.gossip_messages():
                             self.broadcast(nd.idx, m)
+                        if self.scenario in MEMBERSHIP_SCENARIOS:
+                            # As the daemon does: the others may have decided this height and
+                            # have nothing to say (a set that changed to validators which are
+                            # behind): ask for the block. The fixed-set scenarios keep the runs
+                            # they made before (a seed replays what it did).
+                            self.request_sync(nd, None)
                     nd.gossip_mark = mark
                 self.push(t + GOSSIP_MS, _GOSSIP, a)
             if t >= self.heal_at:
                 if heal_target is None:
-                    heal_target = max(len(nd.chain) for nd in self.honest) + 2
+                    heal_target = max(max(len(nd.chain) for nd in self.honest) + 2, self.end_height)
                     self.note(f"network healed; every honest node must reach height {heal_target}")
                 if min(len(nd.chain) for nd in self.honest) >= heal_target:
                     break
@@ -1121,7 +1465,7 @@ class Simulation:
                 if self.decided.get(h) != bh:
                     raise self.violation("durability", f"node {nd.idx} holds {bh[:12]} at height {h}")
         return Result(self.seed, self.scenario, self.n, self.byzantine, min(len(nd.chain) for nd in self.honest),
-                      self.now, self.events, self.evidence, self.rejected)
+                      self.now, self.events, self.evidence, self.rejected, changes=len(self.changed))
 
 
 def run(seed: int, scenario: str | None = None, **kw: Any) -> Result:
@@ -1200,18 +1544,35 @@ def _mutation_check(jobs: int) -> int:
     return 1 if caught < len(MUTANTS) else 0
 
 
-def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
+def _run_forced(job: tuple[int, str | None]) -> Result:
+    return run_seed(*job)
+
+
+def scenario_list(text: str) -> tuple[str, ...]:
+    """``--scenarios``: names separated by commas; ``membership`` stands for MEMBERSHIP_SCENARIOS."""
+    names: list[str] = []
+    for name in text.split(","):
+        for x in MEMBERSHIP_SCENARIOS if name == "membership" else (name,):
+            if x not in SCENARIOS:
+                raise argparse.ArgumentTypeError(f"unknown scenario {x!r}; one of {', '.join(SCENARIOS)} or membership")
+            if x not in names:
+                names.append(x)
+    return tuple(names)
+
+
+def _campaign(start: int, count: int, jobs: int, quiet: bool, only: tuple[str, ...] = ()) -> int:
     import multiprocessing as mp
 
     t0 = time.perf_counter()
     bad: list[Result] = []
     stalls = done = events = 0
     by_scenario: dict[str, int] = {}
-    seeds = range(start, start + count)
+    # Seed s runs only[s % len(only)] when scenarios are given, else the scenario it draws.
+    jobs_of = [(s, only[s % len(only)] if only else None) for s in range(start, start + count)]
     step = max(1, count // 20)
     ctx = mp.get_context("fork") if sys.platform != "win32" else mp.get_context()
     with ctx.Pool(jobs) as pool:
-        for r in pool.imap_unordered(run_seed, seeds, chunksize=16):
+        for r in pool.imap_unordered(_run_forced, jobs_of, chunksize=16):
             done += 1
             events += r.events
             by_scenario[r.scenario] = by_scenario.get(r.scenario, 0) + 1
@@ -1225,7 +1586,8 @@ def _campaign(start: int, count: int, jobs: int, quiet: bool) -> int:
                 print(f"  {done}/{count} seeds, {len(bad)} violations, {rate:.0f} seeds/s", flush=True)
     dt = time.perf_counter() - t0
     safety = len(bad) - stalls
-    print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, jobs={jobs}")
+    print(f"seeds run: {done} (from {start}) in {dt:.1f}s, {done / dt:.0f} seeds/s, {events} events, "
+          f"{events / dt:.0f} events/s, jobs={jobs}")
     print("scenarios: " + ", ".join(f"{k}={v}" for k, v in sorted(by_scenario.items())))
     print(f"violations: {safety} safety/validity/certificate/durability/conformance, {stalls} stalls (liveness)")
     for r in sorted(bad, key=lambda r: r.seed)[:20]:
@@ -1242,6 +1604,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the mutation check: plant each bug of node/mutants.py, exit 1 if one goes unnoticed")
     ap.add_argument("--seeds", type=int, help="run a campaign of this many seeds")
     ap.add_argument("--start", type=int, default=0, help="first seed of the campaign")
+    ap.add_argument("--scenarios", type=scenario_list, default=(), metavar="A,B,...",
+                    help="a campaign of these scenarios only, in turn ('membership': the validator set changes)")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the run's event log")
@@ -1253,7 +1617,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         import os
 
-        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet)
+        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.quiet, args.scenarios)
     if args.seed is None:
         ap.error("give --seed S (replay one) or --seeds N (campaign)")
     sim = Simulation(args.seed, args.scenario, mutant=args.mutant)

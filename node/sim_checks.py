@@ -121,6 +121,25 @@ class Conformance:
         n = len(at(height))
         return quorum(n), max_faulty(n)
 
+    def _drop_outsiders(self, nd: Node, v: _Height, height: int) -> None:
+        """Forget what the core held for ``height`` before it knew its set and dropped on
+        entering it: messages of keys outside the set, proposals of another proposer."""
+        at = getattr(nd, "validators_at", None)
+        if at is None:
+            return
+        vs = at(height)
+        members = set(vs)
+        for by in v.votes.values():
+            for key in [k for k in by if k not in members]:
+                del by[key]
+        for r, ps in v.proposals.items():
+            ps[:] = [p for p in ps if p.proposer == vs[(height + r) % len(vs)]]
+        for senders in v.senders.values():
+            senders &= members
+        for fresh in v.fresh.values():
+            for key in [k for k in fresh if k not in members]:
+                del fresh[key]
+
     def _count(self, v: _Height, r: int, step: str, value: str) -> int:
         return sum(value in by for by in v.votes.get((r, step), {}).values())
 
@@ -158,6 +177,7 @@ class Conformance:
         h, r = m.height, m.round
         v = self._view(nd, h)
         self.q, self.f = self._sizes(nd, h)
+        self._drop_outsiders(nd, v, h)
         step = m.step if isinstance(m, Vote) else PROPOSE
         before = v.own.get((r, step))
         if before is not None:
