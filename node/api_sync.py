@@ -85,9 +85,7 @@ def install(app: FastAPI, node: Any) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         async with inner(a) as state:
-            from .catchup import CatchUp
-
-            catchup = CatchUp.for_node(node)
+            catchup = node.make_catchup()
             node.catchup = catchup
             task = asyncio.create_task(catchup.follow(), name="catch-up") if catchup.peers else None
             try:

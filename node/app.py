@@ -51,7 +51,7 @@ or ``index``. Status by kind (each error family's ``http_status``, ledger.errors
 Request bodies are read and parsed here with orjson, never by FastAPI/pydantic: it is
 faster and the errors are ours. Responses are orjson bytes. Each request has one route and
 one set of answers; the OpenAPI document (``/openapi.json``, ``node.api_schema``) lists them.
-The HTTP server on the port is granian (``node.daemon.serve``).
+The HTTP server on the port is granian (``node.serve``).
 """
 
 from __future__ import annotations

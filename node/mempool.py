@@ -73,12 +73,9 @@ class Mempool:
             self._records.pop(rec.id, None)
             self._arrived.pop(rec.id, None)
         if not rebuild:
-            # ChainState keeps what was applied since its index caught up in this overlay
-            # (ledger.state, ``settle``); drop the entries of records now in the store.
-            nonces, models = self.pending._nonces, self.pending._models
-            for rec in done:
-                nonces.discard((rec.signer, rec.nonce))
-                models.pop(rec.id, None)
+            # ChainState keeps what was applied since its index caught up in an overlay
+            # (ledger.state): the records now in the store leave it.
+            self.pending.forget(done)
             return []
         pending = committed.fork()
         dropped: list[tuple[Record, Exception]] = []
