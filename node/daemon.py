@@ -62,7 +62,8 @@ log = logging.getLogger("provledger.node")
 
 class NodeChain:
     """The node's chain as the consensus driver sees it (``node.replica.Chain``): the
-    stored height, the mempool, block building, block checks and the final-block path.
+    stored height (kept by the sink), the mempool, block building, block checks and the
+    final-block path.
     ``block_time`` gives the ``time`` of built blocks (default: now, UTC)."""
 
     def __init__(self, store: Store, ledger: Ledger, key: SigningKey, mempool: Mempool, sink: BlockSink,
@@ -76,7 +77,7 @@ class NodeChain:
         self.block_time = block_time
 
     def height(self) -> int:
-        return self.store.height()
+        return self.sink.height  # in memory: the app callbacks read no SQLite for it
 
     def has_work(self) -> bool:
         return len(self.mempool) > 0

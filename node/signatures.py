@@ -100,8 +100,11 @@ class SignatureChecker:
     def warm(self) -> None:
         """Start the verifier processes now rather than on the first busy moment."""
         if self.workers > 0:
-            asyncio.ensure_future(self._start_pool().start()).add_done_callback(
-                lambda f: f.cancelled() or (f.exception() and log.warning("verifier processes: %s", f.exception())))
+            def started(f: asyncio.Future[Any]) -> None:
+                if not f.cancelled() and f.exception() is not None:
+                    log.warning("verifier processes: %s", f.exception())
+
+            asyncio.ensure_future(self._start_pool().start()).add_done_callback(started)
 
     async def close(self) -> None:
         if self.pool is not None:

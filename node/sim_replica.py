@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import heapq
 import logging
@@ -444,7 +445,7 @@ class ReplicaSimulation:
             for _ in range(rng.randint(1, 6)):
                 envs.append(self._record(count))
                 count += 1
-            self.at(t, lambda envs=envs, wave=wave: self._wave(envs, f"wave {wave}"))
+            self.at(t, functools.partial(self._wave, envs, f"wave {wave}"))
         self.at(RESUBMIT_S, self._resubmit)
 
     def _record(self, i: int) -> dict[str, Any]:

@@ -121,7 +121,7 @@ class StorageHealth:
 
     def retry_delay(self) -> float:
         """The wait before the next commit attempt: doubling, bounded."""
-        return min(COMMIT_RETRY_MAX_S, COMMIT_RETRY_FIRST_S * 2 ** min(self.failures - 1, 16))
+        return min(COMMIT_RETRY_MAX_S, COMMIT_RETRY_FIRST_S * 2.0 ** min(self.failures - 1, 16))
 
     def failed(self, e: BaseException) -> None:
         """A block could not be stored: the first failure logs one line (with the traceback
@@ -167,6 +167,7 @@ class BlockSink:
         self.health = health
         self.waiters = waiters
         self.stale_pending = False  # the mempool holds records the rules refuse (rebuild at the next block)
+        self.height = store.height()  # of the last block stored (kept here: consensus asks it often)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._lock = asyncio.Lock()
         self._stored: list[Callable[[int], None]] = []
@@ -189,6 +190,7 @@ class BlockSink:
         """Follow-up of a stored block: metrics, log line, waiters, records dropped."""
         m = self.metrics
         h = block.header
+        self.height = h.height
         m.commit_seconds.observe(dt)
         if oldest is not None:
             m.wait_seconds.observe(time.monotonic() - oldest)
@@ -264,7 +266,7 @@ class BlockSink:
 
     async def apply_final(self, block: Block | dict[str, Any], certificate: Certificate | dict[str, Any], *,
                           how: str = "finalized", on_loop: bool = False) -> Block | None:
-        """Store a final block of height ``store.height() + 1`` and do the follow-up.
+        """Store a final block of height ``height + 1`` and do the follow-up.
 
         ``block`` is a ``Block`` already checked against this chain (``check_block``) or a
         block's wire form, which is checked here first (links, records and the signatures
@@ -323,6 +325,7 @@ class BlockSink:
                 if isinstance(e, StorageError):
                     self.health.failed(e)
                 raise
+            self.height = header.height
             self.health.ok(header.height)
             dt = time.perf_counter() - t0
             dropped = pool.settle(checked.records, self.ledger.state, rebuild=rebuild)
