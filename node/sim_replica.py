@@ -304,7 +304,8 @@ class ReplicaSimulation:
 
     def violation(self, kind: str, detail: str) -> SimViolation:
         e = SimViolation(kind, self.seed, self.scenario, detail)
-        e.args = (str(e).replace("python -m node.sim ", "python -m node.sim_replica "),)
+        n = f" --n {self.n}" if self.n != 4 else ""
+        e.args = (str(e).replace("python -m node.sim ", "python -m node.sim_replica ").replace(" -v", f"{n} -v"),)
         return e
 
     # -- the network -----------------------------------------------------------------------
@@ -582,9 +583,9 @@ def run(seed: int, scenario: str | None = None, *, n: int = 4, verbose: bool = F
             print("\n".join(sim.log))
 
 
-def run_seed(seed: int, scenario: str | None = None) -> ReplicaResult:
+def run_seed(seed: int, scenario: str | None = None, n: int = 4) -> ReplicaResult:
     """Run one seed, reporting a violation (or a crash) in the result instead of raising."""
-    sim = ReplicaSimulation(seed, scenario)
+    sim = ReplicaSimulation(seed, scenario, n=n)
     t0 = time.perf_counter()
     try:
         return asyncio.run(sim.run())
@@ -599,7 +600,7 @@ def run_seed(seed: int, scenario: str | None = None) -> ReplicaResult:
                          sim.refused, sim.caught_up, sim.restarts, time.perf_counter() - t0, violation, kind)
 
 
-def _campaign(start: int, count: int, jobs: int) -> int:
+def _campaign(start: int, count: int, jobs: int, n: int) -> int:
     import multiprocessing as mp
 
     t0 = time.perf_counter()
@@ -608,14 +609,15 @@ def _campaign(start: int, count: int, jobs: int) -> int:
     events = 0
     ctx = mp.get_context("fork") if sys.platform != "win32" else mp.get_context()
     with ctx.Pool(jobs) as pool:
-        for r in pool.imap_unordered(run_seed, range(start, start + count)):
+        for r in pool.imap_unordered(functools.partial(run_seed, scenario=None, n=n), range(start, start + count)):
             by_scenario[r.scenario] = by_scenario.get(r.scenario, 0) + 1
             events += r.events
             if r.violation:
                 bad.append(r)
                 print(r.violation, file=sys.stderr, flush=True)
     dt = time.perf_counter() - t0
-    print(f"seeds run: {count} (from {start}) in {dt:.1f}s, {count / dt:.1f} seeds/s, {events} events, jobs={jobs}")
+    print(f"seeds run: {count} (from {start}, n={n}) in {dt:.1f}s, {count / dt:.1f} seeds/s, {events} events, "
+          f"jobs={jobs}")
     print("scenarios: " + ", ".join(f"{k}={v}" for k, v in sorted(by_scenario.items())))
     print(f"violations: {len(bad)}")
     return 1 if bad else 0
@@ -628,14 +630,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, help="run a campaign of this many seeds")
     ap.add_argument("--start", type=int, default=0, help="first seed of the campaign")
     ap.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
+    ap.add_argument("--n", type=int, default=4, help="validators (default 4)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the run's event log")
     args = ap.parse_args(argv)
+    if args.n < 2:
+        ap.error("--n: at least 2 validators (one validator runs no consensus)")
     if args.seeds is not None:
-        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1)
+        return _campaign(args.start, args.seeds, args.jobs or os.cpu_count() or 1, args.n)
     if args.seed is None:
         ap.error("give --seed S (replay one) or --seeds N (campaign)")
     try:
-        r = run(args.seed, args.scenario, verbose=args.verbose)
+        r = run(args.seed, args.scenario, n=args.n, verbose=args.verbose)
     except SimViolation as e:
         print(e, file=sys.stderr)
         return 1
