@@ -29,6 +29,7 @@ Checks (a breach raises ``node.sim.SimViolation``):
 4. durability: a validator's chain grows by the next height only, across restarts;
 5. liveness: once the faults are over, every submitted record is committed on every
    validator within ``STALL_S`` virtual seconds;
+6. every validator's database passes the offline audit (``ledger.audit``) at the end;
 
 and the driver logs no error (a failed event is a bug). Run::
 
@@ -57,6 +58,7 @@ from typing import Any
 
 import orjson
 
+from ledger.audit import DbSource, audit
 from ledger.blocks import verify_certificate
 from ledger.errors import LedgerError
 from ledger.genesis import parse_genesis
@@ -538,6 +540,7 @@ class ReplicaSimulation:
                 finally:
                     for v in self.validators:
                         await v.crash()
+                self._audit()
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
@@ -545,6 +548,18 @@ class ReplicaSimulation:
         return ReplicaResult(self.seed, self.scenario, self.n, min(v.height for v in self.validators),
                              len(self.submitted), self.now, self.events, self.dropped, self.refused,
                              self.caught_up, self.restarts, time.perf_counter() - t_real)
+
+    def _audit(self) -> None:
+        """Every validator's database passes the offline audit (``provledger audit``)."""
+        for v in self.validators:
+            source = DbSource(v.db)
+            try:
+                report = audit(source)
+            finally:
+                source.conn.close()
+            if not report.ok or report.records != len(self.submitted):
+                first = report.findings[0].to_dict() if report.findings else f"{report.records} records"
+                raise self.violation("validity", f"node {v.idx}: the audit of its database fails: {first}")
 
     async def _loop(self) -> None:
         deadline = self.heal_at + STALL_S

@@ -65,3 +65,22 @@ def test_the_campaign_command(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "seeds run: 3" in out.stdout and "violations: 0" in out.stdout
+
+
+def test_a_database_that_does_not_audit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each run ends with the offline audit of every validator's database: one edited
+    record (as a store bug would leave it) is a validity violation."""
+    import sqlite3
+
+    real = sim_replica.ReplicaSimulation._audit
+
+    def edited(self: sim_replica.ReplicaSimulation) -> None:
+        with sqlite3.connect(self.validators[2].db) as conn:  # by hand: past the append-only trigger
+            conn.execute("DROP TRIGGER records_no_update")
+            conn.execute("UPDATE records SET envelope = replace(envelope, 'MIT', 'GPL') WHERE idx = 0")
+        real(self)
+
+    monkeypatch.setattr(sim_replica.ReplicaSimulation, "_audit", edited)
+    with pytest.raises(SimViolation) as e:
+        sim_replica.run(0, "happy")
+    assert e.value.kind == "validity" and "node 2: the audit of its database fails" in str(e.value)
