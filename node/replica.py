@@ -79,7 +79,7 @@ from .consensus import (
 )
 
 __all__ = [
-    "Advance", "Chain", "Clock", "Event", "Inbox", "LoopClock", "Message", "QueueInbox", "Release", "Replica",
+    "Advance", "Chain", "Clock", "Event", "Inbox", "LoopClock", "QueueInbox", "Received", "Release", "Replica",
     "SigningStore", "Start", "Syncer", "TimeoutFired", "Timer", "Transport", "block_to_wire",
 ]
 
@@ -97,7 +97,7 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Received:
     """A peer's proposal or vote, already checked by ``Replica.accept``."""
 
     message: Proposal | Vote
@@ -122,7 +122,7 @@ class Advance:
     height: int
 
 
-Event = Start | Message | TimeoutFired | Release | Advance
+Event = Start | Received | TimeoutFired | Release | Advance
 
 
 # --- what the driver is given -------------------------------------------------------------------
@@ -389,7 +389,7 @@ class Replica:
         else:
             verify_vote(m)
         if self.inbox.size() < QUEUE_LIMIT:
-            self.inbox.put(Message(m))
+            self.inbox.put(Received(m))
         return m
 
     def forward(self, canonical: bytes) -> None:
@@ -431,7 +431,7 @@ class Replica:
 
     async def _step(self, core: Consensus, ev: Event) -> list[Any] | None:
         """The core's actions for ``ev``; None when the event is held or used up here."""
-        if isinstance(ev, Message):
+        if isinstance(ev, Received):
             return await self._on_message(core, ev.message)
         if isinstance(ev, TimeoutFired):
             if ev.step == "commit" and ev.height == core.height and not self.chain.has_work():
@@ -636,7 +636,7 @@ class Replica:
 
 
 def _describe(ev: Event) -> str:
-    if isinstance(ev, Message):
+    if isinstance(ev, Received):
         m = ev.message
         who = m.validator if isinstance(m, Vote) else m.proposer
         return f"{type(m).__name__} {m.height}/{m.round}/{getattr(m, 'step', 'propose')} from {who[:6]}"
