@@ -266,6 +266,13 @@ class ChainState:
         self._models.clear()
         self._asked.clear()
 
+    def forget(self, records: Iterable[Record]) -> None:
+        """Forget the overlay's entries of ``records`` alone: the index now answers for
+        them (they are stored), while what was applied after them stays in the overlay."""
+        for rec in records:
+            self._nonces.discard((rec.signer, rec.nonce))
+            self._models.pop(rec.id, None)
+
     def prefetch_nonces(self, records: Iterable[Record]) -> None:
         """Ask the index once about the nonces of ``records``, about to be checked: a
         block's worth of lookups in a few queries rather than one query per record."""

@@ -25,6 +25,8 @@ from ledger.errors import InputError, LedgerError, TooLargeError
 
 from .api_schema import body, errors
 from .asgi import MAX_BATCH_RECORDS, loads, read_body
+from .daemon import Node
+from .replica import Replica
 
 __all__ = ["MAX_PEER_MESSAGES", "install"]
 
@@ -36,9 +38,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-def install(app: FastAPI, node: Any) -> None:
+def install(app: FastAPI, node: Node) -> None:
     """Add the peer routes to the node's app (``node.app.create_app`` calls this)."""
-    def replica() -> Any:
+    def replica() -> Replica:
         r = node.replica
         if r is None:
             raise InputError("this node is the only validator of its chain; it takes no peer messages",
@@ -89,7 +91,8 @@ def install(app: FastAPI, node: Any) -> None:
             raise TooLargeError(f"a batch holds at most {MAX_BATCH_RECORDS} records", code="batch_too_large")
         # In slices, letting consensus events in between: a large forwarded batch must not
         # hold the event loop (and so this node's votes) for the whole batch.
-        items, results = obj["records"], []
+        items: list[Any] = obj["records"]
+        results: list[dict[str, Any]] = []
         for start in range(0, len(items), PEER_RECORDS_SLICE):
             part = await node.submit_batch(items[start:start + PEER_RECORDS_SLICE], forward=False)
             for r in part:

@@ -28,6 +28,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
 from .api_schema import MAX_INT, Blocks, errors
+from .daemon import Node
 
 __all__ = ["MAX_BYTES", "MAX_LIMIT", "MAX_RECORDS", "blocks_range", "install"]
 
@@ -66,7 +67,7 @@ def blocks_range(store: Any, start: int, limit: int = 100, records: int = 5000, 
     return b'{"height":' + str(height).encode() + b',"blocks":[' + b",".join(parts) + b"]}"
 
 
-def install(app: FastAPI, node: Any) -> None:
+def install(app: FastAPI, node: Node) -> None:
     """Add ``GET /v1/blocks`` to ``app`` and run the node's catch-up beside it."""
 
     @app.get("/v1/blocks", tags=["blocks"],
@@ -85,9 +86,7 @@ def install(app: FastAPI, node: Any) -> None:
     @contextlib.asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         async with inner(a) as state:
-            from .catchup import CatchUp
-
-            catchup = CatchUp.for_node(node)
+            catchup = node.make_catchup()
             node.catchup = catchup
             task = asyncio.create_task(catchup.follow(), name="catch-up") if catchup.peers else None
             try:

@@ -56,7 +56,7 @@ faster and the errors are ours. Responses are orjson bytes. Each request has one
 one set of answers; the OpenAPI document (``/openapi.json``, ``node.api_schema``) lists them.
 ``POST /v1/records``, one request per record, is a bare ASGI endpoint on a Starlette route
 (its query read with ``node.asgi.SubmitParams``, as the batch route's); every other route is FastAPI's.
-The HTTP server on the port is granian (``node.daemon.serve``).
+The HTTP server on the port is granian (``node.serve``).
 """
 
 from __future__ import annotations

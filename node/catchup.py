@@ -13,7 +13,7 @@ Nothing a peer sends is trusted. Each block is checked as an auditor would (PROT
      9162 ``log_root`` (PROTOCOL.md 4, 5) must come out equal;
 
 and only then is it stored, through the node's one path for final blocks
-(``Node.apply_final``, which consensus uses too).
+(``BlockSink.apply_final``, which consensus uses too; ``Node.make_catchup`` wires it).
 
 Pipelining: ranges of blocks are fetched with ``GET /v1/blocks?from=H`` (``node.api_sync``)
 and their records parsed and signature-checked (in chunks, in the node's verifier
@@ -24,8 +24,8 @@ A peer that serves something invalid is logged (a warning naming the peer, the h
 what was wrong) and avoided for ``avoid_s`` seconds; catch-up goes on from the height it
 reached with the other peers. A peer that does not answer is avoided for a shorter while.
 
-For the consensus driver: call ``await node.catchup.sync(target)`` when a message names a
-height beyond ``node.store.height() + 1``; it returns the height reached (which may be below
+For the consensus driver (through ``BackgroundSync``): ``await catchup.sync(target)`` when a
+message names a height beyond the stored height + 1; it returns the height reached (which may be below
 ``target`` if no honest peer has the blocks yet). ``peer_heights()`` asks every peer's
 ``GET /v1/status``. One ``sync`` runs at a time; concurrent calls wait for it and then
 return at once if the target is reached. ``follow()`` (started by ``node.api_sync``) syncs
@@ -36,12 +36,13 @@ a row (one block ahead for a moment is consensus deciding, not a lag).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -51,7 +52,7 @@ from ledger.chain import Block, Ledger
 from ledger.errors import LedgerError, PeerError
 from ledger.records import Record, parse_record
 
-__all__ = ["CatchUp", "FetchedBlock", "InvalidBlock"]
+__all__ = ["BackgroundSync", "CatchUp", "FetchedBlock", "InvalidBlock", "Syncing"]
 
 log = logging.getLogger("provledger.sync")
 
@@ -196,31 +197,6 @@ class CatchUp:
         self._lock = asyncio.Lock()
         # Seconds spent on each stage (fetching and storing overlap): where a slow catch-up waits.
         self.waited = {"fetching": 0.0, "signatures": 0.0, "storing": 0.0}
-
-    # -- construction for a running node ----------------------------------------------------
-    @classmethod
-    def for_node(cls, node: Any, peers: Sequence[str] | None = None, **kw: Any) -> CatchUp:
-        """A catch-up for a ``node.daemon.Node``: its ledger, its verifier processes, its
-        commit path. Peers: the URLs of the other genesis validators and ``"peers"`` of
-        config.json, unless ``peers`` is given."""
-        if peers is None:
-            urls = [u for k, u in node.genesis.validator_urls.items() if k != node.key.public]
-            urls += node.config.peers
-            own = node.config.url.rstrip("/")
-            peers = [u for u in urls if u.rstrip("/") != own]
-        loop_executor = node._executor
-
-        async def run_check(fn: Callable[[], Block]) -> Block:
-            # On the commit thread: it reads the store the commits write.
-            return await asyncio.get_running_loop().run_in_executor(loop_executor, fn)
-
-        async def commit(block: Block, cert: Certificate) -> None:
-            # The node's one path for final blocks, shared with consensus: certificate
-            # checked again, block stored, mempool, waiters, metrics, consensus told.
-            await node.apply_final(block, cert, how="caught up")
-
-        kw.setdefault("checks_ahead", CHECKS_AHEAD * max(1, node.verify_workers))
-        return cls(node.ledger, commit, peers, verify=node._verify_many, run_check=run_check, **kw)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -457,3 +433,36 @@ class CatchUp:
             except Exception:
                 log.exception("catch-up failed; retrying")
             await asyncio.sleep(self.poll_s)
+
+
+class Syncing(Protocol):
+    def sync(self, target: int) -> Awaitable[int]: ...
+
+
+class BackgroundSync:
+    """Catch-up for the consensus driver (``node.replica.Syncer``): ``start(target)`` runs
+    ``sync(target)`` of the catch-up ``current()`` returns, in a task, unless one runs
+    already or there is no catch-up (before ``node.api_sync`` has made it)."""
+
+    def __init__(self, current: Callable[[], Syncing | None]) -> None:
+        self.current = current
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, target: int) -> None:
+        catchup = self.current()
+        if catchup is None or (self._task is not None and not self._task.done()):
+            return
+
+        async def run() -> None:
+            try:
+                await catchup.sync(target)
+            except Exception:
+                log.exception("catch-up failed")
+
+        self._task = asyncio.create_task(run(), name="catch-up")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -166,7 +166,7 @@ def register(cli: click.Group) -> None:
         Example:
           provledger node start --home ./net --port 8000
         """
-        from .daemon import serve
+        from .serve import serve
 
         if log_level.lower() != "debug":  # no INFO line per peer request from the HTTP client
             for name in ("httpx", "httpcore"):

@@ -73,13 +73,10 @@ class Mempool:
             self._records.pop(rec.id, None)
             self._arrived.pop(rec.id, None)
         if not rebuild:
-            # ChainState keeps what was applied since its index caught up in this overlay
-            # (ledger.state, ``settle``); drop the entries of records now in the store.
             self.pending.begin_block(committed.height + 1)
-            nonces, models = self.pending._nonces, self.pending._models
-            for rec in done:
-                nonces.discard((rec.signer, rec.nonce))
-                models.pop(rec.id, None)
+            # ChainState keeps what was applied since its index caught up in an overlay
+            # (ledger.state): the records now in the store leave it.
+            self.pending.forget(done)
             return []
         pending = _pending(committed)
         dropped: list[tuple[Record, Exception]] = []

@@ -1,26 +1,33 @@
 """The consensus driver: runs the Tendermint core (``node.consensus``) between real nodes.
 
-A ``Replica`` belongs to a ``Node`` whose genesis names more than one validator. It mirrors
-the simulator's driver (``node.sim``): one task feeds the core its events one at a time and
-carries out the actions each returns, in order, before the next event:
+A ``Replica`` is one validator's driver. It feeds the core its events (``Event``: a start,
+a peer's message, a timeout, a release of a held height, a block stored by someone else)
+one at a time from its ``Inbox`` and carries out the actions each returns, in order,
+before the next event:
 
-  PersistSigned   the recovery document goes to the store (``Store.save_signed_state``,
-                  synchronous=FULL) and the call returns only once it is durable, so the
-                  Broadcast after it never sends a signature the node could forget;
-  Broadcast       the message goes to every other validator (``node.peers``, never waiting
-                  for a slow peer);
-  ScheduleTimeout ``loop.call_later``, which puts the timeout back on the event queue;
-  Commit          ``Node.apply_final`` stores the block with its certificate and does the
+  PersistSigned   the recovery document goes to the ``SigningStore``
+                  (``Store.save_signed_state``, synchronous=FULL) and the call returns only
+                  once it is durable, so the Broadcast after it never sends a signature the
+                  node could forget;
+  Broadcast       the message goes to every other validator (the ``Transport``, never
+                  waiting for a slow peer);
+  ScheduleTimeout a ``Clock`` timer, which puts the timeout back into the inbox;
+  Commit          ``Chain.apply_final`` stores the block with its certificate and does the
                   follow-up (mempool, ``?wait=true`` waiters, metrics, log line); the core's
                   next event is taken only after the block is stored (the core's contract);
-  ReportEvidence  ``Store.add_evidence``.
+  ReportEvidence  ``SigningStore.add_evidence``.
 
-The app callbacks: ``propose`` builds the block from the mempool (``Ledger.build_block``,
-at most ``max_block_records``); ``valid`` checks a proposed block against the chain
-(``Node.check_block``: links, state rules, Merkle root, and the signatures of records this
-node has not verified yet). A proposal's block is checked before the proposal is handed to
-the core, off the critical path where it can be (large batches of unknown signatures go to
-the verifier processes), so ``valid`` usually answers from that check.
+Everything the driver touches is injected through the typed interfaces below, so that the
+same class runs in ``provledger node start`` (``node.daemon.Node.make_replica``: HTTP peers,
+the event loop's clock, an asyncio queue, the node's SQLite store) and in the deterministic
+simulator (``node.sim_replica``: a simulated network, virtual time, the same stores).
+
+The app callbacks: ``propose`` builds the block from the mempool (``Chain.build_block``);
+``valid`` checks a proposed block against the chain (``Chain.check_block_sync``: links,
+state rules, Merkle root, and the signatures of records this node has not verified yet).
+A proposal's block is checked before the proposal is handed to the core, off the critical
+path where it can be (``Chain.check_block``: large batches of unknown signatures go to the
+verifier processes), so ``valid`` usually answers from that check.
 
 Wire form of a proposal's block: ``{"header": header, "ids": [record id, ...], "records":
 [envelope, ...]}``. ``ids`` lets a node take the records it already holds from its mempool
@@ -30,18 +37,12 @@ from the message must hash to its id.
 Idle chains do not grow: after a decision the core asks for the ``commit`` timeout before
 the next height; the driver holds that timeout (and the core's start) while the mempool is
 empty and no message of the height has arrived (the proposer would only propose an empty
-block). Records arriving, or a peer's message of the height, release it.
+block). Records arriving (``work_arrived``), or a peer's message of the height, release it.
 
-The transport is injected: by default ``node.peers.Peers`` (HTTP to the genesis validators);
-any object with the same methods (``Transport``) will do, which is how a test runs this very
-driver between several nodes in one process over a seeded lossy network
-(tests/node/test_replica.py).
-
-Liveness (the core's docstring): every ``gossip_ms`` the driver re-sends
+Liveness (the core's docstring): every ``gossip_s`` the driver re-sends
 ``gossip_messages()`` if the height and round have not moved since the last look, and also
 asks its peers for the block of its height (the others may have decided it and gone idle);
-a message of a height beyond the core's starts catch-up (``node.catchup``) as well, when
-the node has it.
+a message of a height beyond the core's starts catch-up (the ``Syncer``) as well.
 """
 
 from __future__ import annotations
@@ -51,11 +52,16 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from ledger.blocks import Header
 from ledger.chain import Block
 from ledger.errors import InputError, LedgerError
+from ledger.keys import SigningKey
 
 from .consensus import (
     Broadcast,
@@ -71,16 +77,55 @@ from .consensus import (
     verify_proposal,
     verify_vote,
 )
-from .peers import Peers
 
-__all__ = ["Replica", "Transport", "block_to_wire", "timeouts_from_config"]
+__all__ = [
+    "Advance", "Chain", "Clock", "Event", "Inbox", "LoopClock", "QueueInbox", "Received", "Release", "Replica",
+    "SigningStore", "Start", "Syncer", "TimeoutFired", "Timer", "Transport", "block_to_wire",
+]
 
 log = logging.getLogger("provledger.consensus")
 
 SWITCH_INTERVAL_S = 0.001
-_QUEUE_LIMIT = 100_000
+QUEUE_LIMIT = 100_000  # peer messages beyond this many waiting events are dropped
+CATCH_UP_GRACE_S = 0.5  # one height behind for this long is the normal race of a decision
 
 
+# --- events ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start the core (round 0 of the next height), once there is something to propose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A peer's proposal or vote, already checked by ``Replica.accept``."""
+
+    message: Proposal | Vote
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutFired:
+    height: int
+    round: int
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Records arrived: carry out a held start or commit timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """A block of ``height`` was stored (by consensus or catch-up)."""
+
+    height: int
+
+
+Event = Start | Received | TimeoutFired | Release | Advance
+
+
+# --- what the driver is given -------------------------------------------------------------------
 class Transport(Protocol):
     """How the driver reaches the other validators (``node.peers.Peers`` in production)."""
 
@@ -101,9 +146,110 @@ class Transport(Protocol):
     def forward_record(self, canonical: bytes) -> None: ...
 
 
-def timeouts_from_config(config: Any) -> Timeouts:
-    """The core's timeouts from the node's config (``NodeConfig.consensus_timeouts``)."""
-    return Timeouts(**config.timeouts())
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Time for the driver: seconds that only go forward, and timers."""
+
+    def now(self) -> float: ...
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class Inbox(Protocol):
+    """The driver's event queue: ``handle`` gets the events one at a time, in order, each
+    awaited to the end before the next."""
+
+    def start(self, handle: Callable[[Event], Awaitable[None]]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def put(self, event: Event) -> None: ...
+
+    def size(self) -> int: ...
+
+
+class SigningStore(Protocol):
+    """Where the signing state and evidence are kept (``ledger.store.Store``)."""
+
+    def last_signed_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None: ...
+
+    def save_signed_state(self, doc: dict[str, Any], blocks: dict[str, bytes] | None = None) -> None: ...
+
+    def add_evidence(self, evidence_id: str, height: int, validator: str, evidence: dict[str, Any]) -> bool: ...
+
+
+class Chain(Protocol):
+    """The node's chain as consensus sees it (``node.daemon.NodeChain``)."""
+
+    def height(self) -> int:
+        """The height of the last stored block."""
+        ...
+
+    def has_work(self) -> bool:
+        """Records wait for a block."""
+        ...
+
+    def build_block(self) -> tuple[Block, int]:
+        """The next block from the mempool, and how many waiting records it leaves out."""
+        ...
+
+    def check_block_sync(self, wire: Any) -> Block: ...
+
+    async def check_block(self, wire: Any) -> Block: ...
+
+    async def apply_final(self, block: Block | dict[str, Any], certificate: dict[str, Any], *,
+                          on_loop: bool = False) -> Block | None: ...
+
+
+class Syncer(Protocol):
+    """Catch-up for the driver (``node.catchup``, run in the background)."""
+
+    def start(self, target: int) -> None:
+        """Begin fetching final blocks up to ``target`` unless a catch-up runs already."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+# --- production implementations of Clock and Inbox ---------------------------------------------
+class LoopClock:
+    """The running event loop's timers, ``time.monotonic`` seconds."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(seconds, callback)
+
+
+class QueueInbox:
+    """An asyncio queue and the task that hands its events to the driver."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, handle: Callable[[Event], Awaitable[None]]) -> None:
+        async def run() -> None:
+            while True:
+                await handle(await self._queue.get())
+
+        self._task = asyncio.create_task(run(), name="consensus")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    def size(self) -> int:
+        return self._queue.qsize()
 
 
 def block_to_wire(block: Block) -> dict[str, Any]:
@@ -122,36 +268,41 @@ def _block_hash_of(wire: Any) -> str | None:
 
 
 class Replica:
-    """One validator's consensus: the core, its event queue, its peers."""
+    """One validator's consensus: the core, its events, its peers (module docstring)."""
 
-    def __init__(self, node: Any, transport: Transport | None = None) -> None:
-        self.node = node
-        g = node.genesis
-        self.chain = node.chain_id
-        self.validators = list(g.validators)
+    def __init__(self, *, chain_id: str, validators: list[str], key: SigningKey, chain: Chain,
+                 store: SigningStore, transport: Transport, timeouts: Timeouts, gossip_s: float,
+                 clock: Clock | None = None, inbox: Inbox | None = None, syncer: Syncer | None = None,
+                 core_class: type[Consensus] = Consensus) -> None:
+        self.chain_id = chain_id
+        self.validators = list(validators)
         self.members = frozenset(self.validators)
-        self.timeouts = timeouts_from_config(node.config)
-        self.gossip_s = node.config.gossip_ms / 1000
-        me = node.key.public
-        self.peers: Transport = transport if transport is not None else Peers(
-            {k: g.validator_urls[k] for k in self.validators if k != me},
-            names={v["key"]: v.get("name", "") for v in g.doc["validators"]})
+        self.key = key
+        self.chain = chain
+        self.store = store
+        self.peers = transport
+        self.timeouts = timeouts
+        self.gossip_s = gossip_s
+        self.clock: Clock = clock if clock is not None else LoopClock()
+        self.inbox: Inbox = inbox if inbox is not None else QueueInbox()
+        self.syncer = syncer
+        self.core_class = core_class
         self.core: Consensus | None = None
-        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
+        self.decided = 0
+        self._timers: set[Timer] = set()
+        self._gossip_timer: Timer | None = None
+        self._gossip_mark: tuple[int, int, str] | None = None
         self._checked: dict[str, Block] = {}  # block hash -> checked block, current height
         self._invalid: set[str] = set()
-        self._held: tuple[Any, ...] | None = None  # the start or a commit timeout, waiting for work
-        self._sync_task: asyncio.Task[Any] | None = None
+        self._held: Start | TimeoutFired | None = None  # the start or a commit timeout, waiting for work
+        self._release_queued = False
         self._persisted: set[str] = set()  # blocks already in the store's signed_blocks
         self._persisted_height = 0
-        self._height_started = time.monotonic()
-        self.decided = 0
+        self._height_started = self.clock.now()
 
     # -- lifecycle ----------------------------------------------------------------------
     def _restore(self) -> dict[str, Any] | None:
-        saved = self.node.store.last_signed_state()
+        saved = self.store.last_signed_state()
         if saved is None:
             return None
         doc, blocks = saved
@@ -181,34 +332,31 @@ class Replica:
         return doc
 
     async def start(self) -> None:
-        node = self.node
         # Blocks stored in the commit thread (catch-up's) make SQLite calls that each give
         # up the GIL and wait to take it back from the busy event loop: at the default 5 ms
         # switch interval a block of thousands of rows waits far longer than it works.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-        height = node.store.height() + 1
+        height = self.chain.height() + 1
         last = self._restore()
-        self.core = Consensus(self.chain, self.validators_for(height), node.key, self, height, last_signed=last,
-                              timeouts=self.timeouts, validators_for=self.validators_for)
+        self.core = self.core_class(self.chain_id, self.validators_for(height), self.key, self, height,
+                                    last_signed=last, timeouts=self.timeouts, validators_for=self.validators_for)
         if last is not None:
             log.info("consensus resumes at height %d; last signed %d/%d/%s", height, last["height"],
                      last["round"], last["step"])
+        self._height_started = self.clock.now()
         await self.peers.start()
-        self._tasks.append(asyncio.create_task(self._run(), name="consensus"))
-        self._tasks.append(asyncio.create_task(self._gossip(), name="gossip"))
-        self._tasks.append(asyncio.create_task(self._watch_mempool(), name="mempool-watch"))
-        self._queue.put_nowait(("start",))
+        self.inbox.start(self.handle)
+        self._gossip_timer = self.clock.call_later(self.gossip_s, self._gossip)
+        self.inbox.put(Start())
 
     async def stop(self) -> None:
-        for t in self._timers:
+        for t in (*self._timers, *([self._gossip_timer] if self._gossip_timer else [])):
             t.cancel()
         self._timers.clear()
-        tasks = [*self._tasks, *([self._sync_task] if self._sync_task else [])]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        self._gossip_timer = None
+        await self.inbox.stop()
+        if self.syncer is not None:
+            await self.syncer.stop()
         await self.peers.stop()
 
     def status(self) -> dict[str, Any]:
@@ -227,8 +375,8 @@ class Replica:
         """Check a peer's message (form, chain, signer, signature) and queue it for the core.
         Raises LedgerError (a 4xx for the peer route) for anything the core would refuse."""
         m = message_from_dict(obj)
-        if m.chain != self.chain:
-            raise InputError(f"message is for chain {m.chain[:16]}…, this is {self.chain[:16]}…", code="wrong_chain")
+        if m.chain != self.chain_id:
+            raise InputError(f"message is for chain {m.chain[:16]}…, this is {self.chain_id[:16]}…", code="wrong_chain")
         core = self.core
         signer = m.validator if isinstance(m, Vote) else m.proposer
         if core is not None:
@@ -239,121 +387,105 @@ class Replica:
             verify_proposal(m)
         else:
             verify_vote(m)
-        if self._queue.qsize() < _QUEUE_LIMIT:
-            self._queue.put_nowait(("msg", m))
+        if self.inbox.size() < QUEUE_LIMIT:
+            self.inbox.put(Received(m))
         return m
 
-    def forward(self, rec: Any) -> None:
-        self.peers.forward_record(rec.canonical)
+    def forward(self, canonical: bytes) -> None:
+        """A record admitted here goes to the other validators' mempools."""
+        self.peers.forward_record(canonical)
 
     def stored(self, height: int) -> None:
         """A block was stored (by consensus or catch-up): let the core move past it."""
-        self._queue.put_nowait(("advance", height))
+        self.inbox.put(Advance(height))
 
-    # -- the event loop -----------------------------------------------------------------------
-    async def _run(self) -> None:
+    def work_arrived(self) -> None:
+        """Records arrived: release a held start or commit timeout (once per hold)."""
+        if self._held is not None and not self._release_queued:
+            self._release_queued = True
+            self.inbox.put(Release())
+
+    # -- the events, one at a time -------------------------------------------------------------
+    async def handle(self, ev: Event) -> None:
+        """Feed one event to the core and carry out what it asks (module docstring)."""
         core = self.core
         assert core is not None
-        q = self._queue
-        while True:
-            ev = await q.get()
-            kind = ev[0]
-            try:
-                if kind == "msg":
-                    m = ev[1]
-                    if m.height > core.height:
-                        self._catch_up(m.height - 1)
-                    if self._held is not None and m.height == core.height:
-                        await self._release()
-                    if isinstance(m, Proposal):
-                        await self._precheck(m)
-                        actions = core.on_proposal(m)
-                    else:
-                        actions = core.on_vote(m)
-                elif kind == "timeout":
-                    h, r, step = ev[1], ev[2], ev[3]
-                    if step == "commit" and h == core.height and not self._has_work():
-                        self._held = ev  # idle: wait for records or a message of the height
-                        continue
-                    actions = core.on_timeout(h, r, step)
-                elif kind == "release":
-                    if self._held is None:
-                        continue
-                    await self._release()
-                    continue
-                elif kind == "advance":
-                    actions = core.advance(ev[1])
-                    if actions:  # catch-up moved the core: a held commit timeout is stale
-                        if self._held is not None and self._held[0] == "timeout":
-                            self._held = None
-                        self._new_height()
-                elif kind == "start":
-                    if not self._has_work() and (core.last_signed is None or core.last_signed.height < core.height):
-                        self._held = ev  # nothing to propose yet: start round 0 once there is
-                        continue
-                    actions = core.start()
-                else:  # pragma: no cover
-                    continue
-                t_ev = time.monotonic()
-                await self._apply(actions)
-                if log.isEnabledFor(logging.DEBUG):
-                    m = ev[1] if kind == "msg" else None
-                    what = (f"{type(m).__name__} {m.height}/{m.round}/{getattr(m, 'step', 'propose')} from "
-                            f"{(getattr(m, 'validator', None) or m.proposer)[:6]}") if m is not None else str(ev)
-                    log.debug("event %s -> %s (%.1f ms)", what, [type(a).__name__ for a in actions],
-                              (time.monotonic() - t_ev) * 1000)
-            except LedgerError as e:
-                log.info("consensus input refused: %s: %s", e.code, e.message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("consensus event %s failed", kind)
+        t_ev = time.monotonic()
+        try:
+            actions = await self._step(core, ev)
+            if actions is None:
+                return
+            await self._apply(actions)
+        except LedgerError as e:
+            log.info("consensus input refused: %s: %s", e.code, e.message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("consensus event %s failed", type(ev).__name__)
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event %s -> %s (%.1f ms)", _describe(ev), [type(a).__name__ for a in actions],
+                      (time.monotonic() - t_ev) * 1000)
 
-    def _has_work(self) -> bool:
-        return len(self.node.mempool) > 0
+    async def _step(self, core: Consensus, ev: Event) -> list[Any] | None:
+        """The core's actions for ``ev``; None when the event is held or used up here."""
+        if isinstance(ev, Received):
+            return await self._on_message(core, ev.message)
+        if isinstance(ev, TimeoutFired):
+            if ev.step == "commit" and ev.height == core.height and not self.chain.has_work():
+                self._held = ev  # idle: wait for records or a message of the height
+                return None
+            return core.on_timeout(ev.height, ev.round, ev.step)
+        if isinstance(ev, Release):
+            self._release_queued = False
+            if self._held is not None:
+                await self._release()
+            return None
+        if isinstance(ev, Advance):
+            actions = core.advance(ev.height)
+            if actions:  # catch-up moved the core: a held commit timeout is stale
+                if isinstance(self._held, TimeoutFired):
+                    self._held = None
+                self._new_height()
+            return actions
+        # Start
+        if not self.chain.has_work() and (core.last_signed is None or core.last_signed.height < core.height):
+            self._held = ev  # nothing to propose yet: start round 0 once there is
+            return None
+        return core.start()
+
+    async def _on_message(self, core: Consensus, m: Proposal | Vote) -> list[Any]:
+        if m.height > core.height:
+            self._catch_up(m.height - 1)
+        if self._held is not None and m.height == core.height:
+            await self._release()
+        if isinstance(m, Proposal):
+            await self._precheck(m)
+            return core.on_proposal(m)
+        return core.on_vote(m)
 
     async def _release(self) -> None:
         """Carry out the held start or commit timeout (there is work, or a peer moved)."""
         core = self.core
         assert core is not None and self._held is not None
         ev, self._held = self._held, None
-        await self._apply(core.start() if ev[0] == "start" else core.on_timeout(ev[1], ev[2], ev[3]))
-
-    async def _watch_mempool(self) -> None:
-        """Release a held commit timeout when records arrive."""
-        node = self.node
-        while True:
-            wake = node._wake
-            if wake is None:
-                await asyncio.sleep(0.05)
-                continue
-            await wake.wait()
-            wake.clear()
-            if self._held is not None:
-                self._queue.put_nowait(("release",))
+        await self._apply(core.start() if isinstance(ev, Start) else core.on_timeout(ev.height, ev.round, ev.step))
 
     def _new_height(self) -> None:
         self._checked.clear()
         self._invalid.clear()
-        self._height_started = time.monotonic()
+        self._height_started = self.clock.now()
 
+    # -- the core's actions ----------------------------------------------------------------------
     async def _apply(self, actions: list[Any]) -> None:
         """Carry out the core's actions, in order (see the module docstring)."""
-        node = self.node
         for a in actions:
             t = type(a)
             if t is Broadcast:
                 self.peers.broadcast(a.message)
             elif t is PersistSigned:
-                doc, blocks = self._persist_doc(a)
-                if self._persisted_height != a.height:  # the store forgets lower heights' blocks
-                    self._persisted.clear()
-                    self._persisted_height = a.height
-                # Durable before the Broadcast that follows (persist-before-send). On the
-                # event loop: one small transaction that nothing of consensus can overtake,
-                # and a hand-off to the commit thread would cost more than it takes.
-                node.store.save_signed_state(doc, blocks)
-                self._persisted.update(blocks)
+                self._persist(a)
             elif t is ScheduleTimeout:
                 if a.step == "propose" and a.round > 0:
                     log.info("height %d: round %d (the rounds before it did not decide)", a.height, a.round)
@@ -361,18 +493,21 @@ class Replica:
             elif t is Commit:
                 await self._commit(a)
             elif t is ReportEvidence:
-                ev = a.evidence
-                d = ev.to_dict()
-                eid = f"{ev.validator}:{ev.vote_a.height}:{ev.vote_a.round}:" + (
-                    ev.vote_a.step if isinstance(ev.vote_a, Vote) else "propose")
-                if node.store.add_evidence(eid, ev.vote_a.height, ev.validator, d):  # bounded: one per height
-                    log.warning("evidence: validator %s… signed two conflicting messages at %s", ev.validator[:16],
-                                eid[65:])
+                self._report(a)
+
+    def _persist(self, a: PersistSigned) -> None:
+        doc, blocks = self._persist_doc(a)
+        if self._persisted_height != a.height:  # the store forgets lower heights' blocks
+            self._persisted.clear()
+            self._persisted_height = a.height
+        # Durable before the Broadcast that follows (persist-before-send). On the event
+        # loop: one small transaction that nothing of consensus can overtake, and a hand-off
+        # to the commit thread would cost more than it takes.
+        self.store.save_signed_state(doc, blocks)
+        self._persisted.update(blocks)
 
     def _persist_doc(self, a: PersistSigned) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The recovery document with its blocks set apart (one row per block, by hash)."""
-        import orjson
-
         doc = a.to_dict()
         blocks: dict[str, bytes] = {}
 
@@ -396,28 +531,33 @@ class Replica:
         return doc, blocks
 
     def _schedule(self, a: ScheduleTimeout) -> None:
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle
+        timer: Timer
 
         def fire() -> None:
-            self._timers.discard(handle)
-            self._queue.put_nowait(("timeout", a.height, a.round, a.step))
+            self._timers.discard(timer)
+            self.inbox.put(TimeoutFired(a.height, a.round, a.step))
 
-        handle = loop.call_later(a.duration_ms / 1000, fire)
-        self._timers.add(handle)
+        timer = self.clock.call_later(a.duration_ms / 1000, fire)
+        self._timers.add(timer)
 
     async def _commit(self, a: Commit) -> None:
-        node = self.node
         block = self._checked.get(a.block_hash)
         try:
-            await node.apply_final(block if block is not None else a.block, a.certificate, on_loop=True)
+            await self.chain.apply_final(block if block is not None else a.block, a.certificate, on_loop=True)
         except LedgerError as e:
             # Only if the block is not the next one on this node's disk (catch-up raced us).
             log.warning("decided block %d not stored: %s: %s", a.height, e.code, e.message)
         self.decided += 1
         log.debug("height %d decided in round %d (%d ms at this height)", a.height, a.certificate["round"],
-                  (time.monotonic() - self._height_started) * 1000)
+                  (self.clock.now() - self._height_started) * 1000)
         self._new_height()
+
+    def _report(self, a: ReportEvidence) -> None:
+        ev = a.evidence
+        eid = f"{ev.validator}:{ev.vote_a.height}:{ev.vote_a.round}:" + (
+            ev.vote_a.step if isinstance(ev.vote_a, Vote) else "propose")
+        if self.store.add_evidence(eid, ev.vote_a.height, ev.validator, ev.to_dict()):  # bounded: one per height
+            log.warning("evidence: validator %s… signed two conflicting messages at %s", ev.validator[:16], eid[65:])
 
     # -- app callbacks (node.consensus.App) ---------------------------------------------
     def validators_for(self, height: int) -> list[str]:
@@ -427,12 +567,9 @@ class Replica:
 
     def propose(self, height: int, round: int) -> tuple[Any, str]:
         """getValue() (Algorithm 1, line 18): the next block from the mempool."""
-        node = self.node
-        batch = node.mempool.take(node.max_block)
-        block, rejected = node.ledger.build_block(batch, proposer=node.key.public)
-        if rejected:
-            node.stale_pending = True
-            log.info("proposal for height %d leaves out %d records the rules refuse", height, len(rejected))
+        block, left_out = self.chain.build_block()
+        if left_out:
+            log.info("proposal for height %d leaves out %d records the rules refuse", height, left_out)
         self._checked[block.hash] = block
         return block_to_wire(block), block.hash
 
@@ -441,15 +578,14 @@ class Replica:
         if block_hash in self._invalid:
             return False
         checked = self._checked.get(block_hash)
-        node = self.node
-        if node.store.height() != height - 1:
+        if self.chain.height() != height - 1:
             return False
         if checked is not None and checked.header.height == height:
             return True
         if _block_hash_of(block) != block_hash:
             return False
         try:
-            self._checked[block_hash] = node.check_block_sync(block)
+            self._checked[block_hash] = self.chain.check_block_sync(block)
             return True
         except LedgerError as e:
             log.warning("proposed block %s… for height %d is invalid: %s: %s", block_hash[:16], height, e.code, e.message)
@@ -464,49 +600,48 @@ class Replica:
         h = p.block_hash
         if p.height != core.height or h in self._checked or h in self._invalid:
             return
-        if self.node.store.height() != p.height - 1 or _block_hash_of(p.block) != h:
+        if self.chain.height() != p.height - 1 or _block_hash_of(p.block) != h:
             return
         try:
-            self._checked[h] = await self.node.check_block(p.block)
+            self._checked[h] = await self.chain.check_block(p.block)
         except LedgerError as e:
             log.warning("proposed block %s… for height %d is invalid: %s: %s", h[:16], p.height, e.code, e.message)
             self._invalid.add(h)
 
     # -- liveness -------------------------------------------------------------------------------
-    async def _gossip(self) -> None:
-        """Re-send this height's messages when the height and round have not moved."""
-        mark: tuple[int, int, str] | None = None
-        while True:
-            await asyncio.sleep(self.gossip_s)
-            core = self.core
-            if core is None or self._held is not None:
-                continue
-            now = (core.height, core.round, core.step)
-            if now == mark:
-                # Every vote of the height, but of the proposals (large: they carry their
-                # block) only those of this round and the one of our valid value.
-                msgs = [m for m in core.gossip_messages()
-                        if isinstance(m, Vote) or m.round == core.round or m.block_hash == core.valid_hash]
-                sent = self.peers.gossip(msgs)
-                if sent:
-                    log.debug("no progress at %d/%d/%s: re-sent %d messages to %d peers", *now, len(msgs), sent)
-                # The others may have decided this height and gone idle (no message of the
-                # next height will come to start catch-up): ask them for the block.
-                self._catch_up(core.height)
-            mark = now
+    def _gossip(self) -> None:
+        """Every ``gossip_s``: re-send this height's messages when the height and round have
+        not moved."""
+        self._gossip_timer = self.clock.call_later(self.gossip_s, self._gossip)
+        core = self.core
+        if core is None or self._held is not None:
+            return
+        now = (core.height, core.round, core.step)
+        if now == self._gossip_mark:
+            # Every vote of the height, but of the proposals (large: they carry their
+            # block) only those of this round and the one of our valid value.
+            msgs = [m for m in core.gossip_messages()
+                    if isinstance(m, Vote) or m.round == core.round or m.block_hash == core.valid_hash]
+            sent = self.peers.gossip(msgs)
+            if sent:
+                log.debug("no progress at %d/%d/%s: re-sent %d messages to %d peers", *now, len(msgs), sent)
+            # The others may have decided this height and gone idle (no message of the
+            # next height will come to start catch-up): ask them for the block.
+            self._catch_up(core.height)
+        self._gossip_mark = now
 
     def _catch_up(self, target: int) -> None:
-        """A peer is past our height: fetch the final blocks (node.catchup), in the background."""
-        catchup = getattr(self.node, "catchup", None)
-        if catchup is None or (self._sync_task is not None and not self._sync_task.done()):
+        """A peer is past our height: fetch the final blocks, in the background."""
+        if self.syncer is None:
             return
-        if time.monotonic() - self._height_started < 0.5 and target <= self.node.store.height() + 1:
+        if self.clock.now() - self._height_started < CATCH_UP_GRACE_S and target <= self.chain.height() + 1:
             return  # one height behind for a moment is the normal race of a decision; wait for it
+        self.syncer.start(target)
 
-        async def run() -> None:
-            try:
-                await catchup.sync(target)
-            except Exception:
-                log.exception("catch-up failed")
 
-        self._sync_task = asyncio.create_task(run(), name="catch-up")
+def _describe(ev: Event) -> str:
+    if isinstance(ev, Received):
+        m = ev.message
+        who = m.validator if isinstance(m, Vote) else m.proposer
+        return f"{type(m).__name__} {m.height}/{m.round}/{getattr(m, 'step', 'propose')} from {who[:6]}"
+    return repr(ev)

@@ -510,8 +510,8 @@ def trivial_server(port: int, server: str) -> None:
 
 def node_server(home: str, port: int, server: str) -> None:
     """The node's app served by ``server``; granian exactly as ``provledger node start``
-    runs it (``node.daemon.serve``)."""
-    from node.daemon import serve, setup_logging
+    runs it (``node.serve.serve``)."""
+    from node.serve import serve, setup_logging
 
     if server == SERVERS[0]:
         serve(home, port=port, log_level="warning")

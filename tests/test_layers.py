@@ -81,13 +81,12 @@ def test_the_cycle_finder_finds_a_circle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-# node/ still has circles (app <-> daemon, ingress, api_peer); add "node" here once they go.
-@pytest.mark.parametrize("package", ["ledger"])
+@pytest.mark.parametrize("package", ["ledger", "node"])
 def test_no_import_circles(package: str) -> None:
     assert _cycle(_graph(package)) is None
 
 
-@pytest.mark.parametrize("package", ["ledger"])
+@pytest.mark.parametrize("package", ["ledger", "node"])
 def test_no_private_name_crosses_a_module(package: str) -> None:
     crossing = []
     for m, p in _modules(package).items():

@@ -40,7 +40,7 @@ _HEX_PREFIX = re.compile(r"[0-9a-f]{8,64}")
 _HEIGHT = re.compile(r"[0-9]{1,15}")
 
 
-def validators_at(node: Any, height: int) -> list[dict[str, str]]:
+def validators_at(node: Any, height: int) -> list[dict[str, Any]]:
     """The validator set certifying ``height``: ``[{key, name, url}]`` in genesis order.
 
     PROTOCOL.md 6: the genesis set until the first membership change (section 9.1 names

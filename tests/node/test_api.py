@@ -194,7 +194,7 @@ def test_large_batch_verified_in_helper_processes(client: Any, consortium: Conso
     res = r.json()["results"]
     assert res[150] == {"index": 150, "code": "bad_signature", "message": res[150]["message"]}
     assert sum(x.get("status") == "committed" for x in res) == 299
-    assert client.app.state.node._pool is not None  # the helpers did the work
+    assert client.app.state.node.signatures.pool is not None  # the helpers did the work
 
 
 def test_record_refused_at_block_time_is_dropped(client: Any, consortium: Consortium) -> None:
@@ -208,7 +208,7 @@ def test_record_refused_at_block_time_is_dropped(client: Any, consortium: Consor
     async def smuggle() -> Any:  # past admission, as if the state had changed under it
         node.mempool._records[stranger.id] = stranger
         node.mempool._arrived[stranger.id] = 0.0
-        node._wake.set()
+        node.block_loop.arrived(len(node.mempool))
         return (await node.wait_committed([stranger.id], 5))[stranger.id]
 
     err = client.portal.call(smuggle)

@@ -1,4 +1,4 @@
-"""The HTTP server on a real node's port (granian, ``node.daemon.serve``), over raw sockets:
+"""The HTTP server on a real node's port (granian, ``node.serve``), over raw sockets:
 the cases a hand-written server got wrong (pipelining, ``Connection: close``, percent-encoded
 paths, ``Expect: 100-continue``, chunked bodies with trailers, ``Allow``, clients that stop
 halfway through their headers, malformed requests)."""

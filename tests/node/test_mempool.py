@@ -86,6 +86,11 @@ def test_settle_after_a_block_forgets_its_records(c: Consortium, ledger: Ledger)
     # The pending state still refuses the committed records' nonces (the store answers now).
     with pytest.raises(RuleError):
         pool.admit(c.record(c.alice, "dataset.contribute", c.dataset_body("again"), nonce=recs[0].nonce))
+    # ... and still those of the records waiting, which only the pending state knows of
+    # (ChainState.forget drops the committed records' entries alone).
+    with pytest.raises(RuleError) as e:
+        pool.admit(c.record(c.alice, "dataset.contribute", c.dataset_body("again"), nonce=recs[3].nonce))
+    assert e.value.code == "replayed_nonce"
 
 
 def test_settle_with_rebuild_drops_what_no_longer_fits(c: Consortium, ledger: Ledger) -> None:

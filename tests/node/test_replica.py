@@ -256,9 +256,7 @@ def test_apply_final_keeps_the_mempool_consistent(tmp_path: Path, four: Consorti
     wire = {"header": block.header.to_dict(), "records": [f.envelope, a.envelope]}
 
     async def run() -> None:
-        node = Node.open(tmp_path / "home")
-        # Admission without the consensus task running (what start() would set up).
-        node._wake, node._full = asyncio.Event(), asyncio.Event()
+        node = Node.open(tmp_path / "home")  # admission without the consensus task running
         try:
             assert node.admit(a) == "pending" and node.admit(c) == "pending"
             waiting = asyncio.ensure_future(node.wait_committed([a.id, c.id], 5))
@@ -310,13 +308,17 @@ def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
                        lock_proof=tuple(pv), valid_round=0, valid_block=block, valid_proof=tuple(pv),
                        round_proof=(prop,), signed=(pv[0], pc))
 
-    class FakeNode:
-        pass
+    def replica(on: Store) -> Any:
+        from node.consensus import Timeouts
 
-    rep = Replica.__new__(Replica)
-    rep._persisted = set()
-    rep.node = FakeNode()
-    rep.node.store = store  # type: ignore[attr-defined]
+        class NoChain:  # persisting and restoring touch only the store
+            pass
+
+        return Replica(chain_id=four.chain_id, validators=[v.public for v in four.validators],
+                       key=four.validators[0], chain=NoChain(), store=on,  # type: ignore[arg-type]
+                       transport=None, timeouts=Timeouts(), gossip_s=1.0)  # type: ignore[arg-type]
+
+    rep = replica(store)
     doc, blocks = rep._persist_doc(ps)
     assert "header" not in orjson.dumps(doc).decode()  # blocks are kept apart
     assert list(blocks) == [bh]
@@ -324,7 +326,7 @@ def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
     assert store.last_signed() == (1, 0, "precommit", bh)
     store.close()
     store = Store(tmp_path / "s.db")
-    rep.node.store = store  # type: ignore[attr-defined]
+    rep = replica(store)
     back = PersistSigned.from_dict(rep._restore())
     assert back == ps  # the signing guard
     assert back.locked_block == block and back.valid_block == block
@@ -549,7 +551,6 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
     quorum), and one validator stopped and rebuilt from its store mid-run. Every record
     commits and all four hold the same chain."""
     from node.daemon import Node
-    from node.replica import Replica
 
     homes, _, key_path = four_homes(tmp_path)
     alice = SigningKey.load(key_path)
@@ -560,10 +561,9 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
         keys = [n.key.public for n in nodes]
 
         def attach(n: Any) -> None:
-            n.config.extra["consensus_timeouts"] = {"propose": 300, "prevote": 100, "precommit": 100,
-                                                    "delta": 50, "commit": 20}
-            n.config.extra["gossip_ms"] = 100
-            n.replica = Replica(n, transport=net.port(n.key.public))
+            n.config.override(consensus_timeouts={"propose": 300, "prevote": 100, "precommit": 100,
+                                                  "delta": 50, "commit": 20}, gossip_ms=100)
+            n.replica = n.make_replica(transport=net.port(n.key.public))
             n.catchup = InProcessCatchup(n, nodes)
             net.replicas[n.key.public] = n.replica
 
