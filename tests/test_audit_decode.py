@@ -22,5 +22,5 @@ def test_each_envelope_is_decoded_once(chain1: Any, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(audit_mod, "_loads", counting)
     report = audit(DbSource(chain1.path), jobs=1)
-    assert report.ok and report.records == 19
-    assert len(decoded) == 19 and len(set(decoded)) == 19
+    assert report.ok and report.records == 20
+    assert len(decoded) == 20 and len(set(decoded)) == 20
