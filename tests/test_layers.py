@@ -25,12 +25,26 @@ def _modules(package: str) -> dict[str, Path]:
             for p in sorted((ROOT / package).glob("*.py"))}
 
 
+def _annotation_only(tree: ast.AST) -> set[ast.AST]:
+    """The imports under ``if TYPE_CHECKING:``: read by type checkers, never run."""
+    found: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            found.update(n for stmt in node.body for n in ast.walk(stmt))
+    return found
+
+
 def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
     """(imported module, names) for every import in the module, at any depth (an import
-    inside a function closes a circle as surely as one at the top)."""
+    inside a function closes a circle as surely as one at the top), except those only for
+    annotations (``if TYPE_CHECKING:``)."""
     package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
     out: list[tuple[str, list[str]]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _annotation_only(tree)
+    for node in ast.walk(tree):
+        if node in skip:
+            continue
         if isinstance(node, ast.Import):
             out += [(a.name, []) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
