@@ -128,7 +128,7 @@ def stop(home: Path, timeout: float = 30.0) -> bool:
     return True
 
 
-def wait_healthy(targets: list[Path], timeout: float = 30.0) -> None:
+def wait_healthy(targets: list[Path], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     pending = list(targets)
     with httpx.Client(timeout=1.0) as http:

@@ -366,7 +366,7 @@ def test_home_says_when_new_blocks_arrive(browser: Any, explorer: SimpleNamespac
         env = make_record(key, explorer.out["chain_id"], "dataset.contribute", {
             "dataset": f"live-{time.time_ns()}", "version": "1", "content_hash": "ab" * 32, "size_bytes": 1, "items": 1,
             "license": "CC0-1.0", "modality": "text", "derived_from": [], "privacy_budget": None})
-        r = httpx.post(explorer.url + "/v1/records?wait=true", json=env, timeout=30)
+        r = httpx.post(explorer.url + "/v1/records?wait=true&timeout=60", json=env, timeout=90)
         assert r.status_code in (200, 202), r.text
         page.wait_for_selector("#live a.live-notice", timeout=15_000)
         assert "new block" in page.text_content("#live")

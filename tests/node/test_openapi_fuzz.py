@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import PARTICIPANT_ROLES, init_home
+from procs import PARTICIPANT_ROLES, init_home
 
 from ledger.keys import SigningKey
 from ledger.records import make_record
@@ -61,7 +61,7 @@ def test_schemathesis_finds_nothing(tmp_path: Path, start_node: Any) -> None:
     body = {"dataset": "scans", "version": "1", "content_hash": "ab" * 32, "size_bytes": 100, "items": 1,
             "license": "CC-BY-4.0", "modality": "image", "derived_from": [], "privacy_budget": None}
     env = make_record(SigningKey.load(home / "alice.key"), chain, "dataset.contribute", body)
-    answer = httpx.post(node.url + "/v1/records?wait=true", content=orjson.dumps(env))
+    answer = httpx.post(node.url + "/v1/records?wait=true&timeout=60", content=orjson.dumps(env), timeout=90)
     assert answer.status_code == 200
     run = subprocess.run(
         [*_st(), "--config-file", str(_config(tmp_path / "schemathesis.toml", answer.json()["id"])), "run", node.url + "/openapi.json",
