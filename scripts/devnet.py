@@ -297,7 +297,7 @@ def _cpu_seconds(pid: int) -> float:
     return float(usage.ru_utime + usage.ru_stime)
 
 
-def wait_healthy_url(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_healthy_url(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as http:
         while time.monotonic() < deadline:

@@ -535,7 +535,16 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
             for rec in _datasets(alice, chain, "b", 10):
                 for n in nodes:
                     n.submit(rec)
-            await asyncio.sleep(1.0)
+
+
+            def voted_or_moved() -> bool:
+                # Each past the proposal of its next height (voting on a value, or nil after the
+                # propose timeout), or at another height: with two of four no step can decide.
+                return all(n.store.height() != h or (n.replica.status()["height"] == h + 1
+                                                      and n.replica.status()["step"] in ("prevote", "precommit"))
+                           for n, h in zip(nodes, heights, strict=True))
+
+            await until_async("all four voting at their next height", voted_or_moved)
             assert [n.store.height() for n in nodes] == heights
             net.blocked = set()
             want = nodes[0].store.log_size() + 10

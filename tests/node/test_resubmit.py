@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from procs import free_port, provledger_cmd, until
+from procs import bound_socket, provledger_cmd, until
 from test_crash import dataset_body
 
 from ledger.client import Client
@@ -82,8 +82,7 @@ def test_client_resends_the_same_envelope_across_a_crash(node_home: Path, start_
 
 def test_submit_wait_gives_up_at_the_deadline(node_home: Path) -> None:
     # No node at all: the same envelope is tried again until the deadline, then the error.
-    url = f"http://127.0.0.1:{free_port()}"
-    with Client(url, retry_deadline=1.0) as c:
+    with bound_socket() as held, Client(f"http://127.0.0.1:{held.getsockname()[1]}", retry_deadline=1.0) as c:
         c._chain_id = "00" * 32
         env = make_record(SigningKey.load(node_home / "alice.key"), c.chain_id, "dataset.contribute",
                           dataset_body("nowhere"))
@@ -108,8 +107,7 @@ def test_cli_submit_wait_survives_a_crash(node_home: Path, start_node: Any) -> N
          "--license", "MIT", "--modality", "text", "--wait", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        until("the CLI's record is pending",
-                   lambda: pending_or_fail(cli, node.url))
+        until("the CLI's record is pending", lambda: pending_or_fail(cli, node.url))
         node.kill()
         set_interval(node_home, 10)
         restarted = start_node(node_home, node.port)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from conftest import make_home
 from factory import Consortium
+from procs import NodeProcess
 
 from ledger.keys import SigningKey
 from node.config import NodeConfig
@@ -47,7 +48,7 @@ def _requests(c: Consortium) -> list[tuple[str, str, bytes]]:
         (post, "/v1/records", orjson.dumps(stranger)),
         (post, "/v1/records?wait=maybe", orjson.dumps(good)),
         (post, "/v1/records?timeout=0", orjson.dumps(good)),
-        (post, "/v1/records?wait=true&timeout=5", orjson.dumps(good)),
+        (post, "/v1/records?wait=true&timeout=60", orjson.dumps(good)),
         (post, "/v1/records", orjson.dumps(good)),  # the same envelope again: committed
         (post, "/v1/records?wait=1", orjson.dumps(replay)),
         (post, "/v1/records", orjson.dumps(orphan)),
@@ -99,8 +100,12 @@ def test_sigkill_leaves_nothing_on_the_port(tmp_path: Path, start_node: Any) -> 
     env = c.envelope(c.alice, "dataset.contribute", c.dataset_body("kept"))
     assert httpx.post(node.url + "/v1/records?wait=true&timeout=60", content=orjson.dumps(env), timeout=90).status_code == 200
     node.kill()
-    again = start_node(home, node.port)  # the same port, at once
-    assert httpx.get(again.url + "/v1/status").json()["log_size"] == 1
+    again = NodeProcess(home, node.port)  # the same port, at once: not started again if it is busy
+    try:
+        again.wait_ready()
+        assert httpx.get(again.url + "/v1/status").json()["log_size"] == 1
+    finally:
+        again.stop()
 
 
 @pytest.mark.e2e
