@@ -4,6 +4,8 @@ how fast a loaded machine is.
 - ``until(what, check)`` polls ``check`` until it returns something true (and returns it);
   the deadline is generous (``WAIT_S``) because a machine running several suites at once
   can be many times slower than an idle one. No test sleeps to wait for a condition.
+  ``holds(what, check, seconds)`` is the other side: something that must not happen is
+  watched for a while, and the test fails the moment it does.
 - Ports: ``free_port()`` and ``free_base(n)`` choose ports *below* the kernel's ephemeral
   range, so the source port of an outgoing connection (any HTTP client on the machine)
   cannot take the port between the choice and the node's bind. Another test may still pick
@@ -75,6 +77,32 @@ async def until_async(what: str, check: Callable[[], T], timeout: float = WAIT_S
         return await polling(call)
     except RetryError as e:
         raise Timeout(_late(what, timeout, e)) from None
+
+
+def holds(what: str, check: Callable[[], Any], seconds: float, interval: float = 0.05) -> None:
+    """Assert that ``check`` stays true for ``seconds`` (polled), failing at the first time it
+    is not: for what must *not* happen (a block while no quorum is up). A slow machine can
+    only make this check weaker, never make it fail a correct program."""
+    watching = Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(interval), retry=retry_if_result(bool))
+    try:
+        watching(check)
+    except RetryError:
+        return  # true at every poll until the end
+    raise AssertionError(f"no longer true within {seconds:g} s: {what}")
+
+
+async def holds_async(what: str, check: Callable[[], Any], seconds: float, interval: float = 0.02) -> None:
+    """``holds`` inside an event loop: the loop runs between the polls."""
+
+    async def call() -> Any:
+        return check()
+
+    watching = AsyncRetrying(stop=stop_after_delay(seconds), wait=wait_fixed(interval), retry=retry_if_result(bool))
+    try:
+        await watching(call)
+    except RetryError:
+        return
+    raise AssertionError(f"no longer true within {seconds:g} s: {what}")
 
 
 def _false(got: Any) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from procs import Network, free_base, until
+from procs import Network, free_base, holds, until
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from ledger.audit import DbSource, audit
@@ -109,7 +109,7 @@ def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
 
         def tried_or_moved() -> list[dict[str, Any]] | None:
             # Both past the proposal of the next height (a value voted on, or nil after the
-            # propose timeout): without a third vote no step after this can decide.
+            # propose timeout): the attempt with the new records has begun.
             st = [status(u) for u in live]
             tried = all(s["consensus"]["height"] == top + 1 and s["consensus"]["step"] in ("prevote", "precommit")
                         for s in st)
@@ -117,6 +117,8 @@ def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
 
         after = until("both voting at the next height, or a block", tried_or_moved)
         assert [s["height"] for s in after] == [top, top], (before, after)
+        holds("no block while two are down", lambda: [status(u)["height"] for u in live] == [top, top], 2.5)
+        after = [status(u) for u in live]
         assert all(s["log_size"] == 100 for s in after)
         views = [hashes(u) for u in live] + [hashes(h / "ledger.db") for h in homes[2:]]
         assert_no_conflict(views)

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_home
 from factory import Consortium
-from procs import Network, bound_socket, free_port, network, until, until_async
+from procs import Network, bound_socket, free_port, holds_async, network, until, until_async
 
 from ledger.blocks import Certificate
 from ledger.chain import Ledger
@@ -535,16 +535,8 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
             for rec in _datasets(alice, chain, "b", 10):
                 for n in nodes:
                     n.submit(rec)
-
-
-            def voted_or_moved() -> bool:
-                # Each past the proposal of its next height (voting on a value, or nil after the
-                # propose timeout), or at another height: with two of four no step can decide.
-                return all(n.store.height() != h or (n.replica.status()["height"] == h + 1
-                                                      and n.replica.status()["step"] in ("prevote", "precommit"))
-                           for n, h in zip(nodes, heights, strict=True))
-
-            await until_async("all four voting at their next height", voted_or_moved)
+            await holds_async("no block during the partition", lambda: [n.store.height() for n in nodes] == heights,
+                              1.0)
             assert [n.store.height() for n in nodes] == heights
             net.blocked = set()
             want = nodes[0].store.log_size() + 10
