@@ -42,7 +42,7 @@ def datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, An
 
 
 def status(url: str) -> dict[str, Any]:
-    return httpx.get(url + "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
+    return httpx.get(url + "/v1/status", timeout=60).json()  # type: ignore[no-any-return]
 
 
 def wait_log_size(urls: list[str], size: int) -> list[dict[str, Any]]:
