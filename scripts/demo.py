@@ -158,7 +158,7 @@ def node_process(home: Path, port: int) -> Iterator[str]:
                                  "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
         try:
             with Client(url, timeout=2) as c:
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 120  # a node starting on a loaded machine
                 while True:
                     if proc.poll() is not None:
                         raise PeerError(f"the node exited with {proc.returncode}; see {home / 'node.log'}",

@@ -132,7 +132,7 @@ def stop(home: Path, timeout: float = 30.0) -> bool:
     return True
 
 
-def wait_healthy(targets: list[Path], timeout: float = 30.0) -> None:
+def wait_healthy(targets: list[Path], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     pending = list(targets)
     with httpx.Client(timeout=1.0) as http:
@@ -369,7 +369,7 @@ def _cpu_seconds(pid: int) -> float:
     return float(usage.ru_utime + usage.ru_stime)
 
 
-def wait_healthy_url(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_healthy_url(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0) as http:
         while time.monotonic() < deadline:

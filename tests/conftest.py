@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from factory import Consortium, h
+from hypothesis import HealthCheck, settings
 
 from ledger.blocks import Certificate, Header, vote_payload
 from ledger.canonical import VOTE_TAG
@@ -22,6 +23,13 @@ from ledger.chain import Ledger
 from ledger.keys import SigningKey
 
 T0 = "2026-11-21T12:00:0{}Z"
+
+# Every property test, on a machine that may be running several suites at once: no time limit
+# per example (Hypothesis' default of 200 ms fails a correct test under load, as a "flaky"
+# timing), and no health check on how fast examples are generated. The properties and their
+# example counts are unchanged.
+settings.register_profile("loaded-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("loaded-machine")
 
 
 def certify(header: Header, keys: list[SigningKey], round: int = 0) -> Certificate:

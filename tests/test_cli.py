@@ -450,9 +450,12 @@ def test_ctrl_c_during_audit_exits_130_and_erases_the_progress_bar(kit: Any, tmp
     db = tmp_path / "big.db"
     _big_chain(db, 40_000, kit.commit)  # several seconds of audit: time to interrupt it mid-way
     master, slave = pty.openpty()  # a terminal on stderr: the progress bar is drawn
-    # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it.
+    # Its own process group, which gets the SIGINT as a terminal's Ctrl-C sends it; with
+    # SIGINT's default action, as from a shell's foreground (a suite started in the
+    # background, `scripts/test &`, hands its children SIGINT ignored, and Python keeps that).
     proc = subprocess.Popen([str(PROVLEDGER), "audit", str(db)], stdout=subprocess.PIPE, stderr=slave,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     seen = b""
     try:

@@ -23,11 +23,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from procs import start_node_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.py"
-sys.path.insert(0, str(DEMO.parent))
-from demo import free_port, node_process  # noqa: E402
 
 # Debian's chromium; PROVLEDGER_CHROMIUM names another binary (tests/explorer/test_skip.py: a missing one).
 CHROMIUM = Path(os.environ.get("PROVLEDGER_CHROMIUM", "/usr/bin/chromium"))
@@ -46,10 +45,13 @@ def _run(*args: str) -> str:
 def explorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     home = tmp_path_factory.mktemp("explorer") / "net"
     _run(sys.executable, str(DEMO), "--home", str(home), "--init-only")
-    # scripts/demo's own runner: a node process on a free port until the block ends (SIGTERM).
-    with node_process(home, free_port()) as url:
+    node = start_node_process(home, log_level="warning")  # tests/procs.py: a port free when it starts
+    try:
+        url = node.url
         out = json.loads(_run(sys.executable, str(DEMO), "--node", url, "--home", str(home), "--json"))
         yield SimpleNamespace(url=url, home=home, out=out, final=out["final_model"], records=out["records"])
+    finally:
+        node.stop()
 
 
 def _unavailable(reason: str) -> None:

@@ -20,7 +20,7 @@ def test_explorer_section_reports_its_figures(tmp_path: Path) -> None:
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "explorer", "--no-docs", "--out", str(tmp_path),
          "--explorer-records", "2000", "--explorer-requests", "2", "--explorer-loads", "1"],
-        capture_output=True, text=True, timeout=240)
+        capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert (doc.read_bytes() if doc.exists() else None) == before  # --no-docs
     out = json.loads((tmp_path / "explorer.json").read_text())

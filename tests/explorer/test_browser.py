@@ -86,7 +86,7 @@ def opened(browser: Any, base: str, **options: Any) -> Iterator[tuple[Any, Watch
 
 
 def checks_of(page: Any) -> dict[str, tuple[str, str]]:
-    page.wait_for_selector('#checks[data-done="true"]', timeout=15_000)
+    page.wait_for_selector('#checks[data-done="true"]', timeout=60_000)
     return dict(page.eval_on_selector_all("[data-check]", """els => els.map(e =>
         [e.dataset.check, [e.dataset.result, e.querySelector('.detail').textContent]])"""))
 
@@ -122,11 +122,11 @@ def test_every_page(browser: Any, explorer: SimpleNamespace, shots: Path, scheme
             elif path.startswith("/explorer/blocks/"):
                 assert_all_pass(page, BLOCK_CHECKS)
             elif path.startswith("/explorer/lineage/"):
-                page.wait_for_selector('#graph[data-ready="true"]', timeout=15_000)
+                page.wait_for_selector('#graph[data-ready="true"]', timeout=60_000)
             elif path == "/docs":
-                page.wait_for_selector(".opblock", timeout=15_000)
+                page.wait_for_selector(".opblock", timeout=60_000)
             elif path == "/redoc":
-                page.wait_for_selector("h1", timeout=15_000)
+                page.wait_for_selector("h1", timeout=60_000)
             if path.startswith("/explorer"):
                 # Swagger UI and ReDoc are the upstream projects' pages: scanned by them.
                 assert axe_violations(page) == [], f"{path} ({scheme})"
@@ -470,9 +470,9 @@ def test_home_says_when_new_blocks_arrive(browser: Any, explorer: SimpleNamespac
         env = make_record(key, explorer.out["chain_id"], "dataset.contribute", {
             "dataset": f"live-{time.time_ns()}", "version": "1", "content_hash": "ab" * 32, "size_bytes": 1, "items": 1,
             "license": "CC0-1.0", "modality": "text", "derived_from": [], "privacy_budget": None})
-        r = httpx.post(explorer.url + "/v1/records?wait=true", json=env, timeout=30)
+        r = httpx.post(explorer.url + "/v1/records?wait=true&timeout=60", json=env, timeout=90)
         assert r.status_code in (200, 202), r.text
-        page.wait_for_selector("#live a.live-notice", timeout=15_000)
+        page.wait_for_selector("#live a.live-notice", timeout=60_000)
         assert "new block" in page.text_content("#live")
         assert page.locator("tbody tr").count() == rows  # the rows stay put until the reader asks
         page.click("#live a.live-notice")

@@ -29,7 +29,7 @@ def pages(x: SimpleNamespace) -> list[str]:
 
 
 def test_every_page_is_html_with_a_self_only_policy(explorer: SimpleNamespace) -> None:
-    with httpx.Client(base_url=explorer.url) as http:
+    with httpx.Client(base_url=explorer.url, timeout=90) as http:
         for path in pages(explorer):
             r = http.get(path)
             assert r.status_code == 200, (path, r.text[:300])
@@ -129,7 +129,7 @@ def test_search_page_redirects_to_a_single_result(explorer: SimpleNamespace) -> 
 
 
 def test_unknown_and_malformed_are_4xx_pages(explorer: SimpleNamespace) -> None:
-    with httpx.Client(base_url=explorer.url) as http:
+    with httpx.Client(base_url=explorer.url, timeout=90) as http:
         for path, status in [("/explorer/records/" + "0" * 64, 404), ("/explorer/records/xyz", 400),
                              ("/explorer/blocks/999999", 404), ("/explorer/blocks/-1", 400),
                              ("/explorer/blocks?before=x", 400), ("/explorer/datasets/none-such", 404),
@@ -160,7 +160,7 @@ def test_names_are_escaped_and_linked(explorer: SimpleNamespace) -> None:
                       "dataset.contribute", {"dataset": name, "version": "1", "content_hash": "cd" * 32, "size_bytes": 9,
                                              "items": 3, "license": "CC0-1.0", "modality": "text", "derived_from": [],
                                              "privacy_budget": None})
-    r = httpx.post(explorer.url + "/v1/records?wait=true", json=env, timeout=30)
+    r = httpx.post(explorer.url + "/v1/records?wait=true&timeout=60", json=env, timeout=90)
     assert r.status_code in (200, 202), r.text
     html = httpx.get(f"{explorer.url}/explorer/records/{r.json()['id']}").text
     assert "<b>" not in html and "scans &lt;b&gt;&amp;&#34;x&#34;/y ?z#1" in html

@@ -1,5 +1,5 @@
-"""Fixtures for the Flower integration tests: a real node process on the worked example's
-network (scripts/demo.py's ``make_network`` and ``node_process``) and the federation of
+"""Fixtures for the Flower integration tests: a real node process (tests/procs.py) on the
+worked example's network (scripts/demo.py's ``make_network``) and the federation of
 scripts/fl_demo.py run against it once, in process.
 
 The test modules skip themselves (``pytest.importorskip``) when flwr is not installed
@@ -24,17 +24,18 @@ sys.path.insert(0, str(ROOT / "scripts"))  # fl_demo.py and demo.py, the helpers
 def fl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The demo's three-organisation network in a fresh home with a node process on it."""
     pytest.importorskip("flwr", reason="the flower extra is not installed (pip install -e .[test,flower])")
-    from demo import free_port, make_network, node_process
+    from demo import make_network
+    from procs import free_port, start_node_process
 
     from ledger.client import Client
 
     home = tmp_path_factory.mktemp("fl") / "net"
-    port = free_port()
-    make_network(home, port)
+    make_network(home, free_port())
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(node_process(home, port))
-        client = stack.enter_context(Client(url))
-        yield {"home": home, "url": url, "client": client, "db": home / "ledger.db"}
+        node = start_node_process(home, log_level="warning")  # on a port free when it starts
+        stack.callback(node.stop)
+        client = stack.enter_context(Client(node.url))
+        yield {"home": home, "url": node.url, "client": client, "db": home / "ledger.db"}
 
 
 @pytest.fixture(scope="session")

@@ -13,31 +13,21 @@ Real processes (mark the tests ``@pytest.mark.e2e``):
                    ``node_home / "alice.key"`` (contributor, annotator, trainer, evaluator)
   ``running_node(home, port=None) -> base_url``   a context manager; SIGTERM on exit
   ``start_node(home, port=None) -> NodeProcess``  for tests that kill and restart
-  ``free_port()``
+  (tests/procs.py: ``free_port()``, ``NodeProcess``, ``until()``, four-validator ``network()``)
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from click.testing import CliRunner
 from factory import Consortium
+from procs import PARTICIPANT_ROLES, NodeProcess, init_home, start_node_process
 
 from ledger.store import Store
-
-PARTICIPANT_ROLES = "contributor,annotator,trainer,evaluator"
 
 
 # --- in-process --------------------------------------------------------------------------
@@ -76,114 +66,36 @@ def client(home: Path) -> Iterator[Any]:
         yield c
 
 
-# --- real processes ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def provledger_cmd() -> list[str]:
-    """The installed ``provledger`` next to this interpreter, else ``python -m ledger.cli``."""
-    exe = Path(sys.executable).parent / "provledger"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("provledger")
-    return [found] if found else [sys.executable, "-m", "ledger.cli"]
-
-
-def init_home(path: Path, *args: str) -> Path:
-    """Run ``provledger init --home path`` (in process) with extra ``args``."""
-    from ledger.cli import cli
-
-    res = CliRunner().invoke(cli, ["init", "--home", str(path), *args], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return path
-
-
+# --- real processes (tests/procs.py: ports, readiness, retry on a busy port) ------------------
 @pytest.fixture
 def node_home(tmp_path: Path) -> Path:
     home = tmp_path / "net"
     return init_home(home, "--participant-key", f"{home / 'alice.key'}={PARTICIPANT_ROLES}")
 
 
-class NodeProcess:
-    """A ``provledger node start`` process; its output goes to ``home/node.log``."""
-
-    def __init__(self, home: Path, port: int | None = None, *, log_level: str = "info") -> None:
-        self.home = Path(home)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.home / "node.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
-            [*provledger_cmd(), "node", "start", "--home", str(self.home), "--port", str(self.port),
-             "--log-level", log_level],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self.url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"node not ready after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown work at all."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.wait()
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM and wait for the clean shutdown; SIGKILL if it takes too long."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._log.close()
-        return rc
-
-
 @pytest.fixture
 def start_node() -> Iterator[Any]:
     """``start_node(home, port=None) -> NodeProcess`` (ready); every process it started is
     stopped when the test ends."""
-    procs: list[NodeProcess] = []
+    started: list[NodeProcess] = []
 
     def start(home: Path, port: int | None = None, **kw: Any) -> NodeProcess:
-        p = NodeProcess(home, port, **kw)
-        procs.append(p)
-        p.wait_ready()
+        p = start_node_process(home, port, **kw)
+        started.append(p)
         return p
 
     yield start
-    for p in procs:
-        if p.proc.poll() is None:
-            p.terminate()
+    for p in started:
+        p.stop()
 
 
 @contextlib.contextmanager
 def _running(home: Path, port: int | None = None, **kw: Any) -> Iterator[str]:
-    p = NodeProcess(home, port, **kw)
+    p = start_node_process(home, port, **kw)
     try:
-        yield p.wait_ready()
+        yield p.url
     finally:
-        p.terminate()
+        p.stop()
 
 
 @pytest.fixture

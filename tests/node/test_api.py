@@ -13,7 +13,7 @@ from ledger.proofs import verify_checkpoint, verify_proof_doc
 
 
 def post(client: Any, env: dict[str, Any], wait: bool = True) -> Any:
-    return client.post("/v1/records" + ("?wait=true" if wait else ""), content=orjson.dumps(env))
+    return client.post("/v1/records" + ("?wait=true&timeout=60" if wait else ""), content=orjson.dumps(env))
 
 
 def test_submit_wait_fetch_prove(client: Any, consortium: Consortium) -> None:
@@ -58,7 +58,7 @@ def test_checkpoint_block_and_consistency(client: Any, consortium: Consortium) -
     cp1 = client.get("/v1/checkpoint").json()
     h1 = verify_checkpoint(cp1, genesis)
     batch = [c.envelope(c.bob, "dataset.contribute", c.dataset_body("b", str(v))) for v in range(5)]
-    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+    r = client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch}))
     assert r.status_code == 200
     assert [x["status"] for x in r.json()["results"]] == ["committed"] * 5
     cp2 = client.get("/v1/checkpoint").json()
@@ -112,7 +112,7 @@ def test_batch_items_may_depend_on_each_other(client: Any, consortium: Consortiu
                      {"key": carol.public, "name": "carol", "org": "org-a", "roles": ["contributor", "annotator"]})
     ds = c.envelope(carol, "dataset.contribute", c.dataset_body("carols"))
     ann = c.envelope(carol, "annotation.event", c.annotation_body("carols"))
-    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": [reg, ds, ann]}))
+    r = client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": [reg, ds, ann]}))
     assert [x["status"] for x in r.json()["results"]] == ["committed"] * 3
     idents = {i["name"]: i for i in client.get("/v1/identities").json()["identities"]}
     assert idents["carol"]["roles"] == ["annotator", "contributor"] and idents["carol"]["org"] == "org-a"
@@ -123,7 +123,7 @@ def test_batch_one_bad_item_does_not_fail_the_others(client: Any, consortium: Co
     c = consortium
     good = c.envelope(c.alice, "dataset.contribute", c.dataset_body("g"))
     bad = dict(c.envelope(c.alice, "dataset.contribute", c.dataset_body("h")), sig="00" * 64)
-    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": [bad, good, 7]}))
+    r = client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": [bad, good, 7]}))
     res = r.json()["results"]
     assert res[0]["index"] == 0 and res[0]["code"] == "bad_signature"
     assert res[1]["status"] == "committed"
@@ -190,7 +190,7 @@ def test_large_batch_verified_in_helper_processes(client: Any, consortium: Conso
     c = consortium
     batch = [c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"p{i}")) for i in range(300)]
     batch[150]["sig"] = batch[151]["sig"]  # one bad signature in the middle
-    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+    r = client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch}))
     res = r.json()["results"]
     assert res[150] == {"index": 150, "code": "bad_signature", "message": res[150]["message"]}
     assert sum(x.get("status") == "committed" for x in res) == 299
@@ -238,7 +238,7 @@ def test_pending_state_stays_small(client: Any, consortium: Consortium) -> None:
     c = consortium
     for n in range(3):
         batch = [c.envelope(c.alice, "dataset.contribute", c.dataset_body(f"s{n}", str(v))) for v in range(50)]
-        client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+        client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch}))
     pending = client.app.state.node.mempool.pending
     assert len(pending._nonces) == 0 and pending.size == 150
     dup = c.envelope(c.alice, "dataset.contribute", c.dataset_body("s0", "1"))

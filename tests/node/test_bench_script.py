@@ -21,7 +21,7 @@ def test_core_node_and_devnet_sections_report_their_figures(tmp_path: Path) -> N
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "core", "node", "devnet", "--no-docs",
          "--out", str(tmp_path), "--records", "2000", "--node-seconds", "0.5", "--node-single-max", "20000",
          "--node-latency-seconds", "1", "--node-server-records", "1000", "--node-clients", "16", "--devnet-records", "2000", "--latency-seconds", "1"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=600,
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert doc.read_bytes() == before  # --no-docs

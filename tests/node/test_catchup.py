@@ -13,13 +13,13 @@ import asyncio
 import json
 import shutil
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from procs import until
 
 from ledger.audit import DbSource, audit
 from ledger.canonical import BLOCK_TAG, jcs, tagged_hash
@@ -41,11 +41,11 @@ def dataset(key: SigningKey, chain: str, name: str) -> dict[str, Any]:
 
 def fill(url: str, key: SigningKey, *, batches: int, size: int, tag: str) -> dict[str, Any]:
     """Submit ``batches`` batches (one or more blocks each), waiting for each; the status after."""
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=90) as http:
         chain = http.get("/v1/status").json()["chain_id"]
         for b in range(batches):
             recs = [dataset(key, chain, f"{tag}-{b}-{i}") for i in range(size)]
-            r = http.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": recs}))
+            r = http.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": recs}))
             assert r.status_code == 200 and all(x.get("status") == "committed" for x in r.json()["results"])
         return http.get("/v1/status").json()  # type: ignore[no-any-return]
 
@@ -66,16 +66,14 @@ def follower_home(src: Path, dest: Path, peers: list[str], db: Path | None = Non
     return dest
 
 
-def wait_height(url: str, height: int, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    with httpx.Client(base_url=url) as http:
-        while time.monotonic() < deadline:
-            status = http.get("/v1/status").json()
-            if status["height"] >= height:
-                return status
-            time.sleep(0.05)
-    raise AssertionError(f"{url} at height {status.get('height')} after {timeout} s, expected {height}")
+def wait_height(url: str, height: int) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=90) as http:
+
+        def there() -> dict[str, Any] | None:
+            status: dict[str, Any] = http.get("/v1/status").json()
+            return status if status["height"] >= height else None
+
+        return until(f"{url} at height {height}", there)
 
 
 def checkpoint(url: str, height: int) -> dict[str, Any]:
@@ -105,7 +103,7 @@ def test_bulk_route_serves_ranges(node_home: Path, start_node: Any) -> None:
     status = fill(node.url, key, batches=4, size=30, tag="r")
     top = status["height"]
     assert top >= 4
-    with httpx.Client(base_url=node.url) as http:
+    with httpx.Client(base_url=node.url, timeout=90) as http:
         doc = http.get("/v1/blocks", params={"from": 2, "limit": 2}).json()
         assert doc["height"] == top
         # Each item is exactly the single-block answer (PROTOCOL.md 8).
@@ -138,7 +136,7 @@ def test_fresh_node_catches_up_and_follows(node_home: Path, start_node: Any, tmp
     assert checkpoint(follower.url, status["height"]) == checkpoint(source.url, status["height"])
     # Fetched records are served like records committed here, with inclusion proofs.
     genesis = parse_genesis(httpx.get(source.url + "/v1/genesis").json())
-    with httpx.Client(base_url=follower.url) as http:
+    with httpx.Client(base_url=follower.url, timeout=90) as http:
         envs = http.get("/v1/blocks/2").json()["records"]
         assert envs == httpx.get(source.url + "/v1/blocks/2").json()["records"]
         rid = record_id(envs[0])

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import provledger_cmd
 from hypothesis import given
 from hypothesis import strategies as st
+from procs import provledger_cmd
 
 from ledger.errors import InputError
 from node.config import CONFIG_FILE, NodeConfig, config_table

@@ -4,13 +4,13 @@ loses nothing that was acknowledged as committed; the chain audits clean; the no
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from procs import until
 
 from ledger.audit import DbSource, audit
 from ledger.keys import SigningKey
@@ -44,7 +44,7 @@ class Streamer(threading.Thread):
 
     def run(self) -> None:
         n = 0
-        with httpx.Client(base_url=self.url, timeout=5) as http:
+        with httpx.Client(base_url=self.url, timeout=90) as http:
             while not self.stop.is_set():
                 batch = []
                 for _ in range(40):
@@ -56,7 +56,7 @@ class Streamer(threading.Thread):
                     single = make_record(self.key, self.chain, "dataset.contribute", dataset_body(f"{self.tag}-s{n}"))
                     http.post("/v1/records", content=orjson.dumps(single))
                     self.sent += len(batch) + 1
-                    r = http.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}))
+                    r = http.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch}))
                 except httpx.HTTPError:
                     return  # the node is gone
                 if r.status_code == 200:
@@ -77,30 +77,32 @@ def test_sigkill_loses_no_acknowledged_record(node_home: Path, start_node: Any) 
         node = start_node(node_home)
         chain = chain or httpx.get(node.url + "/v1/status").json()["chain_id"]
         # Everything acknowledged before any earlier crash is still committed.
-        with httpx.Client(base_url=node.url) as http:
+        with httpx.Client(base_url=node.url, timeout=90) as http:
             for rid in acked:
                 assert http.get(f"/v1/records/{rid}").json()["status"] == "committed", rid
         s = Streamer(node.url, key, chain, f"c{cycle}")
         s.start()
-        deadline = time.monotonic() + 8
-        while len(s.acked) < 200 * (cycle + 1) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.05 * (cycle + 1))  # land the kill somewhere inside the stream
+        want = 200 * (cycle + 1)
+        until(f"{want} records acknowledged", lambda s=s, want=want: len(s.acked) >= want)
+        # Land the kill inside the stream: once more has been sent after that (not yet acknowledged).
+        sent = s.sent
+        until("more records sent", lambda s=s, sent=sent: s.sent > sent, interval=0.001)
         node.kill()
         s.stop.set()
-        s.join(10)
+        s.join(120)
+        assert not s.is_alive()
         assert len(s.acked) >= 100, node.log()
         acked += s.acked
 
     node = start_node(node_home)
-    with httpx.Client(base_url=node.url) as http:
+    with httpx.Client(base_url=node.url, timeout=90) as http:
         status = http.get("/v1/status").json()
         assert status["log_size"] >= len(acked)
         for rid in acked:
             assert http.get(f"/v1/records/{rid}").json()["status"] == "committed", rid
         # ...and carries on: a new record commits on top of what survived.
         env = make_record(key, chain, "dataset.contribute", dataset_body("after-crash"))
-        r = http.post("/v1/records?wait=true", content=orjson.dumps(env))
+        r = http.post("/v1/records?wait=true&timeout=60", content=orjson.dumps(env))
         assert r.status_code == 200 and r.json()["status"] == "committed"
         assert http.get("/v1/status").json()["height"] == status["height"] + 1
     assert node.terminate() == 0
@@ -111,7 +113,7 @@ def test_sigkill_loses_no_acknowledged_record(node_home: Path, start_node: Any) 
 def test_sigterm_finishes_and_closes(node_home: Path, start_node: Any) -> None:
     node = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
-    with httpx.Client(base_url=node.url) as http:
+    with httpx.Client(base_url=node.url, timeout=90) as http:
         chain = http.get("/v1/status").json()["chain_id"]
         batch = [make_record(key, chain, "dataset.contribute", dataset_body(f"t{i}")) for i in range(300)]
         r = http.post("/v1/records/batch", content=orjson.dumps({"records": batch}))

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import NodeProcess, provledger_cmd
 from factory import Consortium
+from procs import provledger_cmd, start_node_process
 
 from ledger.attribution import METHODS, attribute
 from ledger.lineage import lineage
@@ -53,9 +53,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     against that node with ``--json``."""
     home = tmp_path_factory.mktemp("lin-demo") / "net"
     run(sys.executable, str(DEMO), "--home", str(home), "--init-only")
-    node = NodeProcess(home)
+    node = start_node_process(home)
     try:
-        url = node.wait_ready()
+        url = node.url
         out = json.loads(run(sys.executable, str(DEMO), "--node", url, "--home", str(home), "--json").stdout)
         yield {"home": home, "url": url, "db": home / "ledger.db", "out": out, "final": out["final_model"]}
     finally:
@@ -69,7 +69,7 @@ def test_demo_builds_the_consortium(demo: dict[str, Any]) -> None:
     assert {p["name"]: p["org"] for p in out["participants"]} == {
         "nadia": "northside-hospital", "luis": "lakeview-clinic", "hana": "harbor-imaging",
         "ari": "northside-hospital", "eve": "harbor-imaging"}
-    with httpx.Client(base_url=url) as http:
+    with httpx.Client(base_url=url, timeout=90) as http:
         # Identities registered by the organisations' admins, on the chain.
         names = {i["name"] for i in http.get("/v1/identities").json()["identities"]}
         assert {"nadia", "luis", "hana", "ari", "eve"} <= names
@@ -194,7 +194,7 @@ def test_demo_on_its_own_network_is_deterministic(demo: dict[str, Any]) -> None:
 
 # --- the endpoints' errors, in process ------------------------------------------------------
 def _commit(client: Any, envs: list[dict[str, Any]]) -> list[str]:
-    r = client.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": envs}))
+    r = client.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": envs}))
     assert r.status_code == 200
     results = r.json()["results"]
     assert all(x.get("status") == "committed" for x in results), results

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import PARTICIPANT_ROLES, NodeProcess, free_port, init_home
+from procs import Network, free_base, holds, until
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from ledger.audit import DbSource, audit
 from ledger.keys import SigningKey
@@ -34,27 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 H = "ef" * 32
 
 
-def base_port(n: int = 4) -> int:
-    """A base port B such that B+1 .. B+n are free now."""
-    for _ in range(200):
-        base = free_port()
-        if base + n > 65000:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for i in range(1, n + 1):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free range of ports")
-
-
 def datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, Any]]:
     body = {"version": "1", "content_hash": H, "size_bytes": 1, "items": 1, "license": "MIT", "modality": "text",
             "derived_from": [], "privacy_budget": None}
@@ -63,18 +42,15 @@ def datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, An
 
 
 def status(url: str) -> dict[str, Any]:
-    return httpx.get(url + "/v1/status", timeout=5).json()  # type: ignore[no-any-return]
+    return httpx.get(url + "/v1/status", timeout=60).json()  # type: ignore[no-any-return]
 
 
-def wait_log_size(urls: list[str], size: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_log_size(urls: list[str], size: int) -> list[dict[str, Any]]:
+    def all_there() -> list[dict[str, Any]] | None:
         st = [status(u) for u in urls]
-        if all(s["log_size"] >= size for s in st):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not all at log size {size}: {[(s['height'], s['log_size']) for s in st]}")
-        time.sleep(0.1)
+        return st if all(s["log_size"] >= size for s in st) else None
+
+    return until(f"all of {urls} at log size {size}", all_there)
 
 
 def hashes(url_or_db: str | Path) -> dict[int, str]:
@@ -83,7 +59,7 @@ def hashes(url_or_db: str | Path) -> dict[int, str]:
         with Store(url_or_db) as store:
             return {b.header.height: b.hash for b in store.blocks()}
     top = status(url_or_db)["height"]
-    with httpx.Client(base_url=url_or_db, timeout=5) as http:
+    with httpx.Client(base_url=url_or_db, timeout=90) as http:
         return {h: http.get(f"/v1/checkpoint/{h}").json()["hash"] for h in range(1, top + 1)}
 
 
@@ -95,20 +71,15 @@ def assert_no_conflict(views: list[dict[int, str]]) -> None:
 
 
 def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
-    base = base_port()
-    key_path = tmp_path / "alice.key"
-    init_home(tmp_path / "net", "--validators", "4", "--base-port", str(base),
-              "--participant-key", f"{key_path}={PARTICIPANT_ROLES}")
-    homes = [tmp_path / "net" / f"node-{i}" for i in range(1, 5)]
-    alice = SigningKey.load(key_path)
-    nodes = [NodeProcess(h, base + i) for i, h in enumerate(homes, 1)]
+    net = Network(tmp_path).start()
+    homes, urls, nodes = net.homes, net.urls, net.nodes
+    alice = SigningKey.load(net.key_path)
     try:
-        urls = [n.wait_ready() for n in nodes]
         chain = status(urls[0])["chain_id"]
 
         def post(url: str, recs: list[dict[str, Any]], wait: bool) -> httpx.Response:
-            return httpx.post(url + f"/v1/records/batch?wait={'true' if wait else 'false'}&timeout=20",
-                              content=orjson.dumps({"records": recs}), timeout=30)
+            return httpx.post(url + f"/v1/records/batch?wait={'true' if wait else 'false'}&timeout=60",
+                              content=orjson.dumps({"records": recs}), timeout=90)
 
         # 1. All four up: a batch commits everywhere.
         r = post(urls[0], datasets(alice, chain, "all", 50), wait=True)
@@ -126,38 +97,48 @@ def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
         #    but no block is final while the two are down.
         nodes[2].kill()
         live = urls[:2]
-        time.sleep(0.5)  # a block in flight at the kill settles either way
-        before = [status(u) for u in live]
+
+        def one_height() -> list[dict[str, Any]] | None:
+            st = [status(u) for u in live]
+            return st if len({s["height"] for s in st}) == 1 else None
+
+        before = until("the two live nodes at one height", one_height)
+        top = before[0]["height"]
         r = post(urls[0], datasets(alice, chain, "stuck", 20), wait=False)
         assert r.status_code == 200 and all(x.get("status") == "pending" for x in r.json()["results"]), r.text[:300]
-        time.sleep(2.5)
+
+        def tried_or_moved() -> list[dict[str, Any]] | None:
+            # Both past the proposal of the next height (a value voted on, or nil after the
+            # propose timeout): the attempt with the new records has begun.
+            st = [status(u) for u in live]
+            tried = all(s["consensus"]["height"] == top + 1 and s["consensus"]["step"] in ("prevote", "precommit")
+                        for s in st)
+            return st if tried or any(s["height"] != top for s in st) else None
+
+        after = until("both voting at the next height, or a block", tried_or_moved)
+        assert [s["height"] for s in after] == [top, top], (before, after)
+        holds("no block while two are down", lambda: [status(u)["height"] for u in live] == [top, top], 2.5)
         after = [status(u) for u in live]
-        assert [s["height"] for s in after] == [s["height"] for s in before], (before, after)
         assert all(s["log_size"] == 100 for s in after)
         views = [hashes(u) for u in live] + [hashes(h / "ledger.db") for h in homes[2:]]
         assert_no_conflict(views)
 
         # 4. Both restart: they catch up, the quorum is back, the waiting records commit.
-        nodes[2] = NodeProcess(homes[2], base + 3)
-        nodes[3] = NodeProcess(homes[3], base + 4)
-        for n in nodes[2:]:
-            n.wait_ready()
-        st = wait_log_size(urls, 120, timeout=45)
+        net.restart(2)
+        net.restart(3)
+        nodes = net.nodes
+        st = wait_log_size(urls, 120)
         # 5. More records commit with all four; then all stop cleanly.
         r = post(urls[3], datasets(alice, chain, "again", 30), wait=True)
         assert all(x.get("status") == "committed" for x in r.json()["results"]), r.text[:300]
         st = wait_log_size(urls, 150)
         top = max(s["height"] for s in st)
-        deadline = time.monotonic() + 30
-        while min(status(u)["height"] for u in urls) < top and time.monotonic() < deadline:
-            time.sleep(0.1)
+        until(f"all at height {top}", lambda: min(status(u)["height"] for u in urls) >= top)
         views = [hashes(u) for u in urls]
         assert_no_conflict(views)
         assert all(top in v for v in views)
     finally:
-        for n in nodes:
-            if n.proc.poll() is None:
-                n.terminate()
+        net.stop()
     caught_up = [n for n in nodes[2:] if "caught up" in n.log()]
     assert caught_up, "the restarted nodes stored no block through catch-up"
     # 6. Every database audits clean; all four have the same head.
@@ -170,38 +151,57 @@ def test_one_down_goes_on_two_down_stops_all_rejoin(tmp_path: Path) -> None:
     assert len(heads) == 1, heads
 
 
+class _Busy(Exception):
+    """``devnet up`` stopped: a port of the chosen range was taken meanwhile."""
+
+
 def test_devnet_script(tmp_path: Path) -> None:
     """``scripts/devnet up``, ``status``, ``stop``/``start`` one node, ``down``."""
-    env = {**os.environ, "DEVNET_DIR": str(tmp_path / "devnet"), "DEVNET_BASE_PORT": str(base_port())}
+    env = {**os.environ, "DEVNET_DIR": str(tmp_path / "devnet")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "devnet.py"), *args], env=env,
+                              capture_output=True, text=True, timeout=300)
 
     def devnet(*args: str) -> str:
-        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "devnet.py"), *args], env=env,
-                             capture_output=True, text=True, timeout=60)
+        res = run(*args)
         assert res.returncode == 0, res.stdout + res.stderr
         return res.stdout
 
     def table() -> dict[str, dict[str, Any]]:
         return {r["node"]: r for r in json.loads(devnet("status", "--json"))}
 
+    def up_on_a_free_range() -> str:
+        env["DEVNET_BASE_PORT"] = str(free_base(4))
+        res = run("up")
+        if res.returncode != 0 and "cannot listen on" in res.stdout + res.stderr:
+            devnet("down")
+            shutil.rmtree(tmp_path / "devnet")
+            raise _Busy(res.stderr)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return res.stdout
+
     try:
-        out = devnet("up")
+        out = Retrying(retry=retry_if_exception_type(_Busy), stop=stop_after_attempt(10), reraise=True)(
+            up_on_a_free_range)
         rows = table()
         assert all(r["up"] for r in rows.values()) and len(rows) == 4
         assert "provledger submit dataset --key" in out and rows["node-1"]["url"] in out
         key = SigningKey.load(tmp_path / "devnet" / "alice.key")  # the key the example names
         chain = status(rows["node-1"]["url"])["chain_id"]
         env_rec = datasets(key, chain, "devnet", 1)[0]
-        r = httpx.post(rows["node-1"]["url"] + "/v1/records?wait=true", content=orjson.dumps(env_rec), timeout=20)
+        r = httpx.post(rows["node-1"]["url"] + "/v1/records?wait=true&timeout=60", content=orjson.dumps(env_rec), timeout=90)
         assert r.status_code == 200, r.text
         assert "stopped node-2" in devnet("stop", "node-2")
         rows = table()
         assert not rows["node-2"]["up"] and rows["node-1"]["up"]
 
-        def wait_for(check: Callable[[dict[str, dict[str, Any]]], bool], seconds: float = 45) -> dict[str, dict[str, Any]]:
-            deadline = time.monotonic() + seconds
-            while not check(rows := table()) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            return rows
+        def wait_for(check: Callable[[dict[str, dict[str, Any]]], bool]) -> dict[str, dict[str, Any]]:
+            def matching() -> dict[str, dict[str, Any]] | None:
+                rows = table()
+                return rows if check(rows) else None
+
+            return until("the devnet status", matching, interval=0.2)
 
         # No traffic: the others still learn that node-2 is gone, and then that it is back.
         rows = wait_for(lambda t: t["node-1"]["peers_up"] == 2)
@@ -221,7 +221,7 @@ def test_devnet_script(tmp_path: Path) -> None:
 def test_devnet_catchup_rate(tmp_path: Path) -> None:
     """``scripts/devnet catchup-rate`` builds a chain, audits it, catches a node up from it."""
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "devnet.py"), "catchup-rate", "--records", "3000"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     lines = {line.split("  ")[0]: line for line in res.stdout.splitlines()}
     assert "records/s" in lines["audit --jobs 1"] and "records/s" in lines["catch-up"]

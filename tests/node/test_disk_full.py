@@ -13,13 +13,14 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from procs import until
 from test_crash import audit_clean, dataset_body
 
 from ledger.keys import SigningKey
@@ -57,16 +58,6 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def metric(url: str, name: str) -> float:
     text = httpx.get(url + "/metrics").text
     m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
@@ -91,8 +82,8 @@ def test_full_disk_backs_off_refuses_writes_and_recovers(node_home: Path, small_
         return [make_record(key, chain, "dataset.contribute", dataset_body(f"{tag}-{i}"), nonce=f"{tag}-{i}")
                 for i in range(n)]
 
-    with httpx.Client(base_url=url, timeout=30) as http:
-        r = http.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch("before", 50)}))
+    with httpx.Client(base_url=url, timeout=90) as http:
+        r = http.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch("before", 50)}))
         acked = [x["id"] for x in r.json()["results"] if x["status"] == "committed"]
         assert len(acked) == 50
         assert metric(url, "provledger_storage_available") == 1
@@ -105,7 +96,7 @@ def test_full_disk_backs_off_refuses_writes_and_recovers(node_home: Path, small_
         waiting = [x["id"] for x in pending.json()["results"] if x.get("status") == "pending"]
         assert len(waiting) == 1000
 
-        health = wait_until("/healthz says 503", lambda: (h := http.get("/healthz")).status_code == 503 and h)
+        health = until("/healthz says 503", lambda: (h := http.get("/healthz")).status_code == 503 and h)
         body = health.json()
         assert body["ok"] is False and body["code"] == "storage_unavailable"
         assert "full" in body["message"]
@@ -120,19 +111,19 @@ def test_full_disk_backs_off_refuses_writes_and_recovers(node_home: Path, small_
         assert http.get(f"/v1/records/{acked[0]}").json()["status"] == "committed"
 
         # Retries go on, with a doubling delay: k failures take at least 0.1 * (2^(k-1) - 1) s.
-        failures = wait_until("5 failed commits", lambda: (f := metric(url, "provledger_commit_failures_total")) >= 5 and f)
+        failures = until("5 failed commits", lambda: (f := metric(url, "provledger_commit_failures_total")) >= 5 and f)
         failures = metric(url, "provledger_commit_failures_total")
         elapsed = time.monotonic() - t_fill
         assert 0.1 * (2 ** (failures - 1) - 1) <= elapsed, (failures, elapsed)
 
         filler.unlink()
-        wait_until("/healthz says 200 again", lambda: http.get("/healthz").status_code == 200)
+        until("/healthz says 200 again", lambda: http.get("/healthz").status_code == 200)
         assert metric(url, "provledger_storage_available") == 1
-        wait_until("the waiting batch committed", lambda: all(
+        until("the waiting batch committed", lambda: all(
             http.get(f"/v1/records/{rid}").json()["status"] == "committed" for rid in waiting[-1:]))
         statuses = {http.get(f"/v1/records/{rid}").json()["status"] for rid in [*acked, *waiting]}
         assert statuses == {"committed"}
-        after = http.post("/v1/records?wait=true", content=orjson.dumps(batch("after", 1)[0]))
+        after = http.post("/v1/records?wait=true&timeout=60", content=orjson.dumps(batch("after", 1)[0]))
         assert after.status_code == 200 and after.json()["status"] == "committed"
 
     assert node.terminate() == 0
@@ -157,15 +148,15 @@ def test_sqlite_full_in_process(client: Any, consortium: Any, caplog: pytest.Log
     ids = [x["id"] for x in r.json()["results"]]
     assert all(x["status"] == "pending" for x in r.json()["results"])
 
-    wait_until("/healthz says 503", lambda: client.get("/healthz").status_code == 503)
+    until("/healthz says 503", lambda: client.get("/healthz").status_code == 503)
     assert client.get("/healthz").json()["code"] == "storage_unavailable"
     one = client.post("/v1/records", content=orjson.dumps(c.envelope(c.bob, "dataset.contribute", c.dataset_body("x"))))
     assert one.status_code == 503 and one.json()["code"] == "storage_unavailable"
     assert node.metrics.registry.get_sample_value("provledger_storage_available") == 0
-    wait_until("3 failed commits", lambda: node.metrics.registry.get_sample_value("provledger_commit_failures_total") >= 3)
+    until("3 failed commits", lambda: node.metrics.registry.get_sample_value("provledger_commit_failures_total") >= 3)
 
     node.store.conn.execute("PRAGMA max_page_count = 1073741823")
-    wait_until("/healthz says 200 again", lambda: client.get("/healthz").status_code == 200)
+    until("/healthz says 200 again", lambda: client.get("/healthz").status_code == 200)
     assert {client.get(f"/v1/records/{rid}").json()["status"] for rid in ids} == {"committed"}
     lines = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("storage unavailable:") for m in lines) == 1, lines

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PARTICIPANT_ROLES, NodeProcess, provledger_cmd
+from procs import PARTICIPANT_ROLES, provledger_cmd, start_node_process
 
 pytestmark = pytest.mark.e2e
 
@@ -52,9 +52,9 @@ def test_walkthrough_through_the_cli(tmp_path: Path) -> None:
     assert [p["name"] for p in genesis["participants"]] == ["alice"]
 
     # 2. `provledger node start` in its own process, ready once /healthz answers.
-    node = NodeProcess(home)
+    node = start_node_process(home)
     try:
-        url = node.wait_ready()
+        url = node.url
         cli = Cli(tmp_path, url)
         for name, content in (("xray.bin", b"pretend this is a dataset\n"), ("labels.csv", b"id,label\n1,0\n"),
                               ("update.pt", b"weights\n")):

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import PARTICIPANT_ROLES, NodeProcess, init_home
+from procs import PARTICIPANT_ROLES, NodeProcess, init_home, start_node_process
 
 from ledger.keys import SigningKey
 from ledger.records import make_record
@@ -33,9 +33,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess
     cfg = json.loads((home / "config.json").read_text())
     cfg["header_timeout_s"] = HEADER_TIMEOUT_S
     (home / "config.json").write_text(json.dumps(cfg))
-    proc = NodeProcess(home)
+    proc = start_node_process(home)
     try:
-        proc.wait_ready()
         chain = httpx.get(proc.url + "/v1/status").json()["chain_id"]
         yield proc, chain, SigningKey.load(home / "alice.key")
     finally:
@@ -48,8 +47,9 @@ def _dataset(key: SigningKey, chain: str, name: str) -> dict[str, Any]:
     return make_record(key, chain, "dataset.contribute", body)
 
 
-def _talk(port: int, data: bytes, deadline_s: float = 10.0) -> tuple[bytes, float]:
-    """Send ``data`` in one write; read until the server closes (or the deadline)."""
+def _talk(port: int, data: bytes, deadline_s: float = 60.0) -> tuple[bytes, float]:
+    """Send ``data`` in one write; read until the server closes (or the deadline). A server
+    that answers "at once" does so well within half the deadline, even on a loaded machine."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.settimeout(deadline_s)
@@ -112,7 +112,8 @@ def test_percent_encoded_paths_are_decoded(node: Any) -> None:
     proc, chain, key = node
     status, _, body = _one_request(proc.port, b"GET /v1/gen%65sis HTTP/1.1\r\nHost: t\r\n\r\n")
     assert status == 200 and "validators" in orjson.loads(body)
-    r = httpx.post(proc.url + "/v1/records?wait=true", content=orjson.dumps(_dataset(key, chain, "chest xray")))
+    r = httpx.post(proc.url + "/v1/records?wait=true&timeout=60", content=orjson.dumps(_dataset(key, chain, "chest xray")),
+                   timeout=90)
     assert r.status_code == 200, r.text
     status, _, body = _one_request(proc.port, b"GET /v1/datasets/chest%20xray HTTP/1.1\r\nHost: t\r\n\r\n")
     assert status == 200, body
@@ -126,7 +127,7 @@ def test_expect_continue_with_a_huge_body_is_refused_at_once(node: Any) -> None:
     answers = [a for a in _answers(raw) if a[0] != 100]
     assert answers and answers[0][0] == 413, raw[:300]
     assert orjson.loads(answers[0][2])["code"] == "request_too_large"
-    assert took < 8, f"the 413 took {took:.1f} s"
+    assert took < 30, f"the 413 took {took:.1f} s"
 
 
 def test_chunked_body_over_64_kib_with_a_trailer_is_accepted(node: Any) -> None:
@@ -152,8 +153,8 @@ def test_405_names_the_allowed_methods(node: Any) -> None:
 
 def test_a_client_that_stops_in_its_headers_is_closed(node: Any) -> None:
     proc, _, _ = node
-    raw, took = _talk(proc.port, b"GET /v1/genesis HTTP/1.1\r\nHost: t\r\nX-Half", deadline_s=15)
-    assert took < 15, "the half-sent request was held open"
+    raw, took = _talk(proc.port, b"GET /v1/genesis HTTP/1.1\r\nHost: t\r\nX-Half")
+    assert took < 30, "the half-sent request was held open"
     assert took >= HEADER_TIMEOUT_S * 0.5
     assert raw == b"" or _answers(raw)[0][0] in (400, 408), raw[:200]
 
@@ -171,7 +172,7 @@ def test_a_malformed_request_gets_400_and_the_connection_is_closed(node: Any, re
     # (docs/protocol.md 8); the app never sees it.
     assert [a[0] for a in answers] == [400], raw[:300]
     assert answers[0][1].get("connection") == "close" and answers[0][2] == b""
-    assert took < 8
+    assert took < 30
 
 
 def test_header_timeout_is_checked_at_start(tmp_path: Path) -> None:
@@ -180,6 +181,6 @@ def test_header_timeout_is_checked_at_start(tmp_path: Path) -> None:
     cfg["header_timeout_s"] = 0
     (home / "config.json").write_text(json.dumps(cfg))
     proc = NodeProcess(home)
-    assert proc.wait(30) == 2  # a bad config.json value: one line naming the key (node.config)
+    assert proc.wait() == 2  # a bad config.json value: one line naming the key (node.config)
     assert "header_timeout_s" in proc.log() and "Traceback" not in proc.log()
 

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 import uvicorn
-from conftest import free_port
+from procs import bound_socket, until_async
 
 from node import peers as peers_module
 from node.peers import MAX_QUEUED, Peer, PeerConnection, PeerError, Peers
@@ -43,19 +43,14 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
-async def serve(app: Recorder, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    await until("the server is up", lambda: server.started)
-    return server, task
-
-
-async def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
+async def serve(app: Recorder, sock: socket.socket | None = None) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """uvicorn on ``sock`` (bound already: no other process can take its port), or on a
+    fresh one; the server, its task and its port once it is up."""
+    sock = sock or bound_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await until_async("the server is up", lambda: server.started)
+    return server, task, sock.getsockname()[1]
 
 
 class Msg:
@@ -68,19 +63,19 @@ class Msg:
 
 def test_messages_and_records_reach_a_live_peer() -> None:
     async def main() -> None:
-        app, port = Recorder(), free_port()
-        server, task = await serve(app, port)
+        app = Recorder()
+        server, task, port = await serve(app)
         peers = Peers({"k1": f"http://127.0.0.1:{port}"}, names={"k1": "node-1"})
         await peers.start()
         try:
             peers.broadcast(Msg(1))
-            await until("one message", lambda: len(app.got) >= 1)
+            await until_async("one message", lambda: len(app.got) >= 1)
             # Several queued while nothing is in flight go as one batch or one by one, in order.
             for n in range(2, 7):
                 peers.broadcast(Msg(n))
             peers.forward_record(b'{"r":1}')
             peers.forward_record(b'{"r":2}')
-            await until("all sent", lambda: peers.peers[0].sent >= 8)
+            await until_async("all sent", lambda: peers.peers[0].sent >= 8)
             seen: list[int] = []
             records: list[Any] = []
             for path, body in app.got:
@@ -106,13 +101,14 @@ def test_a_dead_peer_is_marked_down_and_found_again(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(peers_module, "BACKOFF_S", (1.0,))
 
     async def main() -> None:
-        port = free_port()  # nothing listens yet
+        held = bound_socket()  # the peer's port: nothing listens on it yet
+        port = held.getsockname()[1]
         peers = Peers({"k1": f"http://127.0.0.1:{port}"})
         p = peers.peers[0]
         await peers.start()
         try:
             peers.broadcast(Msg(1))
-            await until("marked down", lambda: p.up is False)
+            await until_async("marked down", lambda: p.up is False)
             assert p.last_error and p.failures >= 1
             # During the back-off what is queued for it is dropped, not kept without end.
             assert not p._accepting()
@@ -120,10 +116,10 @@ def test_a_dead_peer_is_marked_down_and_found_again(monkeypatch: pytest.MonkeyPa
             peers.broadcast(Msg(2))
             assert p.dropped == before + 1 and not p.messages
             app = Recorder()
-            server, task = await serve(app, port)
+            server, task, _ = await serve(app, held)
             try:
                 # The empty probe (or a re-send) finds it again.
-                await until("up again", lambda: p.up is True, timeout=30)
+                await until_async("up again", lambda: p.up is True)
                 assert p.failures == 0
                 assert app.got and all(path == "/v1/peer/message" for path, _ in app.got)
             finally:
@@ -137,8 +133,8 @@ def test_a_dead_peer_is_marked_down_and_found_again(monkeypatch: pytest.MonkeyPa
 
 def test_errors_of_the_peer() -> None:
     async def main() -> None:
-        app, port = Recorder(), free_port()
-        server, task = await serve(app, port)
+        app = Recorder()
+        server, task, port = await serve(app)
         peers = Peers({"k1": f"http://127.0.0.1:{port}"})
         p = peers.peers[0]
         conn = PeerConnection(p.url)

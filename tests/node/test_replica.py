@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import PARTICIPANT_ROLES, free_port, init_home, make_home
+from conftest import make_home
 from factory import Consortium
+from procs import Network, bound_socket, free_port, holds_async, network, until, until_async
 
 from ledger.blocks import Certificate
 from ledger.chain import Ledger
@@ -105,12 +104,7 @@ def test_equivocation_is_stored_and_listed(peer_client: Any, four: Consortium) -
     b = _vote(four, 3, block="ee" * 32)
     for m in (a, b):
         assert peer_client.post("/v1/peer/message", content=orjson.dumps(m)).status_code == 202
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        ev = peer_client.get("/v1/evidence").json()["evidence"]
-        if ev:
-            break
-        time.sleep(0.02)
+    ev = until("the evidence listed", lambda: peer_client.get("/v1/evidence").json()["evidence"])
     assert len(ev) == 1
     assert ev[0]["validator"] == four.validators[3].public
     assert {ev[0]["a"]["block"], ev[0]["b"]["block"]} == {"", "ee" * 32}
@@ -179,8 +173,8 @@ def test_peer_connection_keeps_alive_and_reconnects() -> None:
         server.close()
         await server.wait_closed()
 
-        with pytest.raises(PeerError):
-            await PeerConnection(f"http://127.0.0.1:{free_port()}").post("/v1/peer/message", b"{}")
+        with bound_socket() as held, pytest.raises(PeerError):  # bound, not listening: refused
+            await PeerConnection(f"http://127.0.0.1:{held.getsockname()[1]}").post("/v1/peer/message", b"{}")
 
         async def junk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.read(100)
@@ -337,37 +331,6 @@ def test_signed_state_round_trip(tmp_path: Path, four: Consortium) -> None:
 # --- four real node processes ----------------------------------------------------------------------
 
 
-def _four_free_ports() -> int:
-    """A base port B with B+1 .. B+4 free (``provledger init --validators 4 --base-port B``)."""
-    for _ in range(200):
-        base = free_port()
-        if base > 65000:
-            continue
-        try:
-            socks = []
-            for i in range(1, 5):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no four consecutive free ports")
-
-
-def four_homes(root: Path) -> tuple[list[Path], list[int], Path]:
-    """Four validator homes of one genesis (``provledger init --validators 4``), their ports,
-    and a participant key with every contributing role."""
-    base = _four_free_ports()
-    key = root / "alice.key"
-    init_home(root / "net", "--validators", "4", "--base-port", str(base),
-              "--participant-key", f"{key}={PARTICIPANT_ROLES}")
-    return [root / "net" / f"node-{i}" for i in range(1, 5)], [base + i for i in range(1, 5)], key
-
-
 def _datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, Any]]:
     return [
         make_record(key, chain, "dataset.contribute", {
@@ -378,15 +341,12 @@ def _datasets(key: SigningKey, chain: str, tag: str, n: int) -> list[dict[str, A
     ]
 
 
-def _wait_all(urls: list[str], log_size: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        st = [httpx.get(u + "/v1/status", timeout=5).json() for u in urls]
-        if all(s["log_size"] >= log_size and s["mempool"] == 0 for s in st):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not all at log size {log_size}: {[(s['height'], s['log_size']) for s in st]}")
-        time.sleep(0.05)
+def _wait_all(urls: list[str], log_size: int) -> list[dict[str, Any]]:
+    def all_there() -> list[dict[str, Any]] | None:
+        st = [httpx.get(u + "/v1/status", timeout=30).json() for u in urls]
+        return st if all(s["log_size"] >= log_size and s["mempool"] == 0 for s in st) else None
+
+    return until(f"all of {urls} at log size {log_size}", all_there)
 
 
 def _audit(db: Path) -> None:
@@ -397,42 +357,27 @@ def _audit(db: Path) -> None:
 
 
 @pytest.fixture
-def start_nodes() -> Iterator[Any]:
-    """``start_nodes([(home, port), ...]) -> [NodeProcess]``: started together, then each
-    waited for; all stopped when the test ends."""
-    from conftest import NodeProcess
-
-    procs: list[Any] = []
-
-    def start(specs: list[tuple[Path, int]]) -> list[Any]:
-        new = [NodeProcess(h, p) for h, p in specs]
-        procs.extend(new)
-        for n in new:
-            n.wait_ready()
-        return new
-
-    yield start
-    for n in procs:
-        if n.proc.poll() is None:
-            n.terminate()
+def network4(tmp_path: Path) -> Iterator[Network]:
+    """Four validators of one genesis (``provledger init --validators 4``) running as real
+    processes; stopped when the test ends."""
+    with network(tmp_path) as net:
+        yield net
 
 
 @pytest.mark.e2e
-def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start_nodes: Any) -> None:
-    homes, ports, key_path = four_homes(tmp_path)
-    nodes = start_nodes(list(zip(homes, ports, strict=True)))
-    urls = [n.url for n in nodes]
-    alice = SigningKey.load(key_path)
+def test_four_validators_commit_agree_and_survive_one_down(network4: Network) -> None:
+    homes, nodes, urls = network4.homes, network4.nodes, network4.urls
+    alice = SigningKey.load(network4.key_path)
     chain = httpx.get(urls[0] + "/v1/status").json()["chain_id"]
 
     # 1. A batch sent to node-2 and single records sent to node-1 and node-4 are committed
     #    on all four, in the same blocks.
     batch = _datasets(alice, chain, "batch", 300)
-    r = httpx.post(urls[1] + "/v1/records/batch?wait=true", content=orjson.dumps({"records": batch}), timeout=30)
+    r = httpx.post(urls[1] + "/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch}), timeout=90)
     assert r.status_code == 200
     assert all(x.get("status") == "committed" for x in r.json()["results"]), r.json()["results"][:3]
     for u, env in zip((urls[0], urls[3]), _datasets(alice, chain, "single", 2), strict=True):
-        r = httpx.post(u + "/v1/records?wait=true", content=orjson.dumps(env), timeout=30)
+        r = httpx.post(u + "/v1/records?wait=true&timeout=60", content=orjson.dumps(env), timeout=90)
         assert r.status_code == 200 and r.json()["status"] == "committed", r.text
     st = _wait_all(urls, 302)
     heads = {httpx.get(u + f"/v1/checkpoint/{st[0]['height']}").json()["hash"] for u in urls}
@@ -445,14 +390,14 @@ def test_four_validators_commit_agree_and_survive_one_down(tmp_path: Path, start
     nodes[3].kill()
     live = urls[:3]
     more = _datasets(alice, chain, "three", 100)
-    r = httpx.post(live[2] + "/v1/records/batch?wait=true", content=orjson.dumps({"records": more}), timeout=30)
+    r = httpx.post(live[2] + "/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": more}), timeout=90)
     assert all(x.get("status") == "committed" for x in r.json()["results"]), r.json()["results"][:3]
     st = _wait_all(live, 402)
     h = st[0]["height"]
     assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in live}) == 1
 
     # 3. It restarts from its disk (persisted signing state) and reaches the same head.
-    nodes[3] = start_nodes([(homes[3], ports[3])])[0]
+    nodes[3] = network4.restart(3)
     assert "consensus resumes at height" in nodes[3].log()  # from the signing state it persisted
     _wait_all(urls, 402)
     assert len({httpx.get(u + f"/v1/checkpoint/{h}").json()["hash"] for u in urls}) == 1
@@ -552,8 +497,9 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
     commits and all four hold the same chain."""
     from node.daemon import Node
 
-    homes, _, key_path = four_homes(tmp_path)
-    alice = SigningKey.load(key_path)
+    net4 = Network(tmp_path).init()
+    homes = net4.homes
+    alice = SigningKey.load(net4.key_path)
 
     async def run() -> None:
         net = LossyNet(seed=7)
@@ -571,15 +517,13 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
             attach(n)
             await n.start()
 
-        async def submit_and_wait(records: list[dict[str, Any]], timeout: float = 60.0) -> None:
+        async def submit_and_wait(records: list[dict[str, Any]], timeout: float = 120.0) -> None:
             for rec in records:
                 for n in nodes:
                     n.submit(rec)
             want = nodes[0].store.log_size() + len(records)
-            deadline = time.monotonic() + timeout
-            while not all(n.store.log_size() >= want for n in nodes):
-                assert time.monotonic() < deadline, [n.store.log_size() for n in nodes]
-                await asyncio.sleep(0.02)
+            await until_async(f"all at log size {want}", lambda: all(n.store.log_size() >= want for n in nodes),
+                              timeout)
 
         try:
             chain = nodes[0].chain_id
@@ -591,14 +535,12 @@ def test_the_production_driver_agrees_under_a_lossy_network_a_partition_and_a_re
             for rec in _datasets(alice, chain, "b", 10):
                 for n in nodes:
                     n.submit(rec)
-            await asyncio.sleep(1.0)
+            await holds_async("no block during the partition", lambda: [n.store.height() for n in nodes] == heights,
+                              1.0)
             assert [n.store.height() for n in nodes] == heights
             net.blocked = set()
             want = nodes[0].store.log_size() + 10
-            deadline = time.monotonic() + 60
-            while not all(n.store.log_size() >= want for n in nodes):
-                assert time.monotonic() < deadline, [n.store.log_size() for n in nodes]
-                await asyncio.sleep(0.02)
+            await until_async(f"all at log size {want}", lambda: all(n.store.log_size() >= want for n in nodes))
             # Validator 3 stops; its driver is rebuilt from what it persisted and rejoins.
             down = nodes[3]
             del net.replicas[down.key.public]

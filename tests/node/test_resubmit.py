@@ -7,14 +7,12 @@ import json
 import logging
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, provledger_cmd
+from procs import bound_socket, provledger_cmd, until
 from test_crash import dataset_body
 
 from ledger.client import Client
@@ -23,15 +21,6 @@ from ledger.records import make_record
 from ledger.store import Store
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def warm_up(url: str, key: SigningKey, chain: str) -> None:
@@ -93,8 +82,7 @@ def test_client_resends_the_same_envelope_across_a_crash(node_home: Path, start_
 
 def test_submit_wait_gives_up_at_the_deadline(node_home: Path) -> None:
     # No node at all: the same envelope is tried again until the deadline, then the error.
-    url = f"http://127.0.0.1:{free_port()}"
-    with Client(url, retry_deadline=1.0) as c:
+    with bound_socket() as held, Client(f"http://127.0.0.1:{held.getsockname()[1]}", retry_deadline=1.0) as c:
         c._chain_id = "00" * 32
         env = make_record(SigningKey.load(node_home / "alice.key"), c.chain_id, "dataset.contribute",
                           dataset_body("nowhere"))
@@ -119,8 +107,7 @@ def test_cli_submit_wait_survives_a_crash(node_home: Path, start_node: Any) -> N
          "--license", "MIT", "--modality", "text", "--wait", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until("the CLI's record is pending",
-                   lambda: pending_or_fail(cli, node.url))
+        until("the CLI's record is pending", lambda: pending_or_fail(cli, node.url))
         node.kill()
         set_interval(node_home, 10)
         restarted = start_node(node_home, node.port)

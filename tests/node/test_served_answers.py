@@ -14,6 +14,7 @@ import orjson
 import pytest
 from conftest import make_home
 from factory import Consortium
+from procs import NodeProcess
 
 from ledger.keys import SigningKey
 from node.config import NodeConfig
@@ -47,11 +48,11 @@ def _requests(c: Consortium) -> list[tuple[str, str, bytes]]:
         (post, "/v1/records", orjson.dumps(stranger)),
         (post, "/v1/records?wait=maybe", orjson.dumps(good)),
         (post, "/v1/records?timeout=0", orjson.dumps(good)),
-        (post, "/v1/records?wait=true&timeout=5", orjson.dumps(good)),
+        (post, "/v1/records?wait=true&timeout=60", orjson.dumps(good)),
         (post, "/v1/records", orjson.dumps(good)),  # the same envelope again: committed
         (post, "/v1/records?wait=1", orjson.dumps(replay)),
         (post, "/v1/records", orjson.dumps(orphan)),
-        (post, "/v1/records/batch?wait=true", orjson.dumps(batch)),
+        (post, "/v1/records/batch?wait=true&timeout=60", orjson.dumps(batch)),
         (post, "/v1/records", b"x" * (16 * 1024 * 1024 + 1)),
         ("GET", f"/v1/records/{'0' * 64}", b""),
         ("GET", "/v1/records/nothex", b""),
@@ -73,7 +74,7 @@ def test_same_answers_as_the_nodes_own_app(tmp_path: Path, start_node: Any) -> N
     node = start_node(make_home(tmp_path / "real", c, block_interval_ms=10))
     in_process = make_home(tmp_path / "inproc", c, block_interval_ms=10)
     requests = _requests(c)
-    with TestClient(create_app(in_process)) as app, httpx.Client(base_url=node.url, timeout=30) as http:
+    with TestClient(create_app(in_process)) as app, httpx.Client(base_url=node.url, timeout=90) as http:
         for method, path, body in requests:
             want = app.request(method, path, content=body)
             got = http.request(method, path, content=body)
@@ -97,10 +98,14 @@ def test_sigkill_leaves_nothing_on_the_port(tmp_path: Path, start_node: Any) -> 
     home = make_home(tmp_path / "home", c, block_interval_ms=10)
     node = start_node(home)
     env = c.envelope(c.alice, "dataset.contribute", c.dataset_body("kept"))
-    assert httpx.post(node.url + "/v1/records?wait=true", content=orjson.dumps(env), timeout=30).status_code == 200
+    assert httpx.post(node.url + "/v1/records?wait=true&timeout=60", content=orjson.dumps(env), timeout=90).status_code == 200
     node.kill()
-    again = start_node(home, node.port)  # the same port, at once
-    assert httpx.get(again.url + "/v1/status").json()["log_size"] == 1
+    again = NodeProcess(home, node.port)  # the same port, at once: not started again if it is busy
+    try:
+        again.wait_ready()
+        assert httpx.get(again.url + "/v1/status").json()["log_size"] == 1
+    finally:
+        again.stop()
 
 
 @pytest.mark.e2e

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import free_port, provledger_cmd
+from procs import free_port, provledger_cmd
 
 pytestmark = pytest.mark.e2e
 
@@ -20,10 +20,10 @@ def start(home: Path, port: int) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_busy_port_fails_before_startup_completes(node_home: Path) -> None:
-    port = free_port()
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
+        port = busy.getsockname()[1]
         res = start(node_home, port)
     out = res.stdout + res.stderr
     assert res.returncode == 1, out

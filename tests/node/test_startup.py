@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import make_home, provledger_cmd
+from conftest import make_home
 from factory import Consortium
+from procs import provledger_cmd
 
 from ledger.chain import Ledger
 from ledger.errors import VerificationError
@@ -115,7 +116,7 @@ def test_edited_identity_is_rebuilt_and_cannot_register(
     reg = c.envelope(c.alice, "identity.register",
                      {"key": c.carol.public, "name": "carol", "org": "org-a", "roles": ["admin"]})
     with TestClient(app) as client:
-        r = client.post("/v1/records?wait=true", content=orjson.dumps(reg))
+        r = client.post("/v1/records?wait=true&timeout=60", content=orjson.dumps(reg))
         assert r.status_code == 422 and r.json()["code"] == "forbidden_role", r.text
     with sqlite3.connect(home / "ledger.db") as conn:
         roles = conn.execute("SELECT roles FROM identities WHERE key = ?", (c.alice.public,)).fetchone()[0]
@@ -141,12 +142,12 @@ def test_node_process_rebuilds_an_edited_identity(node_home: Path, start_node: A
     fill(node_home / "ledger.db", SigningKey.load(node_home / "validator.key"), alice)
     edit(node_home / "ledger.db", "UPDATE identities SET roles = 'admin,contributor' WHERE key = ?", alice.public)
     node = start_node(node_home)
-    with httpx.Client(base_url=node.url, timeout=10) as http:
+    with httpx.Client(base_url=node.url, timeout=90) as http:
         me = next(i for i in http.get("/v1/identities").json()["identities"] if i["key"] == alice.public)
         assert "admin" not in me["roles"], me
         env = make_record(alice, parse_genesis(http.get("/v1/genesis").json()).chain_id, "identity.register",
                           {"key": SigningKey.from_seed(b"\x07" * 32).public, "name": "mallory", "org": me["org"], "roles": ["admin"]})
-        r = http.post("/v1/records?wait=true", content=orjson.dumps(env))
+        r = http.post("/v1/records?wait=true&timeout=60", content=orjson.dumps(env))
         assert r.status_code == 422 and r.json()["code"] == "forbidden_role", r.text
     assert node.terminate() == 0
     assert "rebuilt from the log" in node.log()

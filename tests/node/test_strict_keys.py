@@ -54,7 +54,7 @@ def test_forged_envelope_is_a_400_from_a_real_node(node_home: Path, running_node
     alice = SigningKey.load(node_home / "alice.key")
     body = {"dataset": "x", "version": "1", "content_hash": "ab" * 32, "size_bytes": 1, "items": 1,
             "license": "CC-BY-4.0", "modality": "image", "derived_from": [], "privacy_budget": None}
-    with running_node(node_home) as url, httpx.Client(base_url=url, timeout=30) as http:
+    with running_node(node_home) as url, httpx.Client(base_url=url, timeout=90) as http:
         refused(http.post("/v1/records", content=orjson.dumps(forged(chain, body))), "bad_key")
         # The same body signed by a real participant is accepted: the refusal is the key's.
         ok = http.post("/v1/records", content=orjson.dumps(make_record(alice, chain, "dataset.contribute", body)))

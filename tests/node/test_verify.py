@@ -8,13 +8,13 @@ import asyncio
 import concurrent.futures as cf
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from procs import until
 
 from ledger.keys import SigningKey
 from ledger.records import make_record
@@ -88,11 +88,8 @@ def test_concurrent_singles_and_a_dead_verifier(node_home: Path, start_node: Any
     # Single records are verified in the node's verifier process.
     node = start_node(node_home)
     key = SigningKey.load(node_home / "alice.key")
-    deadline = time.monotonic() + 10
-    while not _verifier_pids(node.proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (verifier,) = _verifier_pids(node.proc.pid)  # started with the node
-    with httpx.Client(base_url=node.url, timeout=30) as http:
+    (verifier,) = until("the verifier process", lambda: _verifier_pids(node.proc.pid))  # started with the node
+    with httpx.Client(base_url=node.url, timeout=90) as http:
         chain = http.get("/v1/status").json()["chain_id"]
 
         # Records sent one per request from many threads at once, a few with bad signatures.
@@ -101,7 +98,7 @@ def test_concurrent_singles_and_a_dead_verifier(node_home: Path, start_node: Any
             envs[i]["sig"] = envs[i + 1]["sig"]
 
         def send(env: dict[str, Any]) -> tuple[int, str]:
-            with httpx.Client(base_url=node.url, timeout=30) as c:
+            with httpx.Client(base_url=node.url, timeout=90) as c:
                 r = c.post("/v1/records", content=orjson.dumps(env))
                 return r.status_code, r.json().get("code", r.json().get("status"))
 
@@ -114,11 +111,11 @@ def test_concurrent_singles_and_a_dead_verifier(node_home: Path, start_node: Any
         os.kill(verifier, signal.SIGKILL)
         batch = [_dataset(key, chain, f"b{i}") for i in range(100)]
         batch[50]["sig"] = batch[51]["sig"]
-        res = http.post("/v1/records/batch?wait=true", content=orjson.dumps({"records": batch})).json()["results"]
+        res = http.post("/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": batch})).json()["results"]
         assert res[50]["code"] == "bad_signature"
         assert sum(x.get("status") == "committed" for x in res) == 99
         lone = _dataset(key, chain, "after")
-        assert http.post("/v1/records?wait=true", content=orjson.dumps(lone)).json()["status"] == "committed"
+        assert http.post("/v1/records?wait=true&timeout=60", content=orjson.dumps(lone)).json()["status"] == "committed"
         assert http.get("/v1/status").json()["log_size"] == (200 - 8) + 99 + 1
     assert node.terminate() == 0
     assert "signature verifier processes failed" in node.log()
