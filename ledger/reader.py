@@ -16,6 +16,7 @@ derived by replaying the genesis and the records that change them (``identity.re
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -286,27 +287,20 @@ class StoreReader(ReaderBase):
         return self._rows("model", model)
 
     def updates_using(self, name: str) -> list[Row]:
-        # One pass of SQLite's JSON functions over the model.update records maps every
-        # input dataset name to the log indexes using it; only the envelopes of the
+        # The store's index of input dataset names (``Store.inputs_index``, built once with
+        # SQLite's JSON functions, kept as the log grows); only the envelopes of the
         # updates asked for are then read and parsed here.
         if self._usage_idx is None:
             try:
-                rows = self.store.reader.execute(
-                    "SELECT json_extract(j.value, '$.dataset'), r.idx FROM records AS r, "
-                    "json_each(r.envelope, '$.body.inputs') AS j "
-                    "WHERE r.type = 'model.update' AND r.idx < ? ORDER BY r.idx", (self._size,)).fetchall()
+                index = self.store.inputs_index(self._size)
             except sqlite3.OperationalError:  # an SQLite built without JSON functions
                 return super().updates_using(name)
-            usage: dict[str, list[int]] = {}
-            for ds, idx in rows:
-                seen = usage.setdefault(ds, [])
-                if not seen or seen[-1] != idx:  # an update may name a dataset twice
-                    seen.append(idx)
-            self._usage_idx = usage
+            self._usage_idx = index
         found = self._using.get(name)
         if found is None:
             found = []
-            idxs = self._usage_idx.get(name, [])
+            all_idxs = self._usage_idx.get(name, [])
+            idxs = all_idxs[:bisect.bisect_left(all_idxs, self._size)]  # this reader's fixed view
             for i in range(0, len(idxs), 500):
                 chunk = idxs[i:i + 500]
                 q = f"SELECT idx, id, envelope FROM records WHERE idx IN ({','.join('?' * len(chunk))}) ORDER BY idx"

@@ -82,6 +82,8 @@ class Store:
             raise StorageError(f"{self.path} is not a usable provledger database: {e}", code="bad_database") from e
         self._genesis: Genesis | None = parse_genesis(orjson.loads(row[0])) if row else None
         self._head: BlockRow | None = None
+        self._inputs_lock = threading.Lock()
+        self._inputs: tuple[dict[str, list[int]], int] = ({}, 0)  # inputs_index and the size it covers
 
     # -- connections ------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -256,6 +258,25 @@ class Store:
             "SELECT header, hash, certificate, first FROM blocks WHERE height >= ? ORDER BY height", (start,)
         ):
             yield _block_row(row)
+
+    def inputs_index(self, size: int) -> dict[str, list[int]]:
+        """Dataset name -> the log indexes (ascending) of the ``model.update`` records below
+        ``size`` that name it among their ``inputs`` (PROTOCOL.md 3.1), or more: callers cut
+        at their own size. Built once with SQLite's JSON functions and extended as the log
+        grows, which is safe because the records table is append-only (its triggers)."""
+        with self._inputs_lock:
+            index, done = self._inputs
+            if size > done:
+                rows = self.reader.execute(
+                    "SELECT json_extract(j.value, '$.dataset'), r.idx FROM records AS r, "
+                    "json_each(r.envelope, '$.body.inputs') AS j "
+                    "WHERE r.type = 'model.update' AND r.idx >= ? AND r.idx < ? ORDER BY r.idx", (done, size)).fetchall()
+                for ds, idx in rows:
+                    seen = index.setdefault(ds, [])
+                    if not seen or seen[-1] != idx:  # an update may name a dataset twice
+                        seen.append(idx)
+                self._inputs = (index, size)
+            return index
 
     def records_where(self, column: str, value: str) -> list[tuple[int, str, dict[str, Any]]]:
         """(log index, id, envelope) of committed records by an indexed column."""

@@ -1,4 +1,4 @@
-"""StoreReader's dataset usage (SQLite JSON functions over the stored envelopes) agrees
+"""StoreReader's dataset usage (the store's index of update inputs, ``Store.inputs_index``) agrees
 with the in-memory reader's, for names that need JSON escaping, an update naming a dataset
 twice, and the reader's fixed view of the log."""
 
@@ -46,11 +46,16 @@ def test_updates_using_ignores_records_after_the_view(tmp_path: Path) -> None:
     store = ch.store(tmp_path / "l.db")
     try:
         reader = StoreReader(store)  # sees the log as it is now
+        early = StoreReader(store)
+        assert [r[1] for r in early.updates_using("scans")] == [first]  # the store's index covers this log
         ch.blocks = [[]]
         later = ch.local("alice", "net", 2, [("scans", 4)], parent=first)
         _, _, rejected = Ledger(store).commit_single(ch.c.validators[0], ch.blocks[0], time=TS)
         assert not rejected
-        assert [r[1] for r in reader.updates_using("scans")] == [first]
+        # A reader of the longer log extends the store's index; one opened before the
+        # block still sees only its own view of it.
         assert [r[1] for r in StoreReader(store).updates_using("scans")] == [first, later]
+        assert [r[1] for r in reader.updates_using("scans")] == [first]
+        assert reader.dataset_state("scans") == early.dataset_state("scans")
     finally:
         store.close()
