@@ -176,8 +176,9 @@ class Node:
     def make_replica(self, *, transport: Transport | None = None, clock: Clock | None = None,
                      inbox: Inbox | None = None, syncer: Syncer | None = None,
                      core_class: type[Consensus] = Consensus) -> Replica:
-        """A consensus driver for this node. Defaults: HTTP to the genesis validators
-        (``node.peers``), the event loop's clock, an asyncio queue, and catch-up through
+        """A consensus driver for this node, with the set of each height from the committed
+        state. Defaults: HTTP to the other validators of the current set (``node.peers``,
+        kept to the set as blocks are stored), the event loop's clock, an asyncio queue, and catch-up through
         ``self.catchup`` in the background. Assign it to ``replica`` to use it."""
         g = self.genesis
         if transport is None:
