@@ -3,8 +3,8 @@
 from an empty database; it catches up and signs certificates. A validator's key is
 replaced (its node restarted with the new key), then a validator is voted out and stopped
 by ``scripts/devnet remove``. Records become final after every change; every node's
-database audits clean; a proof of a record committed after the last change verifies with
-the genesis alone; one organisation alone cannot change the policy."""
+database and a bundle audit clean; a proof of a record committed after the last change
+verifies with the genesis alone; one organisation alone cannot change the policy."""
 
 from __future__ import annotations
 
@@ -147,6 +147,9 @@ def test_devnet_add_replace_remove_keeps_records_final(tmp_path: Path) -> None:
     finally:
         devnet("down")
 
-    # 6. Every node's database audits clean (node-4 stopped after its removal).
+    # 6. Every node's database audits clean (node-4 stopped after its removal), and so does
+    #    a bundle exported from the newcomer's.
     for name in ("node-1", "node-2", "node-3", "node-4", "clinic-e"):
         run([*cli, "audit", "--db", str(d / name / "ledger.db")])
+    run([*cli, "export", "bundle", "--db", str(d / "clinic-e" / "ledger.db"), "--out", str(tmp_path / "chain.bundle")])
+    run([*cli, "audit", "--bundle", str(tmp_path / "chain.bundle")])
