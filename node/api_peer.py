@@ -5,7 +5,7 @@
     GET  /v1/evidence        {"evidence": [...]}: pairs of conflicting signed messages
 
 A message is checked before it is queued for the consensus core: its form, its chain, its
-signer (a validator of the genesis; a proposal's signer must be the proposer of its height
+signer (a validator of the set of its height; a proposal's signer must be the proposer of its height
 and round) and its signature. Anything else is refused with a 400 and a stable ``code``:
 ``bad_message``, ``wrong_chain``, ``not_validator``, ``wrong_proposer``, ``bad_signature``,
 ``no_consensus`` (a one-validator node takes no peer messages). Forwarded records are

@@ -12,7 +12,7 @@ head gives ``"blocks": []``. A lagging node (``node.catchup``) uses it to fetch 
 in one request; nothing in the answer is trusted by the receiver.
 
 ``install(app, node)`` adds the route, and runs ``CatchUp.follow`` beside the node for as
-long as the app runs when the node has peers (other validators of the genesis, or
+long as the app runs when the node has peers (other validators of the genesis or of the current set, or
 ``"peers": [URL, ...]`` in config.json).
 """
 

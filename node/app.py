@@ -428,7 +428,7 @@ def create_app(home: str | Path | None = None, *, node: Node | None = None, **ov
             "log_size": n.store.log_size(),
             "mempool": len(n.mempool),
             "validator": n.key.public,
-            "validators": len(n.genesis.validators),
+            "validators": len(n.ledger.state.validators),  # the set certifying the next height
             "consensus": n.replica.status() if n.replica is not None else None,
             "peers": n.replica.peers.status() if n.replica is not None else [],
             "config": n.config.settings(),  # every setting in force (node.config.NodeConfig)

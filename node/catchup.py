@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -206,6 +206,13 @@ class CatchUp:
         return self.ledger.height
 
     # -- peers --------------------------------------------------------------------------------
+    def add_peers(self, urls: Iterable[str]) -> None:
+        """Ask these peers too from now on (a validator that joined the set)."""
+        for u in urls:
+            u = u.rstrip("/")
+            if u not in self.peers:
+                self.peers.append(u)
+
     def usable(self) -> list[str]:
         now = time.monotonic()
         return [p for p in self.peers if self.avoided.get(p, 0.0) <= now]

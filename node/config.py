@@ -25,7 +25,7 @@ validator ``node-i`` listens on ``http://HOST:(BASE_PORT + i)``, the ``url`` of 
 in the genesis, which is also how the other validators reach it.
 
 Catch-up (``node.catchup``) fetches final blocks from the other validators of the genesis
-and from ``peers``.
+and of the current set, and from ``peers``.
 
 Every key, its type, range and default is declared once, in ``NodeConfig`` (a pydantic
 model); ``config_table()`` renders them for the README and ``GET /v1/status`` reports the

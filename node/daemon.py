@@ -40,6 +40,7 @@ from ledger.errors import InputError, LedgerError
 from ledger.genesis import parse_genesis
 from ledger.keys import SigningKey
 from ledger.records import Record
+from ledger.state import Validator
 from ledger.store import Store
 
 from .admission import Admission
@@ -121,12 +122,15 @@ class Node:
                         f"{config.genesis_path} is for chain {on_disk.chain_id[:16]}…, the database for {genesis.chain_id[:16]}…",
                         code="genesis_mismatch",
                     )
-            if self.key.public not in genesis.validators:
-                raise InputError(f"{config.key_path} is not a validator of this chain's genesis", code="not_a_validator")
             self.genesis = genesis
             self.chain_id = genesis.chain_id
             check_store(self.store)  # node.startup: the file must give its certified head
             self.ledger = Ledger(self.store)
+            if self.key.public not in self.ledger.state.validator_keys():
+                # Removed, not yet voted in, or never a validator: a full node that follows
+                # the chain, stores its certified blocks and signs nothing (PROTOCOL.md 9.1).
+                log.info("%s is not in the validator set of height %d: following the chain as a full node",
+                         config.key_path, self.store.height() + 1)
         except BaseException:
             self.store.close()
             raise
@@ -147,6 +151,8 @@ class Node:
         # here so that a bad setting stops the node early.
         self.block_loop: BlockLoop | None = None
         self.replica: Replica | None = None
+        self.peers: Peers | None = None  # the HTTP transport make_replica made, kept to the set
+        self._peer_set: list[Validator] = []
         if self.multi:
             self.replica = self.make_replica()
             self.admission.forward = self._forward
@@ -170,28 +176,57 @@ class Node:
     def make_replica(self, *, transport: Transport | None = None, clock: Clock | None = None,
                      inbox: Inbox | None = None, syncer: Syncer | None = None,
                      core_class: type[Consensus] = Consensus) -> Replica:
-        """A consensus driver for this node. Defaults: HTTP to the genesis validators
-        (``node.peers``), the event loop's clock, an asyncio queue, and catch-up through
+        """A consensus driver for this node, with the set of each height from the committed
+        state. Defaults: HTTP to the other validators of the current set (``node.peers``,
+        kept to the set as blocks are stored), the event loop's clock, an asyncio queue, and catch-up through
         ``self.catchup`` in the background. Assign it to ``replica`` to use it."""
         g = self.genesis
-        me = self.key.public
         if transport is None:
-            transport = Peers({k: g.validator_urls[k] for k in g.validators if k != me},
-                              names={v["key"]: v.get("name", "") for v in g.doc["validators"]})
+            self._peer_set = list(self.ledger.state.validators)
+            urls, names = self._peer_urls()
+            self.peers = transport = Peers(urls, names=names)
+        state_of = self.ledger  # its committed state moves with every stored block
+
+        def validator_sets(height: int) -> list[str]:
+            # PROTOCOL.md 9.1: the set certifying ``height``, kept by the state per height.
+            return [v.key for v in state_of.state.validators_at(height)]
+
         return Replica(
             chain_id=self.chain_id, validators=list(g.validators), key=self.key, chain=self.chain, store=self.store,
             transport=transport, timeouts=Timeouts(**self.config.timeouts()), gossip_s=self.config.gossip_ms / 1000,
             clock=clock, inbox=inbox,
             syncer=syncer if syncer is not None else BackgroundSync(lambda: self.catchup),
-            core_class=core_class)
+            core_class=core_class, validator_sets=validator_sets)
+
+    def _peer_urls(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The other validators of the current set (the set certifying the next height):
+        their urls and names."""
+        others = [v for v in self._peer_set if v.key != self.key.public]
+        return {v.key: v.url for v in others}, {v.key: v.name for v in others}
+
+    def _follow_set(self) -> None:
+        """After a stored block: if the validator set changed, send to the new set and let
+        catch-up ask its new members too."""
+        current = self.ledger.state.validators
+        if current == self._peer_set:
+            return
+        self._peer_set = list(current)
+        if self.peers is not None:
+            urls, names = self._peer_urls()
+            self.peers.update(urls, names=names)
+        if self.catchup is not None and isinstance(self.catchup, CatchUp):
+            own = self.config.url.rstrip("/")
+            self.catchup.add_peers(v.url for v in current if v.key != self.key.public and v.url.rstrip("/") != own)
 
     def make_catchup(self, peers: Sequence[str] | None = None, **kw: Any) -> CatchUp:
         """A catch-up (``node.catchup``) for this node: its ledger, its signature checks (the
         verifier processes), its one path for final blocks (``BlockSink``). Peers: the URLs
-        of the other genesis validators and ``"peers"`` of config.json, unless ``peers``
+        of the other genesis validators, of the current set and ``"peers"`` of config.json
+        (the current set's newcomers are added as blocks are stored), unless ``peers``
         is given."""
         if peers is None:
             urls = [u for k, u in self.genesis.validator_urls.items() if k != self.key.public]
+            urls += [v.url for v in self.ledger.state.validators if v.key != self.key.public]
             urls += self.config.peers
             own = self.config.url.rstrip("/")
             peers = [u for u in urls if u.rstrip("/") != own]
@@ -218,6 +253,7 @@ class Node:
             self.replica.work_arrived()
 
     def _stored(self, height: int) -> None:
+        self._follow_set()
         if self.replica is not None:
             self.replica.stored(height)
 

@@ -189,23 +189,53 @@ class Peer:
 
 
 class Peers:
+    """The other validators, by key. ``update`` follows the validator set as it changes
+    (PROTOCOL.md 9.3: validator.add and validator.replace carry the new validator's url)."""
+
     def __init__(self, urls: Mapping[str, str], *, names: Mapping[str, str] | None = None) -> None:
         names = names or {}
         self.peers = [Peer(k, u, names.get(k, "")) for k, u in urls.items()]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}  # peer key -> its two senders
+        self._started = False
 
     async def start(self) -> None:
+        self._started = True
         for p in self.peers:
-            self._tasks.append(asyncio.create_task(self._send_messages(p), name=f"peer-{p.name}"))
-            self._tasks.append(asyncio.create_task(self._send_records(p), name=f"peer-{p.name}-records"))
+            self._start_peer(p)
+
+    def _start_peer(self, p: Peer) -> None:
+        self._tasks[p.key] = [asyncio.create_task(self._send_messages(p), name=f"peer-{p.name}"),
+                              asyncio.create_task(self._send_records(p), name=f"peer-{p.name}-records")]
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        self._started = False
+        tasks = [t for ts in self._tasks.values() for t in ts]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+
+    def update(self, urls: Mapping[str, str], *, names: Mapping[str, str] | None = None) -> None:
+        """Send to the peers of ``urls`` from now on: a new key (or a new url for a key) gets
+        its senders, a key no longer there is dropped with what was queued for it."""
+        names = names or {}
+        keep = {p.key: p for p in self.peers if urls.get(p.key, "").rstrip("/") == p.url}
+        for p in self.peers:
+            if p.key not in keep:
+                for t in self._tasks.pop(p.key, ()):
+                    t.cancel()
+        peers: list[Peer] = []
+        for k, u in urls.items():
+            kept = keep.get(k)
+            if kept is None:
+                kept = Peer(k, u, names.get(k, ""))
+                log.info("peer %s (%s) added: a validator of the current set", kept.name, kept.url)
+                if self._started:
+                    self._start_peer(kept)
+            peers.append(kept)
+        self.peers = peers
 
     def status(self) -> list[dict[str, Any]]:
         return [p.status() for p in self.peers]

@@ -52,7 +52,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -273,10 +273,11 @@ class Replica:
     def __init__(self, *, chain_id: str, validators: list[str], key: SigningKey, chain: Chain,
                  store: SigningStore, transport: Transport, timeouts: Timeouts, gossip_s: float,
                  clock: Clock | None = None, inbox: Inbox | None = None, syncer: Syncer | None = None,
-                 core_class: type[Consensus] = Consensus) -> None:
+                 core_class: type[Consensus] = Consensus,
+                 validator_sets: Callable[[int], Sequence[str]] | None = None) -> None:
         self.chain_id = chain_id
-        self.validators = list(validators)
-        self.members = frozenset(self.validators)
+        self.validators = list(validators)  # the genesis set: of every height without ``validator_sets``
+        self.validator_sets = validator_sets
         self.key = key
         self.chain = chain
         self.store = store
@@ -368,6 +369,8 @@ class Replica:
             "proposer": c.proposer(c.height, c.round) if c else None,
             "decided": self.decided,
             "evidence": len(c.evidence) if c else 0,
+            # In the set of the core's height (signs), or a full node there (signs nothing).
+            "validator": (c.me is not None) if c else None,
         }
 
     # -- inputs ---------------------------------------------------------------------------
@@ -381,8 +384,9 @@ class Replica:
         signer = m.validator if isinstance(m, Vote) else m.proposer
         if core is not None:
             core.check(m)  # signer and proposer by the set of its height, signature (memoised for the core)
-        elif signer not in self.members:
-            raise InputError(f"message signed by {signer[:16]}…, not a validator of this chain", code="not_validator")
+        elif m.height == self.chain.height() + 1 and signer not in self.validators_for(m.height):
+            raise InputError(f"message signed by {signer[:16]}…, not a validator of height {m.height}",
+                             code="not_validator")
         elif isinstance(m, Proposal):
             verify_proposal(m)
         else:
@@ -561,9 +565,12 @@ class Replica:
 
     # -- app callbacks (node.consensus.App) ---------------------------------------------
     def validators_for(self, height: int) -> list[str]:
-        """The keys of the set certifying ``height`` (PROTOCOL.md 9.1), asked by the core once
-        block ``height - 1`` is stored: the genesis set until the store keeps each height's."""
-        return self.validators
+        """The keys of the set certifying ``height`` (PROTOCOL.md 9.1: the set after block
+        ``height - 1``'s records), asked by the core once block ``height - 1`` is stored:
+        ``validator_sets`` (the node's committed state), else the genesis set."""
+        if self.validator_sets is None:
+            return self.validators
+        return list(self.validator_sets(height))
 
     def propose(self, height: int, round: int) -> tuple[Any, str]:
         """getValue() (Algorithm 1, line 18): the next block from the mempool."""

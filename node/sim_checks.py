@@ -36,14 +36,32 @@ condition: a correct core never fails one, whatever the scenario.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ledger.blocks import max_faulty, quorum
+from ledger.keys import SigningKey
 
 from .consensus import NIL, PRECOMMIT, PREVOTE, PROPOSE, Proposal, Timeouts, Vote
 
-if TYPE_CHECKING:
-    from .sim import Node, Simulation
+
+class Node(Protocol):
+    """What the checker reads of a simulated node (``node.sim.Node``; named here, not
+    imported: ``node.sim`` imports this module)."""
+
+    idx: int
+    key: SigningKey
+
+    def valid(self, block: Any, bhash: str, height: int) -> bool: ...
+
+
+class Simulation(Protocol):
+    """What the checker reads of the simulation (``node.sim.Simulation``)."""
+
+    f: int
+    quorum: int
+    now: float
+
+    def violation(self, kind: str, detail: str) -> Exception: ...
 
 __all__ = ["Conformance"]
 

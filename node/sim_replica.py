@@ -92,7 +92,7 @@ def genesis_doc(n: int) -> dict[str, Any]:
     """A chain of ``n`` validators and one contributor, ``alice`` (fixed keys)."""
     admin = _key("admin")
     return {
-        "v": 1, "name": f"sim-replica-{n}", "created": "2026-01-01T00:00:00Z",
+        "v": 2, "name": f"sim-replica-{n}", "created": "2026-01-01T00:00:00Z",
         "validators": [{"name": f"node-{i}", "key": _key(f"validator-{i}").public, "url": f"http://127.0.0.1:{9000 + i}"}
                        for i in range(n)],
         "organisations": [{"name": "org-a", "admins": [admin.public]}],

@@ -9,8 +9,10 @@
                                  (its own chain in a temporary directory; --records N)
     scripts/devnet add NAME      a new organisation NAME with its validator: ``.devnet/NAME``
                                  (keys, genesis, empty database, config), voted in through the
-                                 running nodes' admins (org-add, then validator-add); the new
-                                 node is not started
+                                 running nodes' admins (org-add, then validator-add); then its
+                                 node starts, catches up and takes part as a validator
+    scripts/devnet remove NAME   vote a validator and its organisation out (validator-remove,
+                                 then org-remove; NAME is node-N or an added NAME), then stop it
 
 Layout: ``.devnet/node-1`` ... ``.devnet/node-4`` (homes made by ``provledger init
 --validators 4``), each with ``node.pid`` and ``node.log``; ``.devnet/alice.key`` is a
@@ -56,6 +58,17 @@ def homes(d: Path) -> list[Path]:
     return [d / f"node-{i}" for i in range(1, NODES + 1)]
 
 
+def all_homes(d: Path) -> list[Path]:
+    """The four nodes, then those ``add`` made (by port)."""
+    added = [p.parent for p in d.glob("*/config.json") if p.parent not in homes(d)]
+    return homes(d) + sorted(added, key=lambda h: json.loads((h / "config.json").read_text())["port"])
+
+
+def org_of(home: Path) -> str:
+    """The organisation of a node's home: org-N for node-N, NAME for an added NAME."""
+    return home.name.replace("node-", "org-") if home.name.startswith("node-") else home.name
+
+
 def node_url(home: Path) -> str:
     cfg = json.loads((home / "config.json").read_text())
     return f"http://{cfg['host']}:{cfg['port']}"
@@ -81,9 +94,12 @@ def pid_of(home: Path) -> int | None:
 
 def pick(d: Path, name: str) -> Path:
     n = name.removeprefix("node-")
-    if not n.isdigit() or not 1 <= int(n) <= NODES:
-        raise SystemExit(f"error: no node {name!r}; the nodes are node-1 ... node-{NODES}")
-    return d / f"node-{n}"
+    if n.isdigit() and 1 <= int(n) <= NODES:
+        return d / f"node-{n}"
+    for home in all_homes(d):
+        if home.name == name:
+            return home
+    raise SystemExit(f"error: no node {name!r}; the nodes are " + ", ".join(h.name for h in all_homes(d)))
 
 
 def ensure_init(d: Path) -> None:
@@ -208,7 +224,8 @@ Try, with the virtualenv active (. .venv/bin/activate):
 
 def _vote(d: Path, url: str, proposer: Path, args: list[str], what: str) -> dict[str, Any]:
     """``provledger propose ARGS`` signed by ``proposer``, then ``provledger approve`` by the
-    admins of node-1 ... node-4 in turn until the proposal is adopted (PROTOCOL.md 9.2)."""
+    admins of the organisations in force (node-1 ... node-4, then the added ones) in turn
+    until the proposal is adopted (PROTOCOL.md 9.2)."""
 
     def run(*cmd: str) -> dict[str, Any]:
         res = subprocess.run([*provledger(), *cmd, "--node", url, "--wait", "--json"], capture_output=True, text=True)
@@ -216,12 +233,13 @@ def _vote(d: Path, url: str, proposer: Path, args: list[str], what: str) -> dict
             raise SystemExit(f"error: {what}: provledger {cmd[0]} exited {res.returncode}: {res.stderr.strip()}")
         return json.loads(res.stdout)  # type: ignore[no-any-return]
 
-    out = run("propose", *args, "--key", str(proposer), "--reason", f"scripts/devnet add: {what}")
+    out = run("propose", *args, "--key", str(proposer), "--reason", f"scripts/devnet: {what}")
     state = out.get("proposal_state") or {}
-    for home in homes(d):
+    in_force = _organisations(url)
+    for home in all_homes(d):
         if state.get("status") == "adopted":
             break
-        if home.name.replace("node-", "org-") in state.get("approvals", []):
+        if org_of(home) not in in_force or org_of(home) in state.get("approvals", []):
             continue
         state = run("approve", out["id"], "--key", str(home / "admin.key")).get("proposal_state") or {}
     if state.get("status") != "adopted":
@@ -247,17 +265,13 @@ def cmd_add(d: Path, name: str) -> None:
     home = d / name
     if home.exists():
         raise SystemExit(f"error: {home} already exists")
-    url = node_url(homes(d)[0])
-    with httpx.Client(timeout=5.0) as http:
-        try:
-            orgs = [o["name"] for o in http.get(url + "/v1/organisations").json()["organisations"]]
-        except (httpx.HTTPError, ValueError, KeyError) as e:
-            raise SystemExit(f"error: node-1 at {url} does not answer: start the devnet (`scripts/devnet up`)") from e
+    url = _running_url(d)
+    orgs = _organisations(url)
     if name in orgs:
         raise SystemExit(f"error: {name} is already an organisation of the devnet")
     taken = [json.loads(p.read_text())["port"] for p in d.glob("*/config.json")]
     cfg = json.loads((homes(d)[0] / "config.json").read_text())
-    cfg.update(node_name=name, port=max(taken) + 1, peers=[node_url(h) for h in homes(d)])
+    cfg.update(node_name=name, port=max(taken) + 1, peers=[node_url(h) for h in all_homes(d)])
     home.mkdir()
     validator, admin = SigningKey.generate(), SigningKey.generate()
     validator.save(home / "validator.key")
@@ -267,11 +281,83 @@ def cmd_add(d: Path, name: str) -> None:
     (home / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     new_url = f"http://{cfg['host']}:{cfg['port']}"
     print(f"created {home} (validator {validator.public[:16]}…, admin {admin.public[:16]}…, {new_url})", flush=True)
-    _vote(d, url, homes(d)[0] / "admin.key", ["org-add", name, "--admin", str(home / "admin.key")], f"org.add {name}")
+    proposer = next(h for h in all_homes(d) if org_of(h) in orgs) / "admin.key"
+    _vote(d, url, proposer, ["org-add", name, "--admin", str(home / "admin.key")], f"org.add {name}")
     _vote(d, url, home / "admin.key", ["validator-add", "--name", name, "--url", new_url,
                                        "--validator-key-file", str(home / "validator.key")], f"validator.add {name}")
-    print(f"{name} is an organisation and its validator is in the set from the next height on;\n"
-          f"its node is not started by this script: its home is {home}")
+    # The set including it certifies the height after the adopting block: its node catches
+    # up from an empty database to there, then signs as a validator (PROTOCOL.md 9.1).
+    start(home)
+    wait_healthy([home])
+    height = _wait_validator(home, timeout=120.0)
+    print(f"{name} started at {new_url} (home {home}); caught up, a validator from height {height}")
+
+
+def cmd_remove(d: Path, name: str) -> None:
+    """Vote ``name``'s validator and then its organisation out (PROTOCOL.md 9.3:
+    validator.remove, org.remove) through another running node, proposed by the admin of the
+    first other organisation in force, and stop its node once both are adopted."""
+    home = pick(d, name)
+    org = org_of(home)
+    url = _running_url(d, besides=home)
+    orgs = _organisations(url)
+    with httpx.Client(timeout=5.0) as http:
+        current = http.get(url + "/v1/validators").json()["validators"]
+    key = _public_key(home / "validator.key")
+    proposer = next((h for h in all_homes(d) if org_of(h) in orgs and h != home), None)
+    if proposer is None:
+        raise SystemExit(f"error: no other organisation in force to propose removing {name}")
+    if any(v["key"] == key for v in current):
+        _vote(d, url, proposer / "admin.key", ["validator-remove", key], f"validator.remove {home.name}")
+    else:
+        print(f"  {home.name}'s key is not in the validator set", flush=True)
+    if org in orgs:
+        _vote(d, url, proposer / "admin.key", ["org-remove", org], f"org.remove {org}")
+    else:
+        print(f"  {org} is not an organisation in force", flush=True)
+    print(f"stopped {home.name}" if stop(home) else f"{home.name} was not running")
+
+
+def _public_key(path: Path) -> str:
+    from ledger.keys import SigningKey
+
+    return SigningKey.load(path).public
+
+
+def _running_url(d: Path, besides: Path | None = None) -> str:
+    """The URL of the first running node (other than ``besides``) that answers."""
+    with httpx.Client(timeout=2.0) as http:
+        for home in all_homes(d):
+            if home == besides or pid_of(home) is None:
+                continue
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(node_url(home) + "/healthz").status_code == 200:
+                    return node_url(home)
+    raise SystemExit("error: no node of the devnet answers: start it (`scripts/devnet up`)")
+
+
+def _organisations(url: str) -> list[str]:
+    with httpx.Client(timeout=5.0) as http:
+        try:
+            return [o["name"] for o in http.get(url + "/v1/organisations").json()["organisations"]]
+        except (httpx.HTTPError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: the node at {url} does not answer: {e}") from e
+
+
+def _wait_validator(home: Path, timeout: float) -> int:
+    """Wait until the node of ``home`` runs consensus at a height whose set holds its key;
+    that height."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            if pid_of(home) is None:
+                raise SystemExit(f"error: {home.name} exited; see {home / 'node.log'}")
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                cons = http.get(node_url(home) + "/v1/status").json()["consensus"]
+                if cons["validator"]:
+                    return int(cons["height"])
+            time.sleep(0.2)
+    raise SystemExit(f"error: {home.name} did not become a validator within {timeout:.0f} s; see {home / 'node.log'}")
 
 
 def cmd_catchup_rate(records: int) -> None:
@@ -395,8 +481,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("node")
     cr = sub.add_parser("catchup-rate", help="measure catch-up against the offline audit (in a temporary directory)")
     cr.add_argument("--records", type=int, default=100_000, help="records in the chain (default 100,000)")
-    ad = sub.add_parser("add", help="vote a new organisation and its validator in (the node is not started)")
+    ad = sub.add_parser("add", help="vote a new organisation and its validator in, start its node")
     ad.add_argument("name", help="the new organisation's name, also its node's and its home's (.devnet/NAME)")
+    rm = sub.add_parser("remove", help="vote a validator and its organisation out, stop its node")
+    rm.add_argument("name", help="node-N or a NAME added with `add`")
     args = ap.parse_args(argv)
     d = devnet_dir()
     if args.cmd == "catchup-rate":
@@ -408,19 +496,21 @@ def main(argv: list[str] | None = None) -> None:
         cmd_up(d)
     elif args.cmd == "add":
         cmd_add(d, args.name)
+    elif args.cmd == "remove":
+        cmd_remove(d, args.name)
     elif args.cmd == "down":
-        running = [h for h in homes(d) if pid_of(h) is not None]
+        running = [h for h in all_homes(d) if pid_of(h) is not None]
         for h in running:  # all at once, then wait for each to finish its shutdown
             pid = pid_of(h)
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
-        for h in homes(d):
+        for h in all_homes(d):
             stop(h)
         stopped = [h.name for h in running]
         print(f"stopped {', '.join(stopped)}" if stopped else "no node was running")
     elif args.cmd == "status":
         with httpx.Client(timeout=2.0) as http:
-            rows = [node_status(h, http) for h in homes(d)]
+            rows = [node_status(h, http) for h in all_homes(d)]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:

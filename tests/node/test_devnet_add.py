@@ -1,5 +1,6 @@
 """``scripts/devnet add NAME`` on a running four-validator devnet: the new organisation's home
-and keys, and the two votes (org.add, validator.add) adopted through the nodes' admins."""
+and keys, the two votes (org.add, validator.add) adopted through the nodes' admins, and the new node
+started: it catches up from an empty database and takes part as a validator."""
 
 from __future__ import annotations
 
@@ -37,9 +38,15 @@ def test_devnet_add_makes_the_home_and_votes_the_organisation_and_its_validator_
         home = d / "clinic-e"
         validator, admin = SigningKey.load(home / "validator.key"), SigningKey.load(home / "admin.key")
         assert (home / "genesis.json").read_bytes() == (d / "node-1" / "genesis.json").read_bytes()
-        with Store(home / "ledger.db") as store:
-            assert store.height() == 0  # the genesis alone: the node catches up when it starts
         cfg = json.loads((home / "config.json").read_text())
+        # Started from a database holding the genesis alone, the node caught up (the blocks
+        # of the votes) and takes part as a validator.
+        new = httpx.get(f"http://127.0.0.1:{cfg['port']}/v1/status").json()
+        assert new["consensus"]["validator"] is True and new["height"] >= 2
+        assert "caught up" in (home / "node.log").read_text()
+        with Store(home / "ledger.db") as store:
+            first = store.block(1)
+        assert first is not None and first.hash == httpx.get(url + "/v1/checkpoint/1").json()["hash"]
         assert cfg["node_name"] == "clinic-e" and cfg["port"] == int(env["DEVNET_BASE_PORT"]) + 5
         assert len(cfg["peers"]) == 4
         assert "org.add clinic-e" in out and "validator.add clinic-e" in out
