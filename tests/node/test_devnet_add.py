@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_devnet_faults import ROOT, base_port
+from procs import free_base
+from test_devnet_faults import ROOT
 
 from ledger.blocks import validators_hash
 from ledger.keys import SigningKey
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 def test_devnet_add_makes_the_home_and_votes_the_organisation_and_its_validator_in(tmp_path: Path) -> None:
     d = tmp_path / "devnet"
-    env = {**os.environ, "DEVNET_DIR": str(d), "DEVNET_BASE_PORT": str(base_port(5))}
+    env = {**os.environ, "DEVNET_DIR": str(d), "DEVNET_BASE_PORT": str(free_base(5))}
 
     def devnet(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run([sys.executable, str(ROOT / "scripts" / "devnet.py"), *args], env=env,

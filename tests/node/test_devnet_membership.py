@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from test_devnet_faults import ROOT, base_port, datasets
+from procs import free_base
+from test_devnet_faults import ROOT, datasets
 
 from ledger.keys import SigningKey
 
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_devnet_add_replace_remove_keeps_records_final(tmp_path: Path) -> None:
     d = tmp_path / "devnet"
-    env = {**os.environ, "DEVNET_DIR": str(d), "DEVNET_BASE_PORT": str(base_port(6))}
+    env = {**os.environ, "DEVNET_DIR": str(d), "DEVNET_BASE_PORT": str(free_base(6))}
     cli = [str(Path(sys.executable).parent / "provledger")]
 
     def run(cmd: list[str], ok: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
