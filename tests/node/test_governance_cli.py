@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from conftest import provledger_cmd
+from procs import provledger_cmd
 
 from ledger.blocks import validators_hash
 from ledger.cli import cli

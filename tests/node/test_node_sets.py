@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
 from factory import Consortium
+from procs import free_port, until_async
 from test_audit_governance import NEW, T, build, plan
-from test_peers import Msg, Recorder, serve, until
+from test_peers import Msg, Recorder, serve
 
 from ledger.errors import LedgerError
 from ledger.keys import SigningKey
@@ -112,17 +112,17 @@ def test_peers_update_sends_to_a_new_peer_and_no_longer_to_a_dropped_one() -> No
         await peers.start()
         try:
             peers.broadcast(Msg(1))
-            await until("k1 got the first message", lambda: len(old.got) >= 1)
+            await until_async("k1 got the first message", lambda: len(old.got) >= 1)
             peers.update({"k2": f"http://127.0.0.1:{ports[1]}"}, names={"k2": "node-e"})
             assert [s["name"] for s in peers.status()] == ["node-e"]
             peers.broadcast(Msg(2))
             peers.forward_record(b'{"r":1}')
-            await until("k2 got a message and a record", lambda: len(new.got) >= 2)
+            await until_async("k2 got a message and a record", lambda: len(new.got) >= 2)
             assert old.got == [("/v1/peer/message", {"n": 1})]
             # A url change for a key: the same key is sent to at its new url.
             peers.update({"k2": f"http://127.0.0.1:{ports[0]}"})
             peers.broadcast(Msg(3))
-            await until("the new url got it", lambda: len(old.got) >= 2)
+            await until_async("the new url got it", lambda: len(old.got) >= 2)
             assert old.got[-1] == ("/v1/peer/message", {"n": 3})
         finally:
             await peers.stop()
