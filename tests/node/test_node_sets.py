@@ -106,8 +106,8 @@ def test_peers_and_catch_up_follow_a_change_stored_after_start(tmp_path: Path, k
 def test_peers_update_sends_to_a_new_peer_and_no_longer_to_a_dropped_one() -> None:
     async def main() -> None:
         old, new = Recorder(), Recorder()
-        ports = free_port(), free_port()
-        servers = [await serve(old, ports[0]), await serve(new, ports[1])]
+        servers = [await serve(old), await serve(new)]
+        ports = servers[0][2], servers[1][2]
         peers = Peers({"k1": f"http://127.0.0.1:{ports[0]}"}, names={"k1": "node-1"})
         await peers.start()
         try:
@@ -126,7 +126,7 @@ def test_peers_update_sends_to_a_new_peer_and_no_longer_to_a_dropped_one() -> No
             assert old.got[-1] == ("/v1/peer/message", {"n": 3})
         finally:
             await peers.stop()
-            for server, task in servers:
+            for server, task, _port in servers:
                 server.should_exit = True
                 await task
 
