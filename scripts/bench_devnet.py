@@ -9,7 +9,11 @@ Measures, in one run:
   open-loop client at half the measured throughput;
 - catch-up: one node is stopped, its database replaced by an empty one of the same genesis,
   and restarted; records/s until it is level with the others, next to the offline audit
-  rate (``provledger audit --jobs 1``) of the same chain.
+  rate (``provledger audit --jobs 1``) of the same chain;
+- membership: on a second, fresh devnet (``scripts/devnet``'s own commands), records/s final
+  while a fifth organisation and its validator are voted in (``scripts/devnet add``) and an
+  original validator is voted out and stopped (``scripts/devnet remove``), next to the rate
+  before the changes, and the longest time without a new final record around each change.
 
 Every node process, its client threads and the audit share the machine's cores, so the
 figures are those of four organisations squeezed onto one small box.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import itertools
 import os
 import shutil
 import socket
@@ -212,6 +217,148 @@ def _latency(net: Devnet, chain_id: str, people: list[Any], rate: float, seconds
     }
 
 
+def _closed_loop(urls: list[str], recs: list[bytes], per_batch: int, threads: int, stop: threading.Event) -> None:
+    """``threads`` clients, each posting its next batch of ``per_batch`` records with
+    ``?wait=true`` once the last is answered, round-robin over ``urls``, until ``stop``
+    (or the records run out). A batch holds whole groups of 50 (a dataset and what uses it)."""
+    it = iter(range(0, len(recs), per_batch))
+    lock = threading.Lock()
+
+    def client(t: int) -> None:
+        with httpx.Client(timeout=60) as c:
+            k = t
+            while not stop.is_set():
+                with lock:
+                    start = next(it, None)
+                if start is None:
+                    return
+                body = b'{"records":[' + b",".join(recs[start:start + per_batch]) + b"]}"
+                for attempt in range(50):
+                    try:
+                        r = c.post(urls[k % len(urls)] + "/v1/records/batch?wait=true&timeout=30", content=body,
+                                   headers={"content-type": "application/json"})
+                    except httpx.HTTPError:
+                        k += 1  # that node is busy or going: the next one
+                        continue
+                    if r.status_code == 503:
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    if r.status_code >= 400:
+                        raise SystemExit(f"devnet refused a bench batch: HTTP {r.status_code} {r.text[:200]}")
+                    bad = [x for x in r.json()["results"] if "code" in x]
+                    if bad:
+                        raise SystemExit(f"devnet refused a bench record: {bad[0]}")
+                    break
+                k += 1
+
+    workers = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def _sampler(url: str, out: list[tuple[float, int]], stop: threading.Event) -> None:
+    """(time, log size) of the node at ``url`` every 20 ms, until ``stop``."""
+    with httpx.Client(timeout=5) as c:
+        while not stop.is_set():
+            try:
+                size = int(c.get(url + "/v1/status").json()["log_size"])
+            except (httpx.HTTPError, KeyError, ValueError):
+                size = -1
+            if size >= 0:
+                out.append((time.perf_counter(), size))
+            time.sleep(0.02)
+
+
+def _rate(samples: list[tuple[float, int]], t0: float, t1: float) -> float:
+    inside = [s for s in samples if t0 <= s[0] <= t1]
+    if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+        return 0.0
+    return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def _longest_stall(samples: list[tuple[float, int]], t0: float, t1: float) -> float:
+    """The longest time between two samples in [t0, t1] with no new final record between them."""
+    inside = [s for s in samples if t0 <= s[0] <= t1]
+    longest, since = 0.0, inside[0][0] if inside else t0
+    for (_, a), (tb, b) in itertools.pairwise(inside):
+        if b > a:
+            since = tb
+        longest = max(longest, tb - since)
+    return longest
+
+
+def _membership(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """A fresh ``scripts/devnet`` under load: ``add`` a fifth organisation and validator,
+    then ``remove`` node-4, while closed-loop clients submit to node-1..3."""
+    import devnet as dn  # scripts/devnet.py; scripts/ is on sys.path when run by bench.py
+
+    from ledger.keys import SigningKey
+
+    d = work / "membership"
+    os.environ["DEVNET_BASE_PORT"] = str(_free_base_port(NODES + 1))
+    dn.ensure_init(d)
+    homes = dn.homes(d)
+    for h in homes:
+        dn.start(h)
+    samples: list[tuple[float, int]] = []
+    stop_load, stop_sampling = threading.Event(), threading.Event()
+    try:
+        dn.wait_healthy(homes)
+        urls = [dn.node_url(h) for h in homes[:3]]
+        chain_id = httpx.get(urls[0] + "/v1/status", timeout=5).json()["chain_id"]
+        n = args.membership_records
+        print(f"membership: signing {n:,} records ...", flush=True)
+        recs = _records(chain_id, [SigningKey.load(d / "alice.key")], n, 0)
+        sampler = threading.Thread(target=_sampler, args=(urls[0], samples, stop_sampling), daemon=True)
+        sampler.start()
+        load = threading.Thread(target=_closed_loop, args=(urls, recs, 200, args.devnet_clients, stop_load),
+                                daemon=True)
+        t_start = time.perf_counter()
+        load.start()
+        time.sleep(args.membership_settle)
+        marks: dict[str, float] = {"add_begins": time.perf_counter()}
+        dn.cmd_add(d, "newco")
+        marks["add_done"] = time.perf_counter()
+        time.sleep(args.membership_settle)
+        marks["remove_begins"] = time.perf_counter()
+        dn.cmd_remove(d, "node-4")
+        marks["remove_done"] = time.perf_counter()
+        time.sleep(args.membership_settle)
+        t_end = time.perf_counter()
+        ran_out = not load.is_alive()
+        stop_load.set()
+        load.join()
+        if ran_out:  # the figures hold until the last record, not beyond: clip to it
+            t_end = next((t for t, size in samples if size >= n), t_end)
+            print(f"  the load's {n:,} records ran out before the end; raise --membership-records", flush=True)
+        with httpx.Client(timeout=5) as c:
+            validators = [v["name"] for v in c.get(urls[0] + "/v1/validators").json()["validators"]]
+            changes = len(c.get(urls[0] + "/v1/membership").json()["changes"])
+    finally:
+        stop_load.set()
+        stop_sampling.set()
+        for h in dn.all_homes(d):
+            dn.stop(h)
+    around = 2.0  # seconds either side of a change
+    marks = {k: min(v, t_end) for k, v in marks.items()}
+    return {
+        "load_ran_out": ran_out,
+        "records": n,
+        "before_per_s": _rate(samples, t_start + 1.0, marks["add_begins"]),
+        "during_per_s": _rate(samples, marks["add_begins"], marks["remove_done"]),
+        "add_s": marks["add_done"] - marks["add_begins"],
+        "remove_s": marks["remove_done"] - marks["remove_begins"],
+        "stall_add_s": _longest_stall(samples, marks["add_begins"] - around, min(marks["add_done"] + around, t_end)),
+        "stall_remove_s": _longest_stall(samples, marks["remove_begins"] - around,
+                                         min(marks["remove_done"] + around, t_end)),
+        "stall_whole_s": _longest_stall(samples, t_start + 1.0, t_end),
+        "validators_after": validators,
+        "set_changes": changes,
+    }
+
+
 def section_devnet(args: argparse.Namespace) -> dict[str, Any]:
     from bench import audit_rate, machine, raw_verify_per_s
 
@@ -266,6 +413,11 @@ def section_devnet(args: argparse.Namespace) -> dict[str, Any]:
             net.down()
         print("auditing the same chain offline (--jobs 1) ...", flush=True)
         res["audit_j1_per_s"] = audit_rate(next(net.homes[0].glob("*.db")), 1)
+        res["membership"] = _membership(args, Path(d))
+        m = res["membership"]
+        print(f"  {m['during_per_s']:,.0f} records/s final during the changes ({m['before_per_s']:,.0f} before); "
+              f"longest stall {m['stall_add_s']:.2f} s around the add, {m['stall_remove_s']:.2f} s around the removal",
+              flush=True)
     single = None
     node_json = args.out / "node.json"  # this run's node section, or an earlier run's
     if node_json.exists():
@@ -280,6 +432,9 @@ def section_devnet(args: argparse.Namespace) -> dict[str, Any]:
         "catch_up_per_s": res["catch_up"]["records_per_s"],
         "catch_up_vs_audit": res["catch_up"]["records_per_s"] / res["audit_j1_per_s"],
         "records": n,
+        "membership_per_s": res["membership"]["during_per_s"],
+        "membership_vs_before": res["membership"]["during_per_s"] / max(res["membership"]["before_per_s"], 1e-9),
+        "membership_stall_s": max(res["membership"]["stall_add_s"], res["membership"]["stall_remove_s"]),
     }
     return res
 
@@ -304,6 +459,7 @@ def render_devnet(r: dict[str, Any]) -> list[str]:
         f"| catch-up of a node from an empty database ({r['catch_up']['records']:,} records) "
         f"| {s['catch_up_per_s']:,.0f} records/s | offline audit `--jobs 1` {r['audit_j1_per_s']:,.0f} records/s "
         f"| {s['catch_up_vs_audit']:.2f} | >= 0.7 |",
+        *_render_membership(r.get("membership")),
         "",
         "All four nodes, the clients and the audit share the machine's 2 cores. Throughput: four client "
         "threads post pre-signed batches round-robin over the nodes. Latency: one asyncio client on keep-alive "
@@ -313,10 +469,29 @@ def render_devnet(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _render_membership(m: dict[str, Any] | None) -> list[str]:
+    if not m:
+        return []
+    return [
+        f"| records/s final while `scripts/devnet add newco` ({m['add_s']:.1f} s) and `remove node-4` "
+        f"({m['remove_s']:.1f} s) run, on a fresh devnet | {m['during_per_s']:,.0f} | the same devnet before the "
+        f"changes {m['before_per_s']:,.0f}/s | {m['during_per_s'] / max(m['before_per_s'], 1e-9):.2f} | |",
+        f"| longest time without a new final record, from 2 s before to 2 s after each change "
+        f"| add {m['stall_add_s']:.2f} s, remove {m['stall_remove_s']:.2f} s | whole run {m['stall_whole_s']:.2f} s "
+        f"| | <= 2 s |",
+        *([f"| (the load's {m['records']:,} records ran out before the end: figures up to the last) | | | | |"]
+          if m.get("load_ran_out") else []),
+    ]
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--devnet-records", type=int, default=100_000, help="records for the devnet throughput run")
     ap.add_argument("--devnet-clients", type=int, default=4, help="client threads for the devnet throughput run")
     ap.add_argument("--latency-seconds", type=float, default=10.0, help="length of the devnet latency run")
+    ap.add_argument("--membership-records", type=int, default=300_000,
+                    help="records signed for the membership run (it stops when the changes are done)")
+    ap.add_argument("--membership-settle", type=float, default=4.0,
+                    help="seconds of load before, between and after the two changes")
 
 
 if __name__ == "__main__":  # pragma: no cover - run through scripts/bench devnet

@@ -9,8 +9,9 @@
                                  (its own chain in a temporary directory; --records N)
     scripts/devnet add NAME      a new organisation NAME with its validator: ``.devnet/NAME``
                                  (keys, genesis, empty database, config), voted in through the
-                                 running nodes' admins (org-add, then validator-add); then its
-                                 node starts, catches up and takes part as a validator
+                                 running nodes' admins (org-add); its node starts and catches
+                                 up as a full node; then validator-add, and it takes part as a
+                                 validator
     scripts/devnet remove NAME   vote a validator and its organisation out (validator-remove,
                                  then org-remove; NAME is node-N or an added NAME), then stop it
 
@@ -252,8 +253,9 @@ def cmd_add(d: Path, name: str) -> None:
     """A new organisation ``name`` with its own validator: its home ``d/name`` (validator and
     admin keys, the genesis, a database holding only the genesis, a config whose peers are the
     devnet's nodes), then the votes of PROTOCOL.md 9.3 through the running nodes: org.add by
-    node-1's admin with approvals of the others until adopted, then validator.add (its pop
-    signed with the new key) proposed by the new organisation's admin."""
+    node-1's admin with approvals of the others until adopted; its node starts and catches
+    up as a full node; then validator.add (its pop signed with the new key) proposed by the
+    new organisation's admin."""
     import re
 
     from ledger.keys import SigningKey
@@ -283,12 +285,14 @@ def cmd_add(d: Path, name: str) -> None:
     print(f"created {home} (validator {validator.public[:16]}…, admin {admin.public[:16]}…, {new_url})", flush=True)
     proposer = next(h for h in all_homes(d) if org_of(h) in orgs) / "admin.key"
     _vote(d, url, proposer, ["org-add", name, "--admin", str(home / "admin.key")], f"org.add {name}")
-    _vote(d, url, home / "admin.key", ["validator-add", "--name", name, "--url", new_url,
-                                       "--validator-key-file", str(home / "validator.key")], f"validator.add {name}")
-    # The set including it certifies the height after the adopting block: its node catches
-    # up from an empty database to there, then signs as a validator (PROTOCOL.md 9.1).
+    # Its node starts first, as a full node: it catches up from an empty database while the
+    # others go on, so that when the set including it certifies the height after the
+    # adopting block (PROTOCOL.md 9.1) it is level and can propose and vote at once.
     start(home)
     wait_healthy([home])
+    _wait_level(home, url, timeout=300.0)
+    _vote(d, url, home / "admin.key", ["validator-add", "--name", name, "--url", new_url,
+                                       "--validator-key-file", str(home / "validator.key")], f"validator.add {name}")
     height = _wait_validator(home, timeout=120.0)
     print(f"{name} started at {new_url} (home {home}); caught up, a validator from height {height}")
 
@@ -342,6 +346,22 @@ def _organisations(url: str) -> list[str]:
             return [o["name"] for o in http.get(url + "/v1/organisations").json()["organisations"]]
         except (httpx.HTTPError, ValueError, KeyError) as e:
             raise SystemExit(f"error: the node at {url} does not answer: {e}") from e
+
+
+def _wait_level(home: Path, url: str, timeout: float) -> None:
+    """Wait until the node of ``home`` holds the final height ``url``'s node had when asked."""
+    with httpx.Client(timeout=5.0) as http:
+        target = int(http.get(url + "/v1/status").json()["height"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pid_of(home) is None:
+                raise SystemExit(f"error: {home.name} exited; see {home / 'node.log'}")
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                if int(http.get(node_url(home) + "/v1/status").json()["height"]) >= target:
+                    return
+            time.sleep(0.2)
+    raise SystemExit(f"error: {home.name} did not catch up to height {target} within {timeout:.0f} s; "
+                     f"see {home / 'node.log'}")
 
 
 def _wait_validator(home: Path, timeout: float) -> int:
