@@ -9,6 +9,7 @@ The test modules skip themselves (``pytest.importorskip``) when flwr is not inst
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,17 @@ def fl_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 @pytest.fixture(scope="session")
 def federation(fl_node: dict[str, Any]) -> dict[str, Any]:
     """scripts/fl_demo.py's federation (3 hospitals, 3 rounds, central DP), with the arrays
-    every client sent."""
+    every client sent and ``demo_db``, a copy of the chain as the demo left it.
+
+    The node and its chain are shared by the whole session: tests that record more (other
+    federations on the same network) append to it, in whatever order they run. A test reads
+    what it relies on from ``out``, from ``demo_db``, or relative to the records it made."""
     import fl_demo
 
     sent: dict[tuple[int, int], Any] = {}
     out = fl_demo.run(fl_node["client"], fl_node["home"], 3, sent=sent)
-    return {**fl_node, "out": out, "sent": sent}
+    demo_db = fl_node["home"].parent / "demo.db"
+    # SQLite's online backup: a consistent copy of the node's WAL database while it runs.
+    with contextlib.closing(sqlite3.connect(fl_node["db"])) as src, contextlib.closing(sqlite3.connect(demo_db)) as dst:
+        src.backup(dst)
+    return {**fl_node, "out": out, "sent": sent, "demo_db": demo_db}
