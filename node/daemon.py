@@ -172,9 +172,14 @@ class Node:
 
     @property
     def multi(self) -> bool:
-        """Consensus runs: the set certifying the next height is not this key alone (more
-        validators, or another key: a full node)."""
-        return self.ledger.state.validator_keys() != [self.key.public]
+        """Consensus runs, not the block loop: the set certifying the next height is not
+        this key alone (more validators, or another key: a full node), or consensus has
+        signed at that height already (a driver stopped mid-height resumes from its signing
+        state; the block loop would sign another block there)."""
+        if self.ledger.state.validator_keys() != [self.key.public]:
+            return True
+        signed = self.store.last_signed()
+        return signed is not None and signed[0] > self.store.height()
 
     @classmethod
     def open(cls, home: str | Path, **overrides: Any) -> Node:

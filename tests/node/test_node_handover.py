@@ -16,6 +16,7 @@ from factory import Consortium, key
 from procs import free_port, holds_async, until_async
 
 from ledger.chain import Ledger
+from ledger.errors import StorageError
 from ledger.governance import make_pop
 from ledger.keys import SigningKey
 from ledger.store import Store
@@ -167,5 +168,52 @@ def test_a_set_voted_down_to_this_node_decides_alone_and_a_restart_takes_the_blo
             assert removed.block_loop is None and removed.replica is not None
         finally:
             await removed.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_node_that_signed_at_the_next_height_resumes_consensus_there(tmp_path: Path, kit: Any) -> None:
+    """Alone in its set but with a precommit of consensus at the next height (the block it
+    decided was not stored: the disk failed, or the process died), the node resumes the
+    driver with its signing state, which decides that same block, rather than the block
+    loop, which would sign a different block at that height."""
+    cons = Consortium(validators=2, orgs=1, url=f"http://127.0.0.1:{free_port()}")
+    a, b = cons.validators
+    cfg = _home(tmp_path / "a", cons)
+    with Store(cfg.db_path) as store:  # block 1, by both: this node proposes height 2
+        kit.commit(Ledger(store), [cons.record(cons.alice, "dataset.contribute", cons.dataset_body("one"))], [a, b],
+                   time="2026-11-21T12:00:01Z")
+
+    async def scenario() -> None:
+        node = Node(cfg, key=a)
+        await node.start()
+        try:
+            rid, _ = await node.submit_one(_adopt(cons, {"op": "validator.remove", "key": b.public}))
+            await _cosign(node, b, 2)
+            assert (await node.wait_committed([rid], 60))[rid] == (2, 1)
+            # Consensus with n = 1 decides block 3, and its store fails.
+            async def failing(*_a: Any, **_k: Any) -> None:
+                raise StorageError("disk full", code="commit_failed")
+
+            node.chain.apply_final = failing  # type: ignore[method-assign]
+            rid, _ = await node.submit_one(_contribute(cons, "decided-not-stored"))
+            await until_async("a precommit at height 3", lambda: (s := node.store.last_signed()) is not None
+                              and s[0] == 3 and s[2] == "precommit")
+            assert node.store.height() == 2
+            decided = node.store.last_signed()
+        finally:
+            await node.stop()
+
+        again = Node(cfg, key=a)
+        assert again.block_loop is None and again.replica is not None
+        await again.start()
+        try:
+            await until_async("block 3 stored", lambda: again.store.height() == 3)
+            row = again.store.block(3)
+            assert decided is not None and row is not None and row.hash == decided[3]
+            assert again.store.record_index(rid) == 2
+            assert _signers(again.store, 3) == {a.public}
+        finally:
+            await again.stop()
 
     asyncio.run(scenario())
