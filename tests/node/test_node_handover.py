@@ -69,6 +69,25 @@ async def _cosign(node: Node, signer: SigningKey, height: int) -> None:
         rep.accept(sign_vote(signer, node.chain_id, height, 0, step, p.block_hash).to_dict())
 
 
+def _two_validators(tmp_path: Path, kit: Any) -> tuple[Consortium, NodeConfig]:
+    """A chain of two validators (one organisation), block 1 certified by both; the home of
+    the first, which proposes height 2. The second's url: a port no one listens on."""
+    cons = Consortium(validators=2, orgs=1, url=f"http://127.0.0.1:{free_port()}")
+    cfg = _home(tmp_path / "a", cons)
+    with Store(cfg.db_path) as store:
+        kit.commit(Ledger(store), [cons.record(cons.alice, "dataset.contribute", cons.dataset_body("one"))],
+                   cons.validators, time="2026-11-21T12:00:01Z")
+    return cons, cfg
+
+
+async def _vote_out(node: Node, cons: Consortium, other: SigningKey) -> None:
+    """Block 2 removes ``other``, which co-signs it: the node alone certifies height 3."""
+    rid, _ = await node.submit_one(_adopt(cons, {"op": "validator.remove", "key": other.public}))
+    await _cosign(node, other, 2)
+    assert (await node.wait_committed([rid], 60))[rid] == (2, 1)
+    assert node.replica is not None and node.replica.validators_for(3) == [node.key.public]
+
+
 def _signers(store: Store, height: int) -> set[str]:
     row = store.block(height)
     assert row is not None
@@ -127,23 +146,16 @@ def test_the_block_loop_hands_over_to_consensus_once_a_validator_is_added(tmp_pa
 
 def test_a_set_voted_down_to_this_node_decides_alone_and_a_restart_takes_the_block_loop(
         tmp_path: Path, kit: Any) -> None:
-    cons = Consortium(validators=2, orgs=1, url=f"http://127.0.0.1:{free_port()}")  # no one listens there
+    cons, cfg = _two_validators(tmp_path, kit)
     a, b = cons.validators
-    cfg = _home(tmp_path / "a", cons)
-    with Store(cfg.db_path) as store:  # block 1, by both: this node proposes height 2
-        kit.commit(Ledger(store), [cons.record(cons.alice, "dataset.contribute", cons.dataset_body("one"))], [a, b],
-                   time="2026-11-21T12:00:01Z")
 
     async def scenario() -> None:
         node = Node(cfg, key=a)
         assert node.replica is not None and node.block_loop is None
         await node.start()
         try:
-            rid, _ = await node.submit_one(_adopt(cons, {"op": "validator.remove", "key": b.public}))
-            await _cosign(node, b, 2)
-            assert (await node.wait_committed([rid], 60))[rid] == (2, 1)
+            await _vote_out(node, cons, b)
             rep = node.replica
-            assert rep is not None and rep.validators_for(3) == [a.public]
             # n = 1: the driver goes on, and one precommit (its own) certifies each height.
             assert await _final(node, _contribute(cons, "alone-1")) == 3
             assert await _final(node, _contribute(cons, "alone-2")) == 4
@@ -177,20 +189,14 @@ def test_a_node_that_signed_at_the_next_height_resumes_consensus_there(tmp_path:
     decided was not stored: the disk failed, or the process died), the node resumes the
     driver with its signing state, which decides that same block, rather than the block
     loop, which would sign a different block at that height."""
-    cons = Consortium(validators=2, orgs=1, url=f"http://127.0.0.1:{free_port()}")
+    cons, cfg = _two_validators(tmp_path, kit)
     a, b = cons.validators
-    cfg = _home(tmp_path / "a", cons)
-    with Store(cfg.db_path) as store:  # block 1, by both: this node proposes height 2
-        kit.commit(Ledger(store), [cons.record(cons.alice, "dataset.contribute", cons.dataset_body("one"))], [a, b],
-                   time="2026-11-21T12:00:01Z")
 
     async def scenario() -> None:
         node = Node(cfg, key=a)
         await node.start()
         try:
-            rid, _ = await node.submit_one(_adopt(cons, {"op": "validator.remove", "key": b.public}))
-            await _cosign(node, b, 2)
-            assert (await node.wait_committed([rid], 60))[rid] == (2, 1)
+            await _vote_out(node, cons, b)
             # Consensus with n = 1 decides block 3, and its store fails.
             async def failing(*_a: Any, **_k: Any) -> None:
                 raise StorageError("disk full", code="commit_failed")
