@@ -96,7 +96,10 @@ class BlockLoop:
                     log.info("the validator set of height %d has %d validators: the block loop ends",
                              self.ledger.height + 1, len(self.ledger.state.validator_keys()))
                     if self.on_outgrown is not None:
-                        self.on_outgrown()
+                        try:
+                            self.on_outgrown()
+                        except Exception:
+                            log.exception("the hand-over after the block loop failed")
                 return
             if not self.mempool:
                 if self._stopping:

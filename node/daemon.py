@@ -225,11 +225,18 @@ class Node:
         with the records still waiting in the mempool."""
         self.block_loop = None
         self._follow_set()  # catch-up asks the new validators too
-        self._use(self.make_replica())
+        replica = self.make_replica()
+        self._use(replica)
         log.info("consensus from height %d between %d validators", self.store.height() + 1,
                  len(self.ledger.state.validators))
-        assert self.replica is not None
-        self._handover = asyncio.create_task(self.replica.start(), name="hand-over")
+
+        async def start() -> None:
+            try:
+                await replica.start()
+            except Exception:
+                log.exception("consensus did not start after the block loop ended")
+
+        self._handover = asyncio.create_task(start(), name="hand-over")
 
     def _peer_urls(self) -> tuple[dict[str, str], dict[str, str]]:
         """The other validators of the current set (the set certifying the next height):
