@@ -58,10 +58,6 @@ class BlockLoop:
         block's records, PROTOCOL.md 9.1): its one precommit is that height's certificate."""
         return self.ledger.state.validator_keys() == [self.key.public]
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     def arrived(self, waiting: int) -> None:
         """A record was admitted; ``waiting`` records are in the mempool."""
         self._wake.set()
@@ -90,11 +86,11 @@ class BlockLoop:
         last = 0.0
         while True:
             if not self.alone():
-                # Block ``height`` changed the set: a certificate of the next height needs a
-                # quorum of the new set, which one precommit is not (PROTOCOL.md 6, 9.1).
+                # The last block changed the set: a certificate of the next height needs a
+                # quorum of the new set, which this key's one precommit is not (PROTOCOL.md 6, 9.1).
                 if not self._stopping:
-                    log.info("the validator set of height %d has %d validators: the block loop ends",
-                             self.ledger.height + 1, len(self.ledger.state.validator_keys()))
+                    log.info("the validator set of height %d is not this key alone (%d validators): "
+                             "the block loop ends", self.ledger.height + 1, len(self.ledger.state.validator_keys()))
                     if self.on_outgrown is not None:
                         try:
                             self.on_outgrown()
