@@ -75,9 +75,9 @@ def test_a_one_validator_chain_takes_in_a_second_validator_that_signs_every_late
     def commit(url: str, n: int = 5) -> int:
         """``n`` records submitted to ``url`` become final (on ``url``); the height of the last."""
         recs = datasets(alice, chain_id, f"r{next(tag)}", n)
-        r = httpx.post(url + "/v1/records/batch?wait=true&timeout=60", content=orjson.dumps({"records": recs}),
-                       timeout=90)
-        ids = [x["id"] for x in r.json()["results"]]
+        r = httpx.post(url + "/v1/records/batch", content=orjson.dumps({"records": recs}), timeout=60)
+        assert r.status_code == 200, r.text[:600]
+        ids = [x["id"] for x in r.json()["results"] if x.get("status") in ("pending", "committed")]
         assert len(ids) == n, r.text[:600]
 
         def heights() -> list[int] | None:
