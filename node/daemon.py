@@ -8,8 +8,8 @@ its certified head (``node.startup``), and assembles the parts, each a module of
   ``node.admission.Admission``      records into the mempool (form, known?, signature, rules)
   ``node.sink.BlockSink``           final blocks into the store and their follow-up;
                                     ``Waiters`` (``?wait=true``), ``StorageHealth`` (faults)
-  ``node.blockloop.BlockLoop``      one validator: the block loop
-  ``node.replica.Replica``          more validators: the consensus driver, whose view of
+  ``node.blockloop.BlockLoop``      this key the whole validator set: the block loop
+  ``node.replica.Replica``          any other set: the consensus driver, whose view of
                                     the node is ``NodeChain`` here
   ``node.metrics.NodeMetrics``      the Prometheus metrics
 
@@ -18,15 +18,19 @@ one-thread executor so the loop keeps serving while SQLite writes and fsyncs. ``
 runs the block loop or the replica; ``stop`` finishes the block in flight, commits what is
 still waiting (one validator), answers the waiters and closes the store.
 
-With more than one validator in the genesis records accepted here are forwarded to the
-other validators' mempools, and every final block of another proposer (decided by
-consensus, or fetched by catch-up) is stored through ``BlockSink.apply_final``.
+Which of the two runs is chosen by the validator set certifying the next height
+(PROTOCOL.md 9.1), at start and again when the block loop stores a block that makes that
+set larger: then the loop ends and the driver takes over from the next height. Under
+consensus records accepted here are forwarded to the other validators' mempools, and
+every final block of another proposer (decided by consensus, or fetched by catch-up) is
+stored through ``BlockSink.apply_final``.
 
 The process entry point (granian on the node's port) is ``node.serve``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -147,25 +151,35 @@ class Node:
         self.chain = NodeChain(self.store, self.ledger, self.key, self.mempool, self.sink, config.max_block_records)
         self.warm_verifier = False  # start the verifier processes with the node (set by ``node.serve``)
         self.catchup: Syncing | None = None  # set by node.api_sync while the app runs (make_catchup)
-        # One validator: the block loop. More: consensus between them (node.replica), made
-        # here so that a bad setting stops the node early.
+        # The set certifying the next height decides (PROTOCOL.md 9.1), not the genesis:
+        # this key alone, the block loop; anything else, consensus between the set
+        # (node.replica), made here so that a bad setting stops the node early. A block
+        # loop whose set grows hands over to consensus (``_outgrown``); a driver whose set
+        # shrinks to this key alone goes on with n = 1 (docs/consensus.md).
         self.block_loop: BlockLoop | None = None
         self.replica: Replica | None = None
         self.peers: Peers | None = None  # the HTTP transport make_replica made, kept to the set
         self._peer_set: list[Validator] = []
+        self._handover: asyncio.Task[None] | None = None
+        self.sink.on_stored(self._stored)
         if self.multi:
-            self.replica = self.make_replica()
-            self.admission.forward = self._forward
-            self.admission.on_arrival(self._work_arrived)
-            self.sink.on_stored(self._stored)
+            self._use(self.make_replica())
         else:
             self.block_loop = BlockLoop(self.ledger, self.key, self.mempool, self.sink, self.health,
-                                        interval=config.block_interval_ms / 1000, max_block=config.max_block_records)
+                                        interval=config.block_interval_ms / 1000, max_block=config.max_block_records,
+                                        on_outgrown=self._outgrown)
             self.admission.on_arrival(self.block_loop.arrived)
 
     @property
     def multi(self) -> bool:
-        return len(self.genesis.validators) > 1
+        """Consensus runs, not the block loop: the set certifying the next height is not
+        this key alone (more validators, or another key: a full node), or consensus has
+        signed at that height already (a driver stopped mid-height resumes from its signing
+        state; the block loop would sign another block there)."""
+        if self.ledger.state.validator_keys() != [self.key.public]:
+            return True
+        signed = self.store.last_signed()
+        return signed is not None and signed[0] > self.store.height()
 
     @classmethod
     def open(cls, home: str | Path, **overrides: Any) -> Node:
@@ -197,6 +211,32 @@ class Node:
             clock=clock, inbox=inbox,
             syncer=syncer if syncer is not None else BackgroundSync(lambda: self.catchup),
             core_class=core_class, validator_sets=validator_sets)
+
+    def _use(self, replica: Replica) -> None:
+        """Run consensus through ``replica``: records admitted here go to the other
+        validators and wake the driver; stored blocks move it (``_stored``)."""
+        self.replica = replica
+        self.admission.forward = self._forward
+        self.admission.on_arrival(self._work_arrived)
+
+    def _outgrown(self) -> None:
+        """The block loop stored the block after which the next height's set is no longer
+        this key alone, and ended (``BlockLoop.on_outgrown``): consensus from that height,
+        with the records still waiting in the mempool."""
+        self.block_loop = None
+        self._follow_set()  # catch-up asks the new validators too
+        replica = self.make_replica()
+        self._use(replica)
+        log.info("consensus from height %d between %d validators", self.store.height() + 1,
+                 len(self.ledger.state.validators))
+
+        async def start() -> None:
+            try:
+                await replica.start()
+            except Exception:
+                log.exception("consensus did not start after the block loop ended")
+
+        self._handover = asyncio.create_task(start(), name="hand-over")
 
     def _peer_urls(self) -> tuple[dict[str, str], dict[str, str]]:
         """The other validators of the current set (the set certifying the next height):
@@ -268,10 +308,12 @@ class Node:
 
     async def stop(self) -> None:
         """Finish the block in flight, commit what is waiting, close the store."""
-        if self.replica is not None:
-            await self.replica.stop()
         if self.block_loop is not None:
             await self.block_loop.stop()
+        if self._handover is not None:
+            await self._handover  # the driver's start, before its stop
+        if self.replica is not None:
+            await self.replica.stop()
         self.waiters.close()
         height, size = self.store.height(), self.store.log_size()
         await self.sink.close()
