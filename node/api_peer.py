@@ -8,8 +8,9 @@ A message is checked before it is queued for the consensus core: its form, its c
 signer (a validator of the set of its height; a proposal's signer must be the proposer of its height
 and round) and its signature. Anything else is refused with a 400 and a stable ``code``:
 ``bad_message``, ``wrong_chain``, ``not_validator``, ``wrong_proposer``, ``bad_signature``,
-``no_consensus`` (a one-validator node takes no peer messages). Forwarded records are
-admitted as any submission is (form, signature, state rules) but not forwarded again.
+``no_consensus`` (a one-validator node takes no consensus messages). Forwarded records
+are admitted as any submission is (form, signature, state rules) but not forwarded again,
+on every node: a one-validator node's block loop commits those a full node forwards.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def install(app: FastAPI, node: Node) -> None:
     @app.post("/v1/peer/records", tags=["peers"], openapi_extra=body(records_doc),
               responses={200: {"description": "One result per record, in order"}, **errors(400, 413)})
     async def post_peer_records(request: Request) -> Response:
-        """Records another validator accepted; admitted here without forwarding them again."""
-        replica()
+        """Records another node accepted; admitted here without forwarding them again. A
+        one-validator node takes them too: a full node following its chain forwards what
+        it is given to the validator, whose block loop commits it."""
         obj = loads(await read_body(request))
         if type(obj) is not dict or set(obj) != {"records"} or type(obj["records"]) is not list:
             raise InputError('forwarded records are {"records": [envelope, ...]}', code="bad_type")

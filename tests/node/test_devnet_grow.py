@@ -3,7 +3,8 @@
 the second node starts from a database holding the genesis alone and catches up, and from
 the height after the adopting block every certificate carries both validators' signatures
 (PROTOCOL.md 9.1: the set after block h certifies h+1, and a quorum of two is both).
-Records keep becoming final, submitted to either node, and both databases audit clean."""
+Records keep becoming final, submitted to either node (to the second while it is still a full
+node, too), and both databases audit clean."""
 
 from __future__ import annotations
 
@@ -100,6 +101,10 @@ def test_a_one_validator_chain_takes_in_a_second_validator_that_signs_every_late
                      "--key", str(home_a / "admin.key"), "--node", url_a)
         assert state["status"] == "adopted", state
         commit(url_a)
+        # The second node starts from the genesis alone before it is a validator: a full
+        # node, it forwards what it is given to the lone validator, whose block loop commits it.
+        nodes.append(start_node_process(home_b, port_b))
+        commit(url_b)
         # With two, the validator needs both: proposed by org-2's admin, approved by org-1's.
         prop = json.loads(run("propose", "validator-add", "--name", "node-b", "--url", url_b,
                               "--validator-key-file", str(home_b / "validator.key"),
@@ -111,8 +116,7 @@ def test_a_one_validator_chain_takes_in_a_second_validator_that_signs_every_late
         vals = httpx.get(url_a + f"/v1/validators?height={changed + 1}", timeout=10).json()["validators"]
         assert [v["key"] for v in vals] == [key_a, validator_b.public]
 
-        # The second node, from the genesis alone, catches up and takes part.
-        nodes.append(start_node_process(home_b, port_b))
+        # The second node, caught up, takes part from the height after the adopting block.
         first = commit(url_a)
         assert first > changed
         until("node-b caught up and a validator",

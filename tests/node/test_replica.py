@@ -131,6 +131,17 @@ def test_single_validator_node_takes_no_peer_messages(client: Any, consortium: C
     assert client.get("/v1/evidence").json() == {"evidence": []}
 
 
+def test_single_validator_node_commits_records_a_full_node_forwards(client: Any, consortium: Consortium) -> None:
+    """A full node following a one-validator chain forwards what it is given to that
+    validator: its block loop commits it (it is not dropped as ``no_consensus``)."""
+    env = consortium.envelope(consortium.alice, "dataset.contribute", Consortium.dataset_body("via-a-full-node"))
+    r = client.post("/v1/peer/records", content=orjson.dumps({"records": [env]}))
+    assert r.status_code == 200, r.text
+    rid = r.json()["results"][0]["id"]
+    until("the forwarded record is committed",
+          lambda: client.get(f"/v1/records/{rid}").json()["status"] == "committed")
+
+
 # --- the peer connection ---------------------------------------------------------------------
 
 
