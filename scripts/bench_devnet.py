@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import orjson
 from bench_node import ROLES, _cli, _keys, _stop  # scripts/ is on sys.path when run by bench.py
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 ROOT = Path(__file__).resolve().parents[1]
 NODES = 4
@@ -147,6 +148,35 @@ def _records(chain_id: str, people: list[Any], n: int, start: int) -> list[bytes
     return [orjson.dumps(e) for e in workload(chain_id, people, n, start)]
 
 
+class _Busy(Exception):
+    """A node answered 503 (its mempool is full)."""
+
+
+def _post_batch(c: httpx.Client, urls: list[str], first: int, path: str, body: bytes) -> None:
+    """POST one batch of records to ``urls[first]`` (tenacity): a 503 is sent again to the
+    same node after a growing pause, a transport error to the next node; a refused record
+    stops the benchmark."""
+    turn = [first]
+
+    @retry(retry=retry_if_exception_type((_Busy, httpx.TransportError)), wait=wait_incrementing(0.05, 0.05),
+           stop=stop_after_attempt(50), reraise=True)
+    def once() -> None:
+        try:
+            r = c.post(urls[turn[0] % len(urls)] + path, content=body, headers={"content-type": "application/json"})
+        except httpx.TransportError:
+            turn[0] += 1  # that node is busy or going: the next one
+            raise
+        if r.status_code == 503:
+            raise _Busy
+        if r.status_code >= 400:
+            raise SystemExit(f"devnet refused a bench batch: HTTP {r.status_code} {r.text[:200]}")
+        bad = [x for x in r.json()["results"] if "code" in x]
+        if bad:
+            raise SystemExit(f"devnet refused a bench record: {bad[0]}")
+
+    once()
+
+
 def _post_batches(urls: list[str], batches: list[list[bytes]], threads: int) -> None:
     """Submit every batch (round-robin over the nodes) from ``threads`` clients."""
     it = iter(enumerate(batches))
@@ -160,18 +190,7 @@ def _post_batches(urls: list[str], batches: list[list[bytes]], threads: int) -> 
                 if nxt is None:
                     return
                 i, batch = nxt
-                body = b'{"records":[' + b",".join(batch) + b"]}"
-                for attempt in range(50):
-                    r = c.post(urls[(i + t) % len(urls)] + "/v1/records/batch", content=body,
-                               headers={"content-type": "application/json"})
-                    if r.status_code == 503:  # mempool full: back off, retry
-                        time.sleep(0.05 * (attempt + 1))
-                        continue
-                    r.raise_for_status()
-                    bad = [x for x in r.json()["results"] if "code" in x]
-                    if bad:
-                        raise SystemExit(f"devnet refused a bench record: {bad[0]}")
-                    break
+                _post_batch(c, urls, i + t, "/v1/records/batch", b'{"records":[' + b",".join(batch) + b"]}")
 
     with cf.ThreadPoolExecutor(threads) as ex:
         list(ex.map(client, range(threads)))
@@ -233,29 +252,11 @@ def _closed_loop(urls: list[str], recs: list[bytes], per_batch: int, threads: in
                 if start is None:
                     return
                 body = b'{"records":[' + b",".join(recs[start:start + per_batch]) + b"]}"
-                for attempt in range(50):
-                    try:
-                        r = c.post(urls[k % len(urls)] + "/v1/records/batch?wait=true&timeout=30", content=body,
-                                   headers={"content-type": "application/json"})
-                    except httpx.HTTPError:
-                        k += 1  # that node is busy or going: the next one
-                        continue
-                    if r.status_code == 503:
-                        time.sleep(0.05 * (attempt + 1))
-                        continue
-                    if r.status_code >= 400:
-                        raise SystemExit(f"devnet refused a bench batch: HTTP {r.status_code} {r.text[:200]}")
-                    bad = [x for x in r.json()["results"] if "code" in x]
-                    if bad:
-                        raise SystemExit(f"devnet refused a bench record: {bad[0]}")
-                    break
+                _post_batch(c, urls, k, "/v1/records/batch?wait=true&timeout=30", body)
                 k += 1
 
-    workers = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    with cf.ThreadPoolExecutor(threads) as ex:
+        list(ex.map(client, range(threads)))
 
 
 def _sampler(url: str, out: list[tuple[float, int]], stop: threading.Event) -> None:

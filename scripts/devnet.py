@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,36 +349,41 @@ def _organisations(url: str) -> list[str]:
             raise SystemExit(f"error: the node at {url} does not answer: {e}") from e
 
 
+def _wait_status(home: Path, what: str, check: Callable[[dict[str, Any]], Any], timeout: float) -> Any:
+    """Poll the ``/v1/status`` of the node of ``home`` (tenacity) until ``check`` of it is
+    true (or not None); that value. Exits with one line if the node exits or ``what`` is
+    not so in time."""
+    from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    def once(http: httpx.Client) -> Any:
+        if pid_of(home) is None:
+            raise SystemExit(f"error: {home.name} exited; see {home / 'node.log'}")
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            return check(http.get(node_url(home) + "/v1/status").json())
+        return None
+
+    polling = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.2),
+                       retry=retry_if_result(lambda v: v is None or v is False))
+    with httpx.Client(timeout=2.0) as http:
+        try:
+            return polling(once, http)
+        except RetryError:
+            raise SystemExit(f"error: {home.name} {what} within {timeout:.0f} s; see {home / 'node.log'}") from None
+
+
 def _wait_level(home: Path, url: str, timeout: float) -> None:
     """Wait until the node of ``home`` holds the final height ``url``'s node had when asked."""
     with httpx.Client(timeout=5.0) as http:
         target = int(http.get(url + "/v1/status").json()["height"])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pid_of(home) is None:
-                raise SystemExit(f"error: {home.name} exited; see {home / 'node.log'}")
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-                if int(http.get(node_url(home) + "/v1/status").json()["height"]) >= target:
-                    return
-            time.sleep(0.2)
-    raise SystemExit(f"error: {home.name} did not catch up to height {target} within {timeout:.0f} s; "
-                     f"see {home / 'node.log'}")
+    _wait_status(home, f"did not catch up to height {target}", lambda s: int(s["height"]) >= target, timeout)
 
 
 def _wait_validator(home: Path, timeout: float) -> int:
     """Wait until the node of ``home`` runs consensus at a height whose set holds its key;
     that height."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if pid_of(home) is None:
-                raise SystemExit(f"error: {home.name} exited; see {home / 'node.log'}")
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-                cons = http.get(node_url(home) + "/v1/status").json()["consensus"]
-                if cons["validator"]:
-                    return int(cons["height"])
-            time.sleep(0.2)
-    raise SystemExit(f"error: {home.name} did not become a validator within {timeout:.0f} s; see {home / 'node.log'}")
+    height: int = _wait_status(home, "did not become a validator", lambda s: int(s["consensus"]["height"])
+                               if s["consensus"]["validator"] else None, timeout)
+    return height
 
 
 def cmd_catchup_rate(records: int) -> None:
