@@ -16,10 +16,10 @@ what matters (``gossip_messages``), and records reach it through the proposals' 
 A peer sent nothing for ``PROBE_S`` is sent an empty batch of messages, so that whether it
 is up is known on a quiet network too.
 
-The connections are ``PeerConnection``: h11 (the maintained sans-I/O HTTP/1.1 protocol
-library) over asyncio streams, keep-alive, one request at a time. Four validators exchange
+The connections are ``PeerConnection``: a small HTTP/1.1 client over asyncio streams
+(``Content-Length`` bodies, keep-alive, one request at a time). Four validators exchange
 dozens of small messages per height; measured on 127.0.0.1, a general-purpose client
-(httpx) spends about 1 ms of CPU on each such request, this one about 0.12 ms.
+(httpx) spends about 1 ms of CPU on each such request, this one about 0.1 ms.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
 import orjson
 
 __all__ = ["Peer", "PeerConnection", "PeerError", "Peers"]
@@ -60,10 +59,9 @@ class PeerError(Exception):
 class PeerConnection:
     """One keep-alive HTTP/1.1 connection to a peer; ``post`` sends one request at a time.
 
-    HTTP/1.1 itself (framing, keep-alive, chunked or ``Content-Length`` answers) is h11's;
-    this class does the I/O over asyncio streams. A request on a kept-alive connection the
-    peer has closed meanwhile is sent once more on a new connection: the peer routes are
-    idempotent (a message or record received twice counts once).
+    Responses must carry ``Content-Length`` (the node's always do). A request on a kept-alive
+    connection the peer has closed meanwhile is sent once more on a new connection: the peer
+    routes are idempotent (a message or record received twice counts once).
     """
 
     def __init__(self, url: str) -> None:
@@ -74,29 +72,28 @@ class PeerConnection:
         self.port = u.port or (443 if u.scheme == "https" else 80)
         self.ssl = ssl.create_default_context() if u.scheme == "https" else None
         self.base = (u.path or "").rstrip("/")
-        self._host_header = (self.host if u.port is None else f"{self.host}:{u.port}").encode()
+        netloc = self.host if u.port is None else f"{self.host}:{u.port}"
+        self._host_header = netloc.encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._http = h11.Connection(h11.CLIENT)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` (JSON) to ``path``; the status and body of the answer. Raises PeerError."""
+        head = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % ((self.base + path).encode(), self._host_header, len(body)))
         for attempt in (0, 1):
             fresh = self._writer is None
             try:
                 if fresh:
                     self._reader, self._writer = await asyncio.wait_for(
                         asyncio.open_connection(self.host, self.port, ssl=self.ssl, limit=1 << 20), CONNECT_TIMEOUT_S)
-                    self._http = h11.Connection(h11.CLIENT)
                 assert self._writer is not None
-                request = h11.Request(method="POST", target=(self.base + path).encode(), headers=[
-                    (b"host", self._host_header), (b"content-type", b"application/json"),
-                    (b"content-length", b"%d" % len(body))])
-                self._writer.write(self._http.send(request) or b"")
-                self._writer.write(self._http.send(h11.Data(data=body)) or b"")
-                self._writer.write(self._http.send(h11.EndOfMessage()) or b"")
+                self._writer.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    self._writer.write(body)
                 return await asyncio.wait_for(self._answer(), REQUEST_TIMEOUT_S)
-            except (OSError, EOFError, h11.ProtocolError, ValueError, TimeoutError) as e:
+            except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                    TimeoutError) as e:
                 self.close()
                 if fresh or attempt or isinstance(e, TimeoutError):
                     raise PeerError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
@@ -105,30 +102,27 @@ class PeerConnection:
     async def _answer(self) -> tuple[int, bytes]:
         assert self._reader is not None and self._writer is not None
         await self._writer.drain()
-        status, chunks, size = 0, [], 0
-        while True:
-            event = self._http.next_event()
-            if event is h11.NEED_DATA:
-                data = await self._reader.read(1 << 16)
-                if not data:
-                    raise EOFError("the peer closed the connection")
-                self._http.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_RESPONSE_BYTES:
-                    raise ValueError(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes")
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise EOFError("the peer closed the connection")
-        if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
-            self._http.start_next_cycle()  # keep-alive
-        else:
-            self.close()  # the peer asked to close (Connection: close, HTTP/1.0)
-        return status, b"".join(chunks)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if not lines[0].startswith(b"HTTP/1."):
+            raise ValueError("not an HTTP/1.x response")
+        status = int(lines[0][9:12])
+        length, close = None, lines[0].startswith(b"HTTP/1.0")
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+            elif name == b"transfer-encoding":
+                raise ValueError("chunked answers are not supported")
+        if length is None or not 0 <= length <= MAX_RESPONSE_BYTES:
+            raise ValueError("the answer has no usable Content-Length")
+        body = await self._reader.readexactly(length)
+        if close:
+            self.close()
+        return status, body
 
     def close(self) -> None:
         if self._writer is not None:
